@@ -1,0 +1,43 @@
+"""The seam between the trainer and wherever embedding rows live.
+
+Local training keeps embedding variables in-process; parameter-server training pulls and
+pushes them over a transport; collective training exchanges them with all-to-all. The
+trainer sees only this interface, so the three paths share one training step.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["EmbeddingStore"]
+
+
+class EmbeddingStore(ABC):
+    """Named embedding tables keyed by int64 feature keys."""
+
+    @abstractmethod
+    def dim(self, table: str) -> int:
+        """Row width of `table`."""
+
+    @abstractmethod
+    def lookup(self, table: str, keys: np.ndarray, train: bool = True) -> np.ndarray:
+        """Rows for unique `keys` (N,) int64 -> (N, dim) float32.
+
+        Creates nothing: a key never updated gets its deterministic initial row (or zeros
+        while an admission filter holds it back). `train=False` (evaluation, serving)
+        must not count towards frequencies.
+        """
+
+    @abstractmethod
+    def apply_gradients(self, table: str, keys: np.ndarray, grads: np.ndarray,
+                        counts: np.ndarray, step: int) -> None:
+        """Apply summed gradients for unique `keys`.
+
+        keys: (N,) int64 unique; grads: (N, dim) float32, already summed over a batch's
+        duplicates; counts: (N,) int64 occurrences of each key in the batch (for freq);
+        step: the global step that becomes each touched key's version.
+        """
+
+    def flush(self) -> None:
+        """Wait for outstanding asynchronous updates (no-op for synchronous stores)."""
