@@ -37,7 +37,7 @@ class DataConfig:
     train_rows: int = 1_000_000  # enough for DeepFM to learn the planted interactions in ~1 epoch
     eval_rows: int = 200_000  # AUC std error ~0.001 at this size
     eval_start: int = -1
-    batch_size: int = 4096  # large batches amortise the per-step sparse lookup on CPU
+    batch_size: int = 1024  # measured: 4096 learns the planted interactions worse in one epoch (fewer sparse steps)
     epochs: int = 1
 
     def __post_init__(self) -> None:
@@ -66,7 +66,7 @@ class EmbeddingConfig:
     dim: int = 16  # Criteo-scale models commonly use 10-16
     sharing: Literal["shared", "per_field"] = "shared"  # one table for all fields (keys carry the field) or one each
     optimizer: Literal["sgd", "adagrad"] = "adagrad"  # Adagrad is the PS-world default for sparse rows
-    lr: float = 0.05
+    lr: float = 0.03  # tuned on the default synthetic data (0.01-0.05 all within 0.01 AUC)
     init_std: float = 0.01  # small init keeps FM's pairwise term near zero at the start
     pooling: Literal["sum", "mean"] = "sum"  # for multi-valued fields
 

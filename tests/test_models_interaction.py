@@ -191,6 +191,12 @@ def test_can_extra_embedding_widths_follow_independence_options():
     assert tables(separate_pairs=True) == [("can_coaction_f1", (1,), 2 * 160)]
     assert tables(separate_tables=True) == [("can_coaction_p0", (1,), 160), ("can_coaction_p1", (1,), 160)]
     assert tables(coaction_bias=True) == [("can_coaction_f1", (1,), 160 + 8 + 4)]
+    # feed fields of different widths cannot share one weight set, but can have a block each
+    narrow = FeatureSpec(3, (16, 16, 4))
+    with pytest.raises(ValueError):
+        CAN(narrow, CANParams(**pairs))
+    can = CAN(narrow, CANParams(**pairs, separate_pairs=True))
+    assert [t.dim for t in can.extra_embeddings()] == [160 + 4 * 8 + 8 * 4]
 
 
 def _mlp_by_hand(f, w1, w2):

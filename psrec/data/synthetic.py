@@ -67,12 +67,13 @@ class SyntheticConfig:
     drift: float = 0.05  # per day, share of (field, rank) slots taken over by a new entity
     num_pairs: int = 12  # planted pairwise interactions
     num_triples: int = 4  # planted third-order interactions
-    interaction_fields: int = 10  # interactions live among the (at most) 10 lowest-cardinality fields: learnable
-    sigma_first: float = 0.8  # std of the summed first-order part of the logit
+    interaction_fields: int = 7  # interactions live among the 7 lowest-cardinality fields (<= 1000 ids): learnable in 1M rows
+    sigma_first: float = 1.5  # std of the summed first-order part (LR can learn it: the 90%-of-planted target needs it large)
     sigma_pair: float = 1.0  # std of the summed pairwise part
-    sigma_triple: float = 0.5  # std of the summed third-order part
+    sigma_triple: float = 0.25  # std of the summed third-order part
     sigma_dense: float = 0.3  # std of the dense part
     base_logit: float = -1.3  # gives a click rate near Criteo's ~25%
+    head_ranks: float = 1000.0  # an entity at rank r carries (1 + r/head_ranks)^-1/2 of the signal; 0 = flat
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_fields <= 500:
@@ -89,6 +90,8 @@ class SyntheticConfig:
             raise ValueError("num_dense must be >= 0 and num_rows >= 1")
         if not 0 <= self.day < 1024:
             raise ValueError(f"day must be in [0, 1024), got {self.day}")
+        if self.head_ranks < 0:
+            raise ValueError(f"head_ranks must be >= 0, got {self.head_ranks}")
         if not 0.0 <= self.drift <= 1.0:
             raise ValueError(f"drift must be in [0, 1], got {self.drift}")
         k = min(self.interaction_fields, self.num_fields)
@@ -217,19 +220,28 @@ class SyntheticSource(DataSource):
         ids = splitmix64(ent ^ self._field_salt[f]) & ID_MASK
         return make_keys(f, ids)
 
+    def _entity_cells(self, f: int, ranks: np.ndarray):
+        """(keys, w, u, t) of the entities at `ranks` of field f, signal scaled by popularity."""
+        keys = self._entity_keys(f, ranks)
+        w, u, t = _EntityParams.compute(keys, self._salts[_S_PARAM])
+        if self.cfg.head_ranks > 0:
+            # Rare ids carry weaker signal, as in real logs (and a model could not learn them
+            # from a few occurrences anyway): the planted lift stays reachable by training.
+            scale = (1.0 + ranks.astype(np.float32) / np.float32(self.cfg.head_ranks)) ** np.float32(-0.5)
+            w, u, t = w * scale, u * scale[:, None], t * scale
+        return keys, w, u, t
+
     @lru_cache(maxsize=64)
     def _tables(self, f: int):
         """Per-rank (keys, w, u, t) for a field small enough to tabulate."""
-        keys = self._entity_keys(f, np.arange(self._cards[f], dtype=np.int64))
-        return (keys,) + _EntityParams.compute(keys, self._salts[_S_PARAM])
+        return self._entity_cells(f, np.arange(self._cards[f], dtype=np.int64))
 
     def _field_cells(self, f: int, ranks: np.ndarray, want_u: bool, want_t: bool):
         """(keys, w, u or None, t or None) of the cells holding `ranks` of field f."""
         if self._cards[f] <= _TABLE_MAX:
             keys, w, u, t = self._tables(f)
             return (keys[ranks], w[ranks], u[ranks] if want_u else None, t[ranks] if want_t else None)
-        keys = self._entity_keys(f, ranks)
-        return (keys,) + _EntityParams.compute(keys, self._salts[_S_PARAM])
+        return self._entity_cells(f, ranks)
 
     # ----------------------------------------------------------------------------- rows
     def _generate(self, start: int, end: int):
