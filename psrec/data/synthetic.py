@@ -120,40 +120,79 @@ def _uniform(h: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * _U53
 
 
-def _zipf_ranks(u: np.ndarray, n: int, s: float) -> np.ndarray:
-    """Inverse CDF of a continuous bounded Zipf/Pareto on [1, n+1), floored to ranks [0, n).
+def _uniform_pairs(counters: np.ndarray, salt: np.uint64, width: int) -> np.ndarray:
+    """(n, ceil(width/2)) counters -> (n, width) float32 uniforms in [0, 1).
 
-    Continuous approximation of P(r) ~ (r+1)^-s: exact sampling of a 1e9-id discrete Zipf
-    would need its CDF table; the continuous law keeps the heavy head and long tail.
+    Each 64-bit hash yields two uniforms (its halves): half the hashing of one per value.
     """
-    if n == 1:
-        return np.zeros(u.shape, np.int64)
-    if abs(s - 1.0) < 1e-9:
-        x = np.exp(u * np.log(n + 1.0))
-    elif s == 0:
-        x = 1.0 + u * n
-    else:
-        e = 1.0 - s
-        x = ((np.power(n + 1.0, e) - 1.0) * u + 1.0) ** (1.0 / e)
+    h = splitmix64(counters ^ salt)
+    out = np.empty((h.shape[0], 2 * h.shape[1]), dtype=np.float32)
+    # 24 bits per value: float32 holds them exactly, so u < 1 strictly.
+    out[:, 0::2] = ((h >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.float32)
+    out[:, 1::2] = (h >> np.uint64(40)).astype(np.float32)
+    out *= np.float32(2.0 ** -24)
+    return out[:, :width]
+
+
+def _rank_groups(cards: np.ndarray, s: np.ndarray):
+    """Per kind of Zipf exponent, the columns and a vectorised inverse CDF for them.
+
+    The law is a continuous bounded Zipf/Pareto on [1, N+1) with density ~ x^-s, floored to
+    ranks [0, N): exact sampling of a 1e9-id discrete Zipf would need its CDF table; the
+    continuous law keeps the heavy head and the long tail.
+    """
+    # float32 throughout: twice the speed of float64 pow, and a relative error near 1e-6 in a
+    # tail rank does not change the law.
+    n1 = cards.astype(np.float64) + 1.0
+    groups = []
+    one = np.abs(s - 1.0) < 1e-9
+    flat = s == 0
+    powr = ~one & ~flat
+    f32 = np.float32
+    if powr.any():
+        cols = np.flatnonzero(powr)
+        e = 1.0 - s[cols]
+        c, inv = (np.power(n1[cols], e) - 1.0).astype(f32), (1.0 / e).astype(f32)
+        groups.append((cols, lambda u, c=c, inv=inv, n=cards[cols]: _floor_ranks((c * u + f32(1)) ** inv, n)))
+    if one.any():
+        cols = np.flatnonzero(one)
+        groups.append((cols, lambda u, l=np.log(n1[cols]).astype(f32), n=cards[cols]: _floor_ranks(np.exp(u * l), n)))
+    if flat.any():
+        cols = np.flatnonzero(flat)
+        groups.append((cols, lambda u, m=cards[cols].astype(f32), n=cards[cols]: _floor_ranks(f32(1) + u * m, n)))
+    return groups
+
+
+def _cols(idx: np.ndarray):
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
+
+
+def _floor_ranks(x: np.ndarray, n: np.ndarray) -> np.ndarray:
     r = x.astype(np.int64) - 1
-    np.clip(r, 0, n - 1, out=r)
-    return r
+    return np.clip(r, 0, n - 1, out=r)
 
 
-class _EntityParams:
-    """Planted parameters of entities of one field, derived from their keys by hashing."""
+_SQRT12 = np.float32(np.sqrt(12.0))
 
-    @staticmethod
-    def compute(keys: np.ndarray, param_salt: np.uint64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """keys (n,) int64 -> w (n,) f32, u (n, K) f32, t (n,) f32, each with unit variance."""
-        h1 = splitmix64(keys.view(np.uint64) ^ param_salt)
+
+def _entity_params(keys: np.ndarray, salt: np.uint64, want_u: bool = True):
+    """Planted parameters of entities, derived from their keys by hashing.
+
+    keys (n,) int64 -> w (n,) f32, u (n, K) f32 or None, t (n,) f32; each has unit variance
+    (uniform on [-sqrt(3), sqrt(3)]). w and t come from the two 32-bit halves of one hash, u
+    from four 16-bit lanes of a second, computed only when asked (interaction fields).
+    """
+    h1 = splitmix64(keys.view(np.uint64) ^ salt)
+    w = ((h1 & np.uint64(0xFFFFFFFF)).astype(np.float32) * np.float32(2.0**-32) - np.float32(0.5)) * _SQRT12
+    t = ((h1 >> np.uint64(32)).astype(np.float32) * np.float32(2.0**-32) - np.float32(0.5)) * _SQRT12
+    u = None
+    if want_u:
         h2 = splitmix64(h1)
-        # Four 16-bit lanes of h1 give u; uniform on [-sqrt(3), sqrt(3)] has variance 1.
-        lanes = np.stack([(h1 >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(_LATENT)], axis=-1)
-        u = ((lanes.astype(np.float32) + 0.5) / 65536.0 - 0.5) * np.float32(np.sqrt(12.0))
-        w = ((h2 & np.uint64(0xFFFFFFFF)).astype(np.float32) / np.float32(2**32) - 0.5) * np.float32(np.sqrt(12.0))
-        t = ((h2 >> np.uint64(32)).astype(np.float32) / np.float32(2**32) - 0.5) * np.float32(np.sqrt(12.0))
-        return w, u, t
+        lanes = np.stack([(h2 >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(_LATENT)], axis=-1)
+        u = ((lanes.astype(np.float32) + np.float32(0.5)) * np.float32(1 / 65536) - np.float32(0.5)) * _SQRT12
+    return w, u, t
 
 
 class SyntheticSource(DataSource):
@@ -188,6 +227,25 @@ class SyntheticSource(DataSource):
         self._a3 = np.float32(cfg.sigma_triple / np.sqrt(max(len(self.triples), 1)))
         self._ad = np.float32(cfg.sigma_dense / np.sqrt(nd))
         self._field_salt = splitmix64(np.arange(nf, dtype=np.uint64) ^ self._salts[_S_ENTITY])
+        self._small = np.flatnonzero(self._cards <= _TABLE_MAX)
+        self._big = np.flatnonzero(self._cards > _TABLE_MAX)
+        # Column selectors: a slice when the columns are contiguous (no copy), else the indices.
+        self._small_cols, self._big_cols = _cols(self._small), _cols(self._big)
+        self._need_u = {f for g in self.pairs for f in g}
+        self._need_t = {f for g in self.triples for f in g}
+        # Interaction fields get compact columns; for each of small/big: (source cols, compact cols).
+        self._u_fields = sorted(self._need_u)
+        self._t_fields = sorted(self._need_t)
+
+        def route(group: np.ndarray, fields: list[int]):
+            src = [j for j, f in enumerate(group) if f in fields]
+            return np.array(src, np.int64), np.array([fields.index(group[j]) for j in src], np.int64)
+
+        self._small_u, self._small_t = route(self._small, self._u_fields), route(self._small, self._t_fields)
+        self._big_u, self._big_t = route(self._big, self._u_fields), route(self._big, self._t_fields)
+        self._pair_idx = np.array([[self._u_fields.index(f) for f in g] for g in self.pairs], np.int64).reshape(-1, 2)
+        self._triple_idx = np.array([[self._t_fields.index(f) for f in g] for g in self.triples], np.int64).reshape(-1, 3)
+        self._rank_groups = _rank_groups(self._cards, np.array(zipf, dtype=np.float64))
 
     @staticmethod
     def _draw_groups(rng, fields: np.ndarray, size: int, count: int) -> tuple[tuple[int, ...], ...]:
@@ -206,73 +264,105 @@ class SyntheticSource(DataSource):
         return self.cfg.num_rows
 
     # ----------------------------------------------------------------------------- entities
-    def _entity_keys(self, f: int, ranks: np.ndarray) -> np.ndarray:
-        """Keys of the entities holding `ranks` of field f on this config's day."""
+    def _entity_keys(self, fields: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        """Keys of the entities holding `ranks` of `fields` on this config's day.
+
+        fields: (F',) int field indices; ranks: (..., F') int64 -> keys (..., F') int64.
+        """
         cfg = self.cfg
+        f = np.asarray(fields, dtype=np.uint64)
         # An entity is (rank, birth day): day-0 entities are (r, 0); a takeover on day d makes (r, d).
         r = ranks.astype(np.uint64) << np.uint64(10)
         ent = r.copy()
         if cfg.day > 0 and cfg.drift > 0:
-            slot = (r << np.uint64(10)) | np.uint64(f << 10)
+            slot = (r << np.uint64(10)) | (f << np.uint64(10))
             for d in range(1, cfg.day + 1):
                 taken = _uniform(splitmix64((slot | np.uint64(d)) ^ self._salts[_S_DRIFT])) < cfg.drift
                 ent[taken] = r[taken] | np.uint64(d)
-        ids = splitmix64(ent ^ self._field_salt[f]) & ID_MASK
+        ids = splitmix64(ent ^ self._field_salt[f.astype(np.int64)]) & ID_MASK
         return make_keys(f, ids)
 
-    def _entity_cells(self, f: int, ranks: np.ndarray):
-        """(keys, w, u, t) of the entities at `ranks` of field f, signal scaled by popularity."""
-        keys = self._entity_keys(f, ranks)
-        w, u, t = _EntityParams.compute(keys, self._salts[_S_PARAM])
+    def _entity_cells(self, fields: np.ndarray, ranks: np.ndarray, want_u: bool = True):
+        """(keys, w, u, t) of the entities at `ranks` (..., F') of `fields`, signal scaled by popularity."""
+        keys = self._entity_keys(fields, ranks)
+        w, u, t = _entity_params(keys.reshape(-1), self._salts[_S_PARAM], want_u)
+        w, t = w.reshape(keys.shape), t.reshape(keys.shape)
+        u = u.reshape(keys.shape + (_LATENT,)) if u is not None else None
         if self.cfg.head_ranks > 0:
             # Rare ids carry weaker signal, as in real logs (and a model could not learn them
             # from a few occurrences anyway): the planted lift stays reachable by training.
-            scale = (1.0 + ranks.astype(np.float32) / np.float32(self.cfg.head_ranks)) ** np.float32(-0.5)
-            w, u, t = w * scale, u * scale[:, None], t * scale
+            scale = np.float32(1.0) / np.sqrt(
+                np.float32(1.0) + ranks.astype(np.float32) * np.float32(1.0 / self.cfg.head_ranks))
+            w, t = w * scale, t * scale
+            u = u * scale[..., None] if u is not None else None
         return keys, w, u, t
 
-    @lru_cache(maxsize=64)
-    def _tables(self, f: int):
-        """Per-rank (keys, w, u, t) for a field small enough to tabulate."""
-        return self._entity_cells(f, np.arange(self._cards[f], dtype=np.int64))
+    @lru_cache(maxsize=None)
+    def _tables(self):
+        """Per-rank (keys, w, u, t) of all tabulated fields, concatenated; and each field's offset.
 
-    def _field_cells(self, f: int, ranks: np.ndarray, want_u: bool, want_t: bool):
-        """(keys, w, u or None, t or None) of the cells holding `ranks` of field f."""
-        if self._cards[f] <= _TABLE_MAX:
-            keys, w, u, t = self._tables(f)
-            return (keys[ranks], w[ranks], u[ranks] if want_u else None, t[ranks] if want_t else None)
-        return self._entity_cells(f, ranks)
+        A cell of tabulated field f at rank r is entry `offset[f] + r`, so one gather serves
+        all small fields at once.
+        """
+        small = self._small
+        parts = [self._entity_cells(np.array([f]), np.arange(self._cards[f], dtype=np.int64)[:, None])
+                 for f in small]
+        offsets = np.zeros(self.cfg.num_fields, dtype=np.int64)
+        offsets[small] = np.cumsum([0] + [int(self._cards[f]) for f in small])[:-1]
+        keys, w, u, t = (np.concatenate([p[i].reshape((-1,) + p[i].shape[2:]) for p in parts]) if parts
+                         else np.zeros((0,) + ((_LATENT,) if i == 2 else ()), np.float32) for i in range(4))
+        return offsets, keys, w, u, t
 
     # ----------------------------------------------------------------------------- rows
+    def _ranks(self, u: np.ndarray) -> np.ndarray:
+        """(n, F) uniforms -> (n, F) Zipf ranks, one vectorised pass per kind of exponent."""
+        ranks = np.empty(u.shape, dtype=np.int64)
+        for cols, fn in self._rank_groups:
+            ranks[:, cols] = fn(u[:, cols])
+        return ranks
+
     def _generate(self, start: int, end: int):
         cfg = self.cfg
         n, nf = end - start, cfg.num_fields
         rows = np.arange(start, end, dtype=np.uint64)
-        counters = rows[:, None] * np.uint64(nf) + np.arange(nf, dtype=np.uint64)[None, :]  # (n, F)
-        u_rank = _uniform(splitmix64(counters ^ self._salts[_S_RANK]))
+        half = (nf + 1) // 2
+        counters = rows[:, None] * np.uint64(half) + np.arange(half, dtype=np.uint64)[None, :]
+        ranks = self._ranks(_uniform_pairs(counters, self._salts[_S_RANK], nf))  # (n, F)
         keys = np.empty((n, nf), dtype=np.int64)
-        w_sum = np.zeros(n, dtype=np.float32)
-        need_u = {f for g in self.pairs for f in g}
-        need_t = {f for g in self.triples for f in g}
-        lat: dict[int, np.ndarray] = {}
-        tri: dict[int, np.ndarray] = {}
-        for f in range(nf):
-            ranks = _zipf_ranks(u_rank[:, f], int(self._cards[f]), self._zipf[f])
-            k, w, u, t = self._field_cells(f, ranks, f in need_u, f in need_t)
-            keys[:, f] = k
-            w_sum += w
-            if f in need_u:
-                lat[f] = u
-            if f in need_t:
-                tri[f] = t
-        z = np.full(n, cfg.base_logit, dtype=np.float32) + self._a1 * w_sum
-        for f, g in self.pairs:
-            z += self._a2 * np.einsum("nk,nk->n", lat[f], lat[g])
-        for f, g, h in self.triples:
-            z += self._a3 * tri[f] * tri[g] * tri[h]
+        z = np.full(n, cfg.base_logit, dtype=np.float32)
+        small, big = self._small, self._big
+        # Latent vectors / scalars of the interaction fields only, in compact columns.
+        lat = np.empty((n, len(self._u_fields), _LATENT), np.float32)
+        tri = np.empty((n, len(self._t_fields)), np.float32)
+        if len(small):
+            offsets, tk, tw, tu, tt = self._tables()
+            idx = ranks[:, self._small_cols] + offsets[small]  # (n, F_small) entries of the tables
+            keys[:, self._small_cols] = tk[idx]
+            z += self._a1 * tw[idx].sum(axis=1)
+            (su, du), (st, dt) = self._small_u, self._small_t  # source columns in idx, compact columns
+            if len(su):
+                lat[:, du] = tu[idx[:, su]]
+            if len(st):
+                tri[:, dt] = tt[idx[:, st]]
+        if len(big):
+            (bu, du), (bt, dt) = self._big_u, self._big_t
+            kb, wb, ub, tb = self._entity_cells(big, ranks[:, self._big_cols], len(bu) > 0)
+            keys[:, self._big_cols] = kb
+            z += self._a1 * wb.sum(axis=1)
+            if len(bu):
+                lat[:, du] = ub[:, bu]
+            if len(bt):
+                tri[:, dt] = tb[:, bt]
+        if self.pairs:  # sum over planted pairs of <u_f, u_g>, all pairs in one pass
+            p = self._pair_idx
+            z += self._a2 * np.einsum("npk,npk->n", lat[:, p[:, 0]], lat[:, p[:, 1]])
+        if self.triples:
+            t = self._triple_idx
+            z += self._a3 * (tri[:, t[:, 0]] * tri[:, t[:, 1]] * tri[:, t[:, 2]]).sum(axis=1)
         if cfg.num_dense:
-            dc = rows[:, None] * np.uint64(cfg.num_dense) + np.arange(cfg.num_dense, dtype=np.uint64)[None, :]
-            dense = ((_uniform(splitmix64(dc ^ self._salts[_S_DENSE])) - 0.5) * np.sqrt(12.0)).astype(np.float32)
+            half = (cfg.num_dense + 1) // 2
+            dc = rows[:, None] * np.uint64(half) + np.arange(half, dtype=np.uint64)[None, :]
+            dense = (_uniform_pairs(dc, self._salts[_S_DENSE], cfg.num_dense) - np.float32(0.5)) * _SQRT12
             z += self._ad * (dense @ self._dense_w)
         else:
             dense = np.zeros((n, 0), dtype=np.float32)
