@@ -32,13 +32,29 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         if key not in fields:
             known = ", ".join(sorted(fields)) or "(none)"
             raise ConfigError(f"unknown config key {path!r}; known keys here: {known}")
-        kwargs[key] = _convert(hints[key], value, path)
+        kwargs[key] = _convert(hints[key], _over_default(fields[key], value), path)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
+
+
+def _over_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial table for a nested dataclass overrides that field's *default instance*, not
+    the nested class's own defaults (e.g. `[embedding.optimizer] lr = 0.1` keeps the
+    embedding section's chosen initial_accumulator)."""
+    if not isinstance(value, Mapping):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = f.default
+    if not (dataclasses.is_dataclass(default) and not isinstance(default, type)):
+        return value
+    base = {g.name: getattr(default, g.name) for g in dataclasses.fields(default) if g.init}
+    return {**base, **value}
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:

@@ -53,3 +53,14 @@ def test_show_round_trips(tmp_path, capsys):
 def test_cli_reports_config_error(capsys):
     assert main(["config", "show", "--set", "train.bogus=1"]) == 2
     assert "train.bogus" in capsys.readouterr().err
+
+
+def test_partial_nested_section_keeps_section_defaults():
+    cfg = load_config(None, ["embedding.optimizer.lr=0.1"])
+    default = load_config(None)
+    assert cfg.embedding.optimizer.lr == 0.1
+    assert cfg.embedding.optimizer.initial_accumulator == default.embedding.optimizer.initial_accumulator
+    with pytest.raises(ConfigError, match="embedding.optimizer.nope"):
+        load_config(None, ["embedding.optimizer.nope=1"])
+    with pytest.raises(ConfigError, match="optimizer.name"):
+        load_config(None, ["embedding.optimizer.name=rmsprop"])

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from psrec.config import Config
+from psrec.config_io import to_mapping
 from psrec.data.base import DataSource
 from psrec.data.factory import make_source
 from psrec.embedding.layer import EmbeddingLayer, TableSpec, plan_tables
@@ -141,7 +142,7 @@ def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | Non
         "steps": global_step,
         "phases": timer.as_dict(),  # seconds per phase
         "ranges": rr.__dict__,
-        "tables": setup.store.stats(),
+        "tables": to_mapping(setup.store.stats()),
         "run_dir": str(run_dir),
     }
     planted = getattr(src, "planted_logits", None)
@@ -150,6 +151,6 @@ def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | Non
         results["planted_auc"] = auc(y, planted(rr.eval_start, rr.eval_end))
     malformed = getattr(src, "malformed", None)
     if malformed is not None:
-        results["malformed_lines"] = [m.__dict__ if hasattr(m, "__dict__") else str(m) for m in malformed]
+        results["malformed_lines"] = to_mapping(list(malformed))
     write_results(run_dir, results)
     return results

@@ -1,0 +1,175 @@
+"""Snapshots of an embedding variable and their on-disk format (format version 1).
+
+An export is a directory that numpy alone can read (`np.load(..., allow_pickle=False)` and
+`json`); `docs/ev-format.md` is the full description. Layout, with R rows of width D:
+
+    manifest.json        format "psrec-ev", format_version 1, name, dim, step, optimizer,
+                         counts, the table's config, and one entry per array file below
+                         (file, dtype, shape)
+    keys.npy             (R,)   int64   feature keys, ascending
+    values.npy           (R, D) float32 embeddings, row i belongs to keys[i]
+    freqs.npy            (R,)   int64   occurrences in updates (with multiplicity)
+    versions.npy         (R,)   int64   global step of the latest update, -1 = never updated
+    slot.<name>.npy      (R, D) or (R,) optimizer state, e.g. slot.accum.npy for adagrad
+    filter.keys.npy      (W,)   int64   counter filter: keys still waiting for admission
+    filter.counts.npy    (W,)   int64   ... and their occurrences so far
+    filter.sketch.npy    (m,)   uint8/16/32  bloom filter: the counting Bloom filter's counters
+
+A snapshot is taken under the variable's lock, so values, slots and metadata are of one
+moment (restoring mismatched slots and values is how a known DeepRec bug trained into NaN).
+Files are written into a temporary sibling directory, the manifest last, then renamed into
+place: a directory without a manifest is an incomplete export and is refused.
+
+Version policy: readers refuse a `format_version` newer than theirs; a reader for version N
+reads every version <= N.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EVSnapshot", "save_snapshot", "load_snapshot", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "psrec-ev"
+FORMAT_VERSION = 1
+
+_CORE = {"keys": ("int64", 1), "values": ("float32", 2), "freqs": ("int64", 1), "versions": ("int64", 1)}
+
+
+@dataclass
+class EVSnapshot:
+    """One embedding variable's state at one moment, rows sorted by key.
+
+    Args:
+        name: table name.
+        dim: row width D.
+        step: the largest global step applied before the snapshot (-1: none).
+        optimizer: optimizer name; `slots` holds its state.
+        keys: (R,) int64, ascending.
+        values: (R, D) float32.
+        freqs: (R,) int64.
+        versions: (R,) int64, -1 = never updated.
+        slots: slot name -> (R, D) or (R,) array.
+        filter_kind: admission filter kind ("none", "counter", "bloom").
+        filter_arrays: the filter's arrays ("keys"/"counts" or "sketch").
+        filter_meta: the filter's JSON-able metadata.
+        config: the table's EVConfig as a plain mapping (informational).
+        evicted_total: rows evicted over the variable's life.
+    """
+
+    name: str
+    dim: int
+    step: int
+    optimizer: str
+    keys: np.ndarray
+    values: np.ndarray
+    freqs: np.ndarray
+    versions: np.ndarray
+    slots: dict[str, np.ndarray] = field(default_factory=dict)
+    filter_kind: str = "none"
+    filter_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    filter_meta: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    evicted_total: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def validate(self) -> None:
+        """Raise ValueError if arrays disagree in length, width or dtype."""
+        r = len(self.keys)
+        for name, (dtype, ndim) in _CORE.items():
+            a = getattr(self, name)
+            if a.dtype != np.dtype(dtype) or a.ndim != ndim or len(a) != r:
+                raise ValueError(f"snapshot {self.name!r}: {name} must be {dtype} with {ndim} dims and "
+                                 f"{r} rows, got {a.dtype} {a.shape}")
+        if self.values.shape[1] != self.dim:
+            raise ValueError(f"snapshot {self.name!r}: values have width {self.values.shape[1]}, dim is {self.dim}")
+        for name, a in self.slots.items():
+            if len(a) != r:
+                raise ValueError(f"snapshot {self.name!r}: slot {name!r} has {len(a)} rows, keys have {r}")
+        if r > 1 and not (self.keys[1:] > self.keys[:-1]).all():
+            raise ValueError(f"snapshot {self.name!r}: keys must be unique and ascending")
+
+
+def _entry(path: Path, fname: str, arr: np.ndarray) -> dict[str, Any]:
+    np.save(path / fname, np.ascontiguousarray(arr), allow_pickle=False)
+    return {"file": fname, "dtype": arr.dtype.name, "shape": list(arr.shape)}
+
+
+def save_snapshot(snap: EVSnapshot, path: str | os.PathLike) -> Path:
+    """Write `snap` as an export directory at `path` (replacing one already there)."""
+    snap.validate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        files = {name: _entry(tmp, f"{name}.npy", getattr(snap, name)) for name in _CORE}
+        slots = {name: _entry(tmp, f"slot.{name}.npy", a) for name, a in sorted(snap.slots.items())}
+        ffiles = {name: _entry(tmp, f"filter.{name}.npy", a) for name, a in sorted(snap.filter_arrays.items())}
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "name": snap.name,
+            "dim": snap.dim,
+            "num_rows": len(snap),
+            "step": snap.step,
+            "optimizer": snap.optimizer,
+            "evicted_total": snap.evicted_total,
+            "files": files,
+            "slots": slots,
+            "filter": {"kind": snap.filter_kind, "files": ffiles, "meta": snap.filter_meta},
+            "config": snap.config,
+        }
+        with open(tmp / "manifest.json", "w") as f:  # last: its presence marks a complete export
+            json.dump(manifest, f, indent=1, sort_keys=True)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _load_array(path: Path, entry: dict[str, Any], what: str) -> np.ndarray:
+    f = path / entry["file"]
+    if not f.is_file():
+        raise ValueError(f"export {path}: {what} file {entry['file']!r} is missing")
+    a = np.load(f, allow_pickle=False)
+    if a.dtype.name != entry["dtype"] or list(a.shape) != list(entry["shape"]):
+        raise ValueError(f"export {path}: {what} is {a.dtype} {a.shape}, manifest says "
+                         f"{entry['dtype']} {tuple(entry['shape'])}")
+    return a
+
+
+def load_snapshot(path: str | os.PathLike) -> EVSnapshot:
+    """Read an export directory written by `save_snapshot` (any format version <= 1)."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise ValueError(f"export {path}: no manifest.json (not an EV export, or an incomplete one)")
+    with open(mf) as f:
+        m = json.load(f)
+    if m.get("format") != FORMAT_NAME:
+        raise ValueError(f"export {path}: format is {m.get('format')!r}, expected {FORMAT_NAME!r}")
+    if not isinstance(m.get("format_version"), int) or m["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"export {path}: format_version {m.get('format_version')!r} is newer than "
+                         f"this reader's {FORMAT_VERSION}")
+    core = {name: _load_array(path, m["files"][name], name) for name in _CORE}
+    slots = {name: _load_array(path, e, f"slot {name}") for name, e in m["slots"].items()}
+    flt = m["filter"]
+    farrays = {name: _load_array(path, e, f"filter {name}") for name, e in flt["files"].items()}
+    snap = EVSnapshot(name=m["name"], dim=int(m["dim"]), step=int(m["step"]), optimizer=m["optimizer"],
+                      slots=slots, filter_kind=flt["kind"], filter_arrays=farrays,
+                      filter_meta=flt.get("meta", {}), config=m.get("config", {}),
+                      evicted_total=int(m.get("evicted_total", 0)), **core)
+    snap.validate()
+    return snap

@@ -1,0 +1,28 @@
+"""Adagrad (Duchi, Hazan and Singer 2011), as torch.optim.Adagrad computes it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.optim.adagrad import adagrad as _torch_adagrad
+
+from psrec.ev.optim.base import SlotSpec, SparseOptimizer, register_optimizer
+
+__all__ = ["Adagrad"]
+
+
+@register_optimizer("adagrad")
+class Adagrad(SparseOptimizer):
+    """Per coordinate: acc += g^2; w -= lr * g / (sqrt(acc) + eps).
+
+    Slot "accum" (R, D) float32 starts at `initial_accumulator`. The update runs torch's
+    fused CPU kernel on the gathered block: one pass over memory instead of four.
+    """
+
+    def slots(self) -> tuple[SlotSpec, ...]:
+        return (SlotSpec("accum", True, "float32", self.cfg.initial_accumulator),)
+
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+        tw, tg, ta = torch.from_numpy(w), torch.from_numpy(g), torch.from_numpy(slots["accum"])
+        # lr_decay = 0 makes the step count irrelevant; a throwaway tensor satisfies the API.
+        _torch_adagrad([tw], [tg], [ta], [torch.zeros((), dtype=torch.float32)], fused=True,
+                       lr=self.cfg.lr, weight_decay=0.0, lr_decay=0.0, eps=self.cfg.eps, maximize=False)

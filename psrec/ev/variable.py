@@ -1,0 +1,508 @@
+"""The embedding variable (EV): a hash-keyed, growable embedding table with per-key metadata.
+
+Semantics follow DeepRec's EmbeddingVariable:
+
+* `lookup` reads rows and changes nothing. A key without a row reads as its deterministic
+  initial row, or as zeros while an admission filter holds it back. Frequencies are counted
+  from the `counts` given to `apply_gradients`, so evaluation and serving lookups never
+  count and a retried pull never double-counts; `train` is accepted for the store interface.
+* `apply_gradients` creates the rows of new keys (after admission), adds each key's
+  occurrences to its `freq`, sets its `version` to the global step and runs the sparse
+  optimizer on the touched rows only. Duplicate keys have their gradients summed first.
+* Eviction (TTL on versions, L2 norm of values) runs on demand and before an export.
+* `snapshot` / `export` / `restore` give consistent, bit-exact, re-shardable copies.
+
+All public methods take one lock, so a parameter-server actor may serve pulls and pushes on
+threads and a snapshot never mixes values and slots of different moments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from psrec.ev.config import EVConfig
+from psrec.ev.export import EVSnapshot, load_snapshot, save_snapshot
+from psrec.ev.filters import make_filter
+from psrec.ev.hashtable import HashTable
+from psrec.ev.initializers import initial_rows
+from psrec.ev.optim import make_optimizer
+from psrec.ev.partition import Partition, hash_mod_partition
+
+__all__ = ["EmbeddingVariable", "EvictionReport", "EVStats"]
+
+_FREQ, _VERSION = 0, 1  # columns of the (R, 2) int64 metadata array
+
+
+@dataclass(frozen=True)
+class EvictionReport:
+    """What one eviction pass removed.
+
+    Args:
+        table: the variable's name.
+        step: the global step eviction was judged against.
+        rows_ttl: rows whose version was older than `step - steps_to_live`.
+        rows_l2: further rows whose 0.5 * ||v||^2 was below `l2_evict_threshold`.
+        bytes_freed: row storage released for reuse (values, freq/version, optimizer slots),
+            in bytes. Arrays keep their capacity; new keys reuse the freed rows.
+    """
+
+    table: str
+    step: int
+    rows_ttl: int
+    rows_l2: int
+    bytes_freed: int
+
+    @property
+    def rows_evicted(self) -> int:
+        return self.rows_ttl + self.rows_l2
+
+
+@dataclass(frozen=True)
+class EVStats:
+    """Counts and memory of one variable.
+
+    Args:
+        table: the variable's name.
+        rows: keys with a row.
+        waiting: keys seen but not yet admitted (an estimate when `waiting_exact` is False).
+        waiting_exact: False for the Bloom filter, whose count is estimated from its fill.
+        admitted_total: keys admitted (given a row) so far, evicted ones included.
+        evicted_total: rows evicted so far.
+        row_bytes: storage per row in bytes (values, freq/version, slots).
+        rows_used: rows handed out so far (live plus freed-for-reuse); arrays hold at least this many.
+        bytes: memory held: row arrays at capacity, hash table and filter, in bytes.
+        step: the largest global step applied (-1: none).
+    """
+
+    table: str
+    rows: int
+    waiting: int
+    waiting_exact: bool
+    admitted_total: int
+    evicted_total: int
+    row_bytes: int
+    rows_used: int
+    bytes: int
+    step: int
+
+
+def _rows_view(a: np.ndarray) -> np.ndarray:
+    """(R, ...) array -> (R,) view whose items are whole rows, so `np.put` moves a row per index."""
+    if a.ndim == 1:
+        return a
+    return a.view(np.dtype((np.void, a.itemsize * a.shape[1]))).reshape(a.shape[0])
+
+
+class EmbeddingVariable:
+    """One embedding table keyed by arbitrary int64 keys.
+
+    Args:
+        config: the table's EVConfig.
+        name: used in errors, reports and exports.
+        initial_rows: row capacity to start with (grows by doubling).
+
+    Example:
+        >>> ev = EmbeddingVariable(EVConfig(dim=4), name="user")
+        >>> keys = np.array([3, 3, 9], dtype=np.int64)
+        >>> ev.apply_gradients(keys, np.ones((3, 4), np.float32), step=1)
+        >>> ev.metadata(np.array([3, 9], dtype=np.int64))[0].tolist()   # freqs
+        [2, 1]
+        >>> ev.lookup(np.array([9], dtype=np.int64)).shape
+        (1, 4)
+    """
+
+    def __init__(self, config: EVConfig, name: str = "ev", initial_rows: int = 1024) -> None:
+        self.config = config
+        self.name = name
+        self.dim = config.dim
+        self._opt = make_optimizer(config.optimizer, config.dim)
+        self._specs = self._opt.slots()
+        self._lock = threading.RLock()
+        self._reset(max(16, initial_rows))
+
+    # ---- state containers ----------------------------------------------------------------
+
+    def _reset(self, capacity: int) -> None:
+        self._table = HashTable(capacity=2 * capacity)
+        self._filter = make_filter(self.config.filter, self.config.seed)
+        self._cap = 0
+        self._values = np.zeros((0, self.dim), dtype=np.float32)  # (R, D)
+        self._meta = np.zeros((0, 2), dtype=np.int64)  # (R, 2): freq, version; one gather for both
+        self._slots = {s.name: np.zeros(s.shape(0, self.dim), dtype=s.dtype) for s in self._specs}
+        self._grow(capacity)
+        self._step = -1
+        self._evicted_total = 0
+
+    def _grow(self, need: int) -> None:
+        """Make row arrays hold at least `need` rows (doubling: amortised O(1) per row)."""
+        if need <= self._cap:
+            return
+        cap = max(need, 2 * self._cap)
+
+        def grown(a: np.ndarray, fill: float) -> np.ndarray:
+            b = np.empty((cap,) + a.shape[1:], dtype=a.dtype)
+            b[:len(a)] = a
+            b[len(a):] = fill
+            return b
+
+        self._values = grown(self._values, 0.0)
+        self._meta = grown(self._meta, 0)
+        self._slots = {s.name: grown(self._slots[s.name], s.init) for s in self._specs}
+        self._cap = cap
+        self._views = {"values": _rows_view(self._values), "meta": _rows_view(self._meta),
+                       **{k: _rows_view(v) for k, v in self._slots.items()}}
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of storage per row: values, freq/version and optimizer slots."""
+        slot = sum(np.dtype(s.dtype).itemsize * (self.dim if s.per_coordinate else 1) for s in self._specs)
+        return 4 * self.dim + 16 + slot
+
+    # ---- checks --------------------------------------------------------------------------
+
+    def _check_keys(self, keys: np.ndarray) -> np.ndarray:
+        if not isinstance(keys, np.ndarray) or keys.dtype != np.int64:
+            what = keys.dtype if isinstance(keys, np.ndarray) else type(keys).__name__
+            raise TypeError(f"table {self.name!r}: keys must be an int64 numpy array, got {what}")
+        if keys.ndim != 1:
+            raise ValueError(f"table {self.name!r}: keys must be 1-D, got shape {keys.shape}")
+        return np.ascontiguousarray(keys)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of keys with a row."""
+        return len(self._table)
+
+    @property
+    def step(self) -> int:
+        """The largest global step applied or restored (-1 before any)."""
+        return self._step
+
+    def lookup(self, keys: np.ndarray, train: bool = True) -> np.ndarray:
+        """Rows of `keys` (N,) int64 -> (N, D) float32, a fresh array.
+
+        Creates and counts nothing (see the module docstring); `train` is accepted for the
+        EmbeddingStore interface. Absent keys read as their initial row, or zeros when the
+        table has an admission filter.
+        """
+        keys = self._check_keys(keys)
+        with self._lock:
+            rows = self._table.find(keys)
+            if len(rows) and rows.min() >= 0:
+                return np.take(self._values, rows, axis=0)
+            out = np.take(self._values, np.maximum(rows, 0), axis=0)
+            miss = rows < 0
+            if self.config.filter.kind == "none":
+                out[miss] = initial_rows(self.config.initializer, self.config.seed, keys[miss], self.dim)
+            else:
+                out[miss] = 0.0
+            return out
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each key (N,) int64 has a row -> (N,) bool."""
+        keys = self._check_keys(keys)
+        with self._lock:
+            return self._table.find(keys) >= 0
+
+    def metadata(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(freqs (N,) int64, versions (N,) int64) of `keys`; absent keys give (0, -1)."""
+        keys = self._check_keys(keys)
+        with self._lock:
+            rows = self._table.find(keys)
+            ok = rows >= 0
+            meta = self._meta[np.maximum(rows, 0)]
+            return np.where(ok, meta[:, _FREQ], 0), np.where(ok, meta[:, _VERSION], -1)
+
+    def slot(self, name: str, keys: np.ndarray) -> np.ndarray:
+        """Optimizer slot `name` of `keys` (N,) -> (N, D) or (N,); absent keys read as NaN/0."""
+        keys = self._check_keys(keys)
+        if name not in self._slots:
+            raise KeyError(f"table {self.name!r}: no slot {name!r}; slots: {sorted(self._slots)}")
+        with self._lock:
+            rows = self._table.find(keys)
+            out = np.take(self._slots[name], np.maximum(rows, 0), axis=0)
+            out[rows < 0] = np.nan if out.dtype.kind == "f" else 0
+            return out
+
+    def filter_counts(self, keys: np.ndarray) -> np.ndarray:
+        """Occurrences the admission filter has recorded for row-less `keys` (N,) -> (N,) int64."""
+        keys = self._check_keys(keys)
+        with self._lock:
+            return self._filter.seen(keys)
+
+    def stats(self) -> EVStats:
+        with self._lock:
+            held = self._values.nbytes + self._meta.nbytes + sum(a.nbytes for a in self._slots.values())
+            return EVStats(table=self.name, rows=len(self._table), waiting=self._filter.waiting,
+                           waiting_exact=self._filter.exact, admitted_total=self._filter.admitted_total,
+                           evicted_total=self._evicted_total, row_bytes=self.row_bytes,
+                           rows_used=self._table.high_water,
+                           bytes=held + self._table.nbytes + self._filter.nbytes, step=self._step)
+
+    # ---- updates -------------------------------------------------------------------------
+
+    def apply_gradients(self, keys: np.ndarray, grads: np.ndarray, counts: np.ndarray | None = None,
+                        step: int = 0) -> None:
+        """One sparse update.
+
+        Args:
+            keys: (N,) int64; duplicates allowed (their gradients and counts are summed).
+            grads: (N, D) float gradients, one row per entry of `keys`.
+            counts: (N,) int64 occurrences of each entry in the batch (default 1 each); they
+                feed freq and admission.
+            step: the global step; it becomes each touched key's version.
+
+        Raises TypeError/ValueError naming the table on bad input, before any state changes:
+        a NaN or infinite gradient rejects the whole update.
+        """
+        keys = self._check_keys(keys)
+        n = len(keys)
+        grads = np.asarray(grads)
+        if grads.shape != (n, self.dim):
+            raise ValueError(f"table {self.name!r}: grads must have shape ({n}, {self.dim}), got {grads.shape}")
+        if grads.dtype.kind != "f":
+            raise TypeError(f"table {self.name!r}: grads must be floating point, got {grads.dtype}")
+        grads = np.ascontiguousarray(grads, dtype=np.float32)
+        # A finite sum proves every element finite (NaN and inf propagate); only a non-finite
+        # sum, which may also be a finite overflow, pays for the element-wise check.
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = grads.sum()
+        if not np.isfinite(total) and not np.isfinite(grads).all():
+            bad = int(np.count_nonzero(~np.isfinite(grads).all(axis=1)))
+            raise ValueError(f"table {self.name!r}: non-finite gradient (NaN or inf) for {bad} of {n} keys; "
+                             "update rejected, state unchanged")
+        if counts is None:
+            counts = np.ones(n, dtype=np.int64)
+        else:
+            counts = np.asarray(counts)
+            if counts.shape != (n,) or counts.dtype.kind not in "iu":
+                raise ValueError(f"table {self.name!r}: counts must be ({n},) integers, got "
+                                 f"{counts.dtype} {counts.shape}")
+            if n and counts.min() < 0:
+                raise ValueError(f"table {self.name!r}: counts must be >= 0")
+            counts = counts.astype(np.int64, copy=False)
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"table {self.name!r}: step must be an integer >= 0, got {step!r}")
+        step = int(step)
+        with self._lock:
+            self._apply(keys, grads, counts, step)
+
+    def _apply(self, keys: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
+        self._step = max(self._step, step)
+        if len(keys) == 0:
+            return
+        rows = self._table.find(keys)
+        missing = rows < 0
+        if missing.any():
+            rows[missing] = self._admit(keys[missing], counts[missing])
+            live = rows >= 0
+            if not live.all():  # gradients of keys still waiting for admission are dropped
+                keys, grads, counts, rows = keys[live], grads[live], counts[live], rows[live]
+                if len(rows) == 0:
+                    return
+        if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+            # Not strictly ascending (np.unique's output always is): there may be duplicates.
+            uniq, inv = np.unique(rows, return_inverse=True)
+            if len(uniq) < len(rows):
+                summed = np.zeros((len(uniq), self.dim), dtype=np.float32)
+                np.add.at(summed, inv, grads)
+                grads, counts, rows = summed, np.bincount(inv, weights=counts).astype(np.int64), uniq
+        meta = np.take(self._views["meta"], rows).view(np.int64).reshape(len(rows), 2)
+        meta[:, _FREQ] += counts
+        meta[:, _VERSION] = step
+        np.put(self._views["meta"], rows, meta.view(self._views["meta"].dtype).ravel())
+        w = np.take(self._values, rows, axis=0)
+        slots = {k: np.take(a, rows, axis=0) for k, a in self._slots.items()}
+        self._opt.update(w, grads, slots)
+        self._put("values", rows, w)
+        for k, block in slots.items():
+            self._put(k, rows, block)
+
+    def _put(self, name: str, rows: np.ndarray, block: np.ndarray) -> None:
+        view = self._views[name]
+        np.put(view, rows, block.view(view.dtype).ravel() if block.ndim > 1 else block)
+
+    def _admit(self, keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Rows for row-less `keys` (M,) (duplicates allowed): the admission filter decides,
+        admitted keys get fresh rows; -1 for keys still waiting."""
+        uniq, inv = np.unique(keys, return_inverse=True)
+        ucounts = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
+        admitted, seen = self._filter.admit(uniq, ucounts)
+        urows = np.full(len(uniq), -1, dtype=np.int64)
+        if admitted.any():
+            new = uniq[admitted]
+            # freq starts at the occurrences seen before this update; _apply adds this one's.
+            before = seen[admitted] - ucounts[admitted]
+            urows[admitted] = self._create(new, freqs=before)
+        return urows[inv]
+
+    def _create(self, keys: np.ndarray, freqs: np.ndarray | None = None, versions: np.ndarray | None = None,
+                values: np.ndarray | None = None, slots: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Insert absent, distinct `keys` (M,) with their row contents; returns their rows.
+
+        Missing parts default to: initial values, freq 0, version -1, fresh optimizer slots.
+        """
+        m = len(keys)
+        rows = self._table.insert(keys)
+        self._grow(self._table.high_water)
+        if values is None:
+            values = initial_rows(self.config.initializer, self.config.seed, keys, self.dim)
+        meta = np.empty((m, 2), dtype=np.int64)
+        meta[:, _FREQ] = 0 if freqs is None else freqs
+        meta[:, _VERSION] = -1 if versions is None else versions
+        if slots is None:
+            slots = {s.name: np.full(s.shape(m, self.dim), s.init, dtype=s.dtype) for s in self._specs}
+            self._opt.init_slots(values, slots)
+        self._put("values", rows, np.ascontiguousarray(values, dtype=np.float32))
+        self._put("meta", rows, meta)
+        for s in self._specs:
+            self._put(s.name, rows, np.ascontiguousarray(slots[s.name], dtype=s.dtype))
+        return rows
+
+    def insert_rows(self, keys: np.ndarray, values: np.ndarray, freqs: np.ndarray | None = None,
+                    versions: np.ndarray | None = None, slots: dict[str, np.ndarray] | None = None) -> None:
+        """Bulk-load rows for keys that have none (import, warm start, benchmarks).
+
+        keys: (M,) int64 distinct and absent; values: (M, D) float32; freqs/versions: (M,)
+        int64 (default 0 / -1); slots: name -> (M, D) or (M,) for every slot, or None for
+        fresh slots derived from `values`.
+        """
+        keys = self._check_keys(keys)
+        values = np.asarray(values)
+        if values.shape != (len(keys), self.dim):
+            raise ValueError(f"table {self.name!r}: values must have shape ({len(keys)}, {self.dim}), "
+                             f"got {values.shape}")
+        if len(np.unique(keys)) != len(keys):
+            raise ValueError(f"table {self.name!r}: insert_rows keys must be distinct")
+        if slots is not None and set(slots) != set(self._slots):
+            raise ValueError(f"table {self.name!r}: slots must be exactly {sorted(self._slots)}, got {sorted(slots)}")
+        with self._lock:
+            if (self._table.find(keys) >= 0).any():
+                raise ValueError(f"table {self.name!r}: insert_rows got keys that already have rows")
+            self._create(keys, freqs=freqs, versions=versions, values=values, slots=slots)
+
+    # ---- eviction ------------------------------------------------------------------------
+
+    def evict(self, step: int | None = None) -> EvictionReport:
+        """Evict by TTL (`steps_to_live`) and L2 norm (`l2_evict_threshold`), both if set.
+
+        step: the current global step (default: the largest applied). A key is stale when
+        its version < step - steps_to_live; small when 0.5 * ||v||^2 < l2_evict_threshold.
+        """
+        with self._lock:
+            return self._evict(self._step if step is None else int(step))
+
+    def _evict(self, step: int) -> EvictionReport:
+        cfg = self.config
+        keys, rows = self._table.items()
+        ttl = np.zeros(len(keys), dtype=bool)
+        small = np.zeros(len(keys), dtype=bool)
+        if cfg.steps_to_live > 0:
+            ttl = self._meta[rows, _VERSION] < step - cfg.steps_to_live
+        if cfg.l2_evict_threshold > 0:
+            v = np.take(self._values, rows, axis=0).astype(np.float64)
+            small = 0.5 * np.einsum("ij,ij->i", v, v) < cfg.l2_evict_threshold
+            small &= ~ttl
+        gone = ttl | small
+        self._table.delete(keys[gone])
+        n = int(np.count_nonzero(gone))
+        self._evicted_total += n
+        return EvictionReport(table=self.name, step=step, rows_ttl=int(np.count_nonzero(ttl)),
+                              rows_l2=int(np.count_nonzero(small)), bytes_freed=n * self.row_bytes)
+
+    # ---- snapshots, export, import -------------------------------------------------------
+
+    def snapshot(self) -> EVSnapshot:
+        """A consistent copy of the whole state, rows sorted by key."""
+        with self._lock:
+            keys, rows = self._table.items()
+            order = np.argsort(keys, kind="stable")
+            keys, rows = keys[order], rows[order]
+            meta = self._meta[rows]
+            farrays, fmeta = self._filter.state()
+            return EVSnapshot(
+                name=self.name, dim=self.dim, step=self._step, optimizer=self.config.optimizer.name,
+                keys=keys, values=np.take(self._values, rows, axis=0),
+                freqs=np.ascontiguousarray(meta[:, _FREQ]), versions=np.ascontiguousarray(meta[:, _VERSION]),
+                slots={k: np.take(a, rows, axis=0) for k, a in self._slots.items()},
+                filter_kind=self.config.filter.kind, filter_arrays=farrays, filter_meta=fmeta,
+                config=dataclasses.asdict(self.config), evicted_total=self._evicted_total)
+
+    def export(self, path: str | os.PathLike, evict: bool = True) -> EvictionReport | None:
+        """Write an export directory (format in `psrec.ev.export`) at `path`.
+
+        evict: first run eviction if the config enables TTL or L2 eviction; the report of
+        that pass is returned (None when none ran). Eviction and snapshot happen under one
+        lock hold, so the export is of one moment.
+        """
+        with self._lock:
+            report = None
+            if evict and (self.config.steps_to_live > 0 or self.config.l2_evict_threshold > 0):
+                report = self._evict(self._step)
+            snap = self.snapshot()
+        save_snapshot(snap, path)
+        return report
+
+    def restore(self, sources: Sequence[EVSnapshot | str | os.PathLike], shard_index: int = 0,
+                num_shards: int = 1, partition: Partition | None = None) -> None:
+        """Replace the whole state with this shard's part of `sources`.
+
+        sources: snapshots or export directories, e.g. one per old shard (N of them).
+        shard_index, num_shards: this variable is shard `shard_index` of `num_shards` (M).
+        partition: keys (K,) int64 -> shard (K,) int64; default `hash_mod_partition(num_shards)`.
+
+        Exports must match this variable's dim, optimizer and filter kind (use
+        `psrec.ev.warm_start` to migrate between configurations). One source with one shard
+        restores bit-exactly.
+        """
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"table {self.name!r}: shard_index {shard_index} not in [0, {num_shards})")
+        part = partition or hash_mod_partition(num_shards)
+        snaps = [s if isinstance(s, EVSnapshot) else load_snapshot(Path(s)) for s in sources]
+        if not snaps:
+            raise ValueError(f"table {self.name!r}: restore needs at least one source")
+        for s in snaps:
+            s.validate()
+            self._check_compatible(s)
+        keep = lambda k: np.asarray(part(k)) == shard_index  # noqa: E731
+        masks = [keep(s.keys) for s in snaps]
+        keys = np.concatenate([s.keys[m] for s, m in zip(snaps, masks)])
+        if len(np.unique(keys)) != len(keys):
+            raise ValueError(f"table {self.name!r}: the same key appears in two sources")
+        values = np.concatenate([s.values[m] for s, m in zip(snaps, masks)])
+        freqs = np.concatenate([s.freqs[m] for s, m in zip(snaps, masks)])
+        versions = np.concatenate([s.versions[m] for s, m in zip(snaps, masks)])
+        slots = {k: np.concatenate([s.slots[k][m] for s, m in zip(snaps, masks)]) for k in self._slots}
+        with self._lock:
+            self._reset(max(16, len(keys)))
+            self._filter.restore([(s.filter_arrays, s.filter_meta) for s in snaps], keep)
+            if len(keys):
+                self._create(keys, freqs=freqs, versions=versions, values=values, slots=slots)
+            self._step = max(s.step for s in snaps)
+            # A lifetime total belongs to the table as a whole: it survives a 1 -> 1 restore,
+            # but split across M new shards it would be counted M times, so it restarts.
+            self._evicted_total = sum(s.evicted_total for s in snaps) if num_shards == 1 else 0
+
+    def _check_compatible(self, s: EVSnapshot) -> None:
+        want = (self.dim, self.config.optimizer.name, self.config.filter.kind, set(self._slots))
+        got = (s.dim, s.optimizer, s.filter_kind, set(s.slots))
+        if want != got:
+            raise ValueError(f"table {self.name!r}: export {s.name!r} has dim/optimizer/filter/slots {got}, "
+                             f"this table has {want}; use psrec.ev.warm_start to migrate")
+
+    @classmethod
+    def load(cls, config: EVConfig, sources: Sequence[EVSnapshot | str | os.PathLike], name: str | None = None,
+             shard_index: int = 0, num_shards: int = 1, partition: Partition | None = None) -> "EmbeddingVariable":
+        """A new variable restored from `sources` (see `restore`)."""
+        first = sources[0] if sources else None
+        default = first.name if isinstance(first, EVSnapshot) else Path(first).name if first else "ev"
+        ev = cls(config, name=name or default)
+        ev.restore(sources, shard_index=shard_index, num_shards=num_shards, partition=partition)
+        return ev

@@ -1,0 +1,28 @@
+"""The README's two commands stay what CI runs and what the quickstart does."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    quick = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", quick, flags=re.S)
+
+
+def test_readme_has_exactly_two_quickstart_commands():
+    cmds = readme_commands()
+    assert len(cmds) == 2, cmds
+    assert all("\n" not in c for c in cmds), "each command is one line to paste"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = readme_commands()[1]
+    assert "pytest" in test_cmd
+    assert test_cmd in ci.splitlines()
+
+
+def test_quickstart_runs_the_main_job():
+    assert readme_commands()[0].endswith("psrec train")
