@@ -58,6 +58,8 @@ class ModelConfig:
 
     name: str = "deepfm"
     params: dict[str, Any] = field(default_factory=dict)  # checked against the model's Params
+    refine: str = "none"  # a feature-refinement module put in front of the model (senet, fen, frnet_v, ...)
+    refine_params: dict[str, Any] = field(default_factory=dict)  # checked against the refiner's Params
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,26 @@ class Config:
             raise ConfigError(f"model.name: {e.args[0]}") from None
         return from_mapping(cls.Params, self.model.params, where="model.params")
 
+    def build_model(self, spec):
+        """The configured model for `spec`, with its refinement module in front if one is set."""
+        from psrec.models import build_model
+        from psrec.models.refine import get_refiner_class, refine_model
+
+        model = build_model(self.model.name, spec, self.model_params())
+        if self.model.refine == "none":
+            return model
+        return refine_model(model, self.model.refine, self.refine_params())
+
+    def refine_params(self):
+        """The refiner's Params dataclass, validated (errors name `model.refine_params.<key>`)."""
+        from psrec.models.refine import get_refiner_class
+
+        try:
+            cls = get_refiner_class(self.model.refine)
+        except KeyError as e:
+            raise ConfigError(f"model.refine: {e.args[0]}") from None
+        return from_mapping(cls.Params, self.model.refine_params, where="model.refine_params")
+
     def to_dict(self) -> dict[str, Any]:
         return to_mapping(self)
 
@@ -187,6 +209,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_path(data, key.strip(), parse_value(text.strip()))
     cfg = from_mapping(Config, data)
     cfg.model_params()  # fail now, naming the key, rather than when the model is built
+    if cfg.model.refine != "none":
+        cfg.refine_params()
     return cfg
 
 

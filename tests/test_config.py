@@ -24,6 +24,7 @@ def test_defaults_and_overrides(tmp_path):
     ("model.name=nosuchmodel", "model.name"),
     ("synthetic.cardinalities=[1, 'a']", "synthetic.cardinalities[1]"),
     ("data.batch_size=0", "batch_size"),
+    ("model.refine=bogus", "model.refine"),
 ])
 def test_bad_keys_and_values_name_the_key(override, named):
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):

@@ -58,3 +58,9 @@ def test_strict_mode_fails_on_malformed(tmp_path, shared_data):
                              f"run.dir={tmp_path}", "train.progress=false"])
     with pytest.raises(ValueError, match="line 6"):
         run_local(cfg)
+
+
+def test_refinement_module_in_front_of_any_model(tmp_path):
+    res = run_local(load_config(None, SMALL + ["model.name=dnn", "model.refine=senet", "data.train_rows=4000",
+                                               "model.refine_params.reduction_ratio=2", f"run.dir={tmp_path}"]))
+    assert res["auc"] > 0.5

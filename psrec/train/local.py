@@ -17,7 +17,6 @@ from psrec.embedding.layer import EmbeddingLayer, TableSpec, plan_tables
 from psrec.embedding.store import EmbeddingStore
 from psrec.metrics.auc import auc, logloss
 from psrec.metrics.timers import PhaseTimer
-from psrec.models import build_model
 from psrec.models.base import CTRModel, FeatureSpec
 from psrec.runs import make_run_dir, write_results
 from psrec.train.progress import progress_bar
@@ -83,7 +82,7 @@ def build_local(cfg: Config, source: DataSource | None = None) -> LocalSetup:
     source = source or make_source(cfg)
     dims = (cfg.embedding.dim,) * source.schema.num_fields
     spec = FeatureSpec(source.schema.num_fields, dims, source.schema.num_dense)
-    model = build_model(cfg.model.name, spec, cfg.model_params())
+    model = cfg.build_model(spec)
     tables = plan_tables(source.schema, model, dims, cfg.embedding.sharing)
     store = make_local_store(tables, cfg.embedding, seed=cfg.train.seed)
     layer = EmbeddingLayer(source.schema, tables, cfg.embedding.pooling)
