@@ -22,7 +22,8 @@ from psrec.runs import make_run_dir, write_results
 from psrec.train.progress import progress_bar
 from psrec.train.step import SparseStep, make_dense_optimizer
 
-__all__ = ["RowRanges", "row_ranges", "build_local", "evaluate", "run_local", "LocalSetup"]
+__all__ = ["RowRanges", "row_ranges", "build_local", "evaluate", "run_local", "LocalSetup",
+           "TrainStats", "train_range", "make_local_store"]
 
 
 @dataclass(frozen=True)
@@ -101,45 +102,72 @@ def evaluate(step: SparseStep, source: DataSource, start: int, end: int, batch_s
     return {"auc": auc(y, p), "logloss": logloss(y, p) if len(y) else float("nan"), "eval_rows": int(len(y))}
 
 
+@dataclass
+class TrainStats:
+    """What a stretch of training did: steps, samples, running loss and wall seconds."""
+
+    steps: int = 0
+    samples: int = 0
+    loss_ema: float | None = None
+    seconds: float = 0.0
+
+
+def train_range(step: SparseStep, source: DataSource, start: int, end: int, batch_size: int,
+                first_step: int = 1, max_steps: int = 0, bar=None) -> TrainStats:
+    """Train on rows [start, end) in order; global steps count from `first_step`.
+
+    max_steps > 0 stops early. `bar` is a progress bar from `progress_bar` (or None).
+    """
+    stats = TrainStats()
+    timer = step.timer
+    t0 = time.perf_counter()
+    it = source.batches(start, end, batch_size)
+    while not max_steps or stats.steps < max_steps:
+        with timer.phase("data"):
+            batch = next(it, None)
+        if batch is None:
+            break
+        loss = step.train(batch, first_step + stats.steps)
+        stats.steps += 1
+        stats.samples += len(batch)
+        stats.loss_ema = loss if stats.loss_ema is None else 0.98 * stats.loss_ema + 0.02 * loss
+        if bar is not None:
+            bar.update(1, samples_per_s=stats.samples / (time.perf_counter() - t0), loss=stats.loss_ema)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
 def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | None = None) -> dict[str, Any]:
     """Train on the training range, evaluate on the held-out range, write results.json."""
     setup = build_local(cfg, source)
     src, step = setup.source, setup.step
     rr = row_ranges(cfg, src)
     run_dir = run_dir or make_run_dir(cfg, "local")
-    timer = step.timer
     bs = cfg.data.batch_size
     steps_per_epoch = -(-(rr.train_end - rr.train_start) // bs)
     total = steps_per_epoch * cfg.data.epochs
     if cfg.train.max_steps:
         total = min(total, cfg.train.max_steps)
-    global_step, samples, loss_ema = 0, 0, None
-    t0 = time.perf_counter()
+    done = TrainStats()
     with progress_bar(total, cfg.train.progress, desc=f"train {cfg.model.name}") as bar:
-        for epoch in range(cfg.data.epochs):
-            it = src.batches(rr.train_start, rr.train_end, bs)
-            while global_step < total:
-                with timer.phase("data"):
-                    batch = next(it, None)
-                if batch is None:
-                    break
-                global_step += 1
-                loss = step.train(batch, global_step)
-                samples += len(batch)
-                loss_ema = loss if loss_ema is None else 0.98 * loss_ema + 0.02 * loss
-                bar.update(1, samples_per_s=samples / (time.perf_counter() - t0), loss=loss_ema)
-    train_s = time.perf_counter() - t0
+        for _ in range(cfg.data.epochs):
+            s = train_range(step, src, rr.train_start, rr.train_end, bs, first_step=done.steps + 1,
+                            max_steps=total - done.steps, bar=bar)
+            done = TrainStats(done.steps + s.steps, done.samples + s.samples,
+                              s.loss_ema if s.loss_ema is not None else done.loss_ema, done.seconds + s.seconds)
+            if done.steps >= total:
+                break
     metrics = evaluate(step, src, rr.eval_start, rr.eval_end, bs)
     results: dict[str, Any] = {
         "mode": "local",
         "model": cfg.model.name,
         **metrics,
-        "train_loss": loss_ema,
-        "samples_per_s": samples / train_s if train_s > 0 else float("nan"),
-        "train_seconds": train_s,
-        "train_rows": samples,
-        "steps": global_step,
-        "phases": timer.as_dict(),  # seconds per phase
+        "train_loss": done.loss_ema,
+        "samples_per_s": done.samples / done.seconds if done.seconds > 0 else float("nan"),
+        "train_seconds": done.seconds,
+        "train_rows": done.samples,
+        "steps": done.steps,
+        "phases": step.timer.as_dict(),  # seconds per phase
         "ranges": rr.__dict__,
         "tables": to_mapping(setup.store.stats()),
         "run_dir": str(run_dir),
