@@ -33,8 +33,9 @@ def _fmt(v: float) -> str:
 @contextmanager
 def progress_bar(total: int, enabled: bool = True, desc: str = "") -> Iterator[_Bar]:
     """Yield an object with `update(n, **stats)`; draws on stderr when enabled."""
+    # disable=None: tqdm draws only on a terminal, so logs and CI output stay readable.
     bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
-               leave=False) if enabled else None
+               leave=False, mininterval=0.5, disable=None) if enabled else None
     try:
         yield _Bar(bar)
     finally:
