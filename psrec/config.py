@@ -5,6 +5,7 @@
     [model]       ModelConfig      registered model name, refinement, [model.params]
     [embedding]   EmbeddingConfig  table layout, width, sparse optimizer
     [train]       TrainConfig      steps, dense optimizer, seed
+    [ps]          PSConfig         parameter servers, workers, sync, dense placement, network
     [run]         RunConfig        where results go
 
 An unknown key, or a value of the wrong type, is a `ConfigError` naming the key.
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from psrec.config_io import ConfigError, from_mapping, parse_value, to_mapping, to_toml
 from psrec.data.synthetic import SyntheticConfig
+from psrec.ps.config import PSConfig
 from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
 
 __all__ = ["DataConfig", "ModelConfig", "EmbeddingConfig", "TrainConfig", "RunDirConfig",
@@ -71,6 +73,9 @@ class EmbeddingConfig:
     """
 
     dim: int = 16  # Criteo-scale models commonly use 10-16
+    # Per-field widths, one per field (FDO's output); empty = `dim` for every field. Fields of
+    # equal width share a table. Only models that accept per-field widths can use it (DNN, DCN family).
+    field_dims: tuple[int, ...] = ()
     sharing: Literal["shared", "per_field"] = "shared"  # one table for all fields (keys carry the field) or one each
     pooling: Literal["sum", "mean"] = "sum"  # for multi-valued fields
     initializer: InitializerConfig = field(
@@ -86,6 +91,8 @@ class EmbeddingConfig:
     def __post_init__(self) -> None:
         if self.dim < 1:
             raise ValueError(f"embedding.dim must be >= 1, got {self.dim}")
+        if any(d < 1 for d in self.field_dims):
+            raise ValueError(f"embedding.field_dims must all be >= 1, got {self.field_dims}")
         if self.steps_to_live < 0 or self.l2_evict_threshold < 0:
             raise ValueError("embedding.steps_to_live and embedding.l2_evict_threshold must be >= 0")
 
@@ -100,7 +107,7 @@ class EmbeddingConfig:
 class TrainConfig:
     """The dense side of training and reproducibility."""
 
-    optimizer: Literal["adam", "sgd", "adagrad"] = "adam"
+    optimizer: Literal["adam", "sgd", "adagrad", "ftrl"] = "adam"
     lr: float = 1e-3
     seed: int = 0
     max_steps: int = 0  # 0 = run the whole training range
@@ -131,6 +138,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ps: PSConfig = field(default_factory=PSConfig)
     run: RunDirConfig = field(default_factory=RunDirConfig)
 
     def model_params(self):

@@ -168,8 +168,7 @@ class EmbeddingLayer:
     def lookup(self, store: EmbeddingStore, batch: Batch, train: bool) -> tuple[ModelInput, LookupResult]:
         """Dedup, fetch rows from `store`, assemble the model input (rows require grad when training)."""
         keys, counts, inverse = self.dedup(batch)
-        rows = {}
-        for t in self.tables:
-            arr = store.lookup(t.name, keys[t.name], train=train)
-            rows[t.name] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).requires_grad_(train)
+        fetched = store.lookup_many(keys, train=train)
+        rows = {t.name: torch.from_numpy(np.ascontiguousarray(fetched[t.name], dtype=np.float32)).requires_grad_(train)
+                for t in self.tables}
         return self.assemble(batch, rows, inverse), LookupResult(keys, counts, rows)

@@ -39,5 +39,15 @@ class EmbeddingStore(ABC):
         step: the global step that becomes each touched key's version.
         """
 
+    def lookup_many(self, keys: dict[str, np.ndarray], train: bool = True) -> dict[str, np.ndarray]:
+        """`lookup` for several tables at once. Remote stores override this to send one
+        request per shard for all tables (one round trip per step, not one per table)."""
+        return {t: self.lookup(t, k, train=train) for t, k in keys.items()}
+
+    def apply_many(self, grads: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], step: int) -> None:
+        """`apply_gradients` for several tables: table -> (keys, grads, counts)."""
+        for t, (k, g, c) in grads.items():
+            self.apply_gradients(t, k, g, c, step)
+
     def flush(self) -> None:
         """Wait for outstanding asynchronous updates (no-op for synchronous stores)."""

@@ -81,7 +81,10 @@ def build_local(cfg: Config, source: DataSource | None = None) -> LocalSetup:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     source = source or make_source(cfg)
-    dims = (cfg.embedding.dim,) * source.schema.num_fields
+    nf = source.schema.num_fields
+    dims = cfg.embedding.field_dims or (cfg.embedding.dim,) * nf
+    if len(dims) != nf:
+        raise ValueError(f"embedding.field_dims has {len(dims)} widths for {nf} fields")
     spec = FeatureSpec(source.schema.num_fields, dims, source.schema.num_dense)
     model = cfg.build_model(spec)
     tables = plan_tables(source.schema, model, dims, cfg.embedding.sharing)

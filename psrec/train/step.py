@@ -16,9 +16,9 @@ from psrec.data.base import Batch
 from psrec.embedding.layer import EmbeddingLayer, LookupResult
 from psrec.embedding.store import EmbeddingStore
 from psrec.metrics.timers import PhaseTimer
-from psrec.models.base import CTRModel
+from psrec.models.base import CTRModel, ModelInput
 
-__all__ = ["NonFiniteLoss", "SparseStep", "make_dense_optimizer"]
+__all__ = ["NonFiniteLoss", "SparseStep", "make_dense_optimizer", "sparse_grads"]
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -26,7 +26,16 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def make_dense_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """torch optimizer for the model's dense parameters."""
+    """torch optimizer for the model's dense parameters.
+
+    `params` may be parameters or torch parameter groups (dicts), e.g. to give some weights
+    their own FTRL l1/l2 (`psrec.experiments.zoo.xdeepint_dense_groups`).
+
+    "ftrl" is FTRL-Proximal (`psrec.optim.FTRL`) with beta = 0, n0 = 1e-6 and no l1/l2 unless
+    a group sets them: with our batch-mean loss, gradients are 1/batch_size of a summed loss's,
+    and McMahan's beta = 1 (sized for per-example gradients) would pin the per-coordinate rate
+    at lr for the whole run; with beta ~ 0 the rate lr / sqrt(n) is scale-free like Adagrad's.
+    """
     params = list(params)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -34,7 +43,20 @@ def make_dense_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
+    if name == "ftrl":
+        from psrec.optim import FTRL
+
+        return FTRL(params, lr=lr, beta=0.0, l1=0.0, l2=0.0, initial_accumulator_value=1e-6)
     raise ValueError(f"unknown dense optimizer {name!r}")
+
+
+def sparse_grads(res: LookupResult) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """table -> (distinct keys, summed row gradients, occurrence counts) after backward."""
+    out = {}
+    for name, rows in res.rows.items():
+        if rows.grad is not None:  # None: a table the model did not use in this batch
+            out[name] = (res.keys[name], rows.grad.numpy(), res.counts[name])
+    return out
 
 
 class SparseStep:
@@ -59,12 +81,18 @@ class SparseStep:
 
     def forward_backward(self, batch: Batch, step: int) -> tuple[float, LookupResult]:
         """Lookup, forward, loss, backward. Returns the mean loss and the looked-up rows (with grads)."""
-        self.model.train()
         with self.timer.phase("lookup"):
             x, res = self.layer.lookup(self.store, batch, train=True)
+        return self.forward_backward_from(x, res, batch, step), res
+
+    def forward_backward_from(self, x: ModelInput, res: LookupResult, batch: Batch, step: int) -> float:
+        """Forward, loss and backward on an already looked-up input; returns the mean loss.
+
+        Dense gradients land in `model.parameters()`, sparse ones in `res.rows[t].grad`.
+        """
+        self.model.train()
         with self.timer.phase("forward_backward"):
-            if self.dense_opt is not None:
-                self.dense_opt.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=True)
             logits = self.model(x)
             labels = torch.from_numpy(batch.labels)
             loss = F.binary_cross_entropy_with_logits(logits, labels)
@@ -73,16 +101,12 @@ class SparseStep:
                     f"loss is {loss.item()} at step {step}, rows [{batch.start}, {batch.start + len(batch)}); "
                     "no update was applied")
             loss.backward()
-        return float(loss.detach()), res
+        return float(loss.detach())
 
     def apply_sparse(self, res: LookupResult, step: int) -> None:
         """Send each table's summed row gradients to the store."""
         with self.timer.phase("sparse_apply"):
-            for name, rows in res.rows.items():
-                grad = rows.grad
-                if grad is None:  # a table the model did not use in this batch
-                    continue
-                self.store.apply_gradients(name, res.keys[name], grad.numpy(), res.counts[name], step)
+            self.store.apply_many(sparse_grads(res), step)
 
     def train(self, batch: Batch, step: int) -> float:
         """One full step; returns the batch's mean loss."""

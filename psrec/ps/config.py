@@ -1,0 +1,56 @@
+"""`[ps]`: how parameter-server training is laid out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["PSConfig"]
+
+
+@dataclass(frozen=True)
+class PSConfig:
+    """Parameter servers, workers, and how they talk.
+
+    Args:
+        workers: training workers (N).
+        num_ps: parameter servers (M).
+        sync: aggregate each step's gradients from all workers before applying them.
+        dense: where dense parameters live: on the PS, or replicated and all-reduced (hybrid).
+        partitioner: key placement across PS: hash-mod or balanced by observed frequency.
+        transport: Ray actors, or everything in this process (threads; tests and debugging).
+        ps_cpus, worker_cpus: Ray CPU request per actor: fractional, so N+M actors fit on a
+            2-core laptop (Ray only schedules by these numbers; the OS shares the cores).
+        address: join this Ray cluster ("" starts a local Ray).
+        net: network to emulate, e.g. "bandwidth=10Gbit,latency=50us" ("" = none).
+        metrics_port: Prometheus endpoint on the driver; 0 picks a free port, -1 turns it off.
+        partition_sample_batches: batches scanned to observe key frequencies (balanced only).
+        threads: torch threads per actor.
+    """
+
+    workers: int = 2
+    num_ps: int = 2
+    sync: bool = False  # DeepRec trains asynchronously by default
+    dense: Literal["ps", "allreduce"] = "ps"
+    partitioner: Literal["hash", "balanced"] = "hash"  # DeepRec's default
+    transport: Literal["ray", "inprocess"] = "ray"
+    ps_cpus: float = 0.25
+    worker_cpus: float = 0.5
+    address: str = ""
+    net: str = ""
+    metrics_port: int = 0
+    partition_sample_batches: int = 20  # ~20K rows: enough to rank the hot keys of a Zipf law
+    threads: int = 1  # one intra-op thread per actor: N+M actors already share the cores
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.num_ps < 1:
+            raise ValueError(f"ps.workers and ps.num_ps must be >= 1, got {self.workers}, {self.num_ps}")
+        if self.ps_cpus <= 0 or self.worker_cpus <= 0:
+            raise ValueError("ps.ps_cpus and ps.worker_cpus must be > 0")
+        if self.metrics_port < -1 or self.metrics_port > 65535:
+            raise ValueError(f"ps.metrics_port must be -1, 0 or a port, got {self.metrics_port}")
+        if self.threads < 1 or self.partition_sample_batches < 1:
+            raise ValueError("ps.threads and ps.partition_sample_batches must be >= 1")
+        if self.net:
+            from psrec.net import parse_net
+
+            parse_net(self.net, where="ps.net")  # fail at load time, naming the bad part

@@ -1,0 +1,200 @@
+"""One parameter server: shards of the embedding variables and of the dense parameters.
+
+Plain Python (no Ray): the Ray actor in `psrec.ps.ray_transport` wraps it, the in-process
+transport calls it directly, and both run the same code.
+
+Modes:
+    async  every push is applied at once (DeepRec's asynchronous training);
+    sync   pushes of global step s are summed over all workers and applied once, averaged,
+           when the last worker's push arrives; equal to local training on the union of
+           the workers' batches.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from psrec.embedding.local import LocalStore
+from psrec.ev import EVConfig
+
+__all__ = ["PSShard", "ShardStats", "DenseSpec"]
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """This shard's slice of the flat dense parameter vector, and how to optimise it.
+
+    Args:
+        init: (n,) float32 initial values of the slice (from the driver's model).
+        optimizer: "sgd", "adam" or "adagrad".
+        lr: learning rate.
+    """
+
+    init: np.ndarray
+    optimizer: str = "adam"
+    lr: float = 1e-3
+
+
+@dataclass
+class ShardStats:
+    """What a shard has served (bytes are payload bytes: keys 8 B, values 4 B per float)."""
+
+    shard: int
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    apply_seconds: float = 0.0
+    pull_seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
+    waiting_keys: dict[str, int] = field(default_factory=dict)
+    admitted_keys: dict[str, int] = field(default_factory=dict)
+    freq_histogram: dict[str, list[int]] = field(default_factory=dict)  # counts in log2 buckets of freq
+    global_step: int = 0
+
+
+class PSShard:
+    """Shard `index` of `num_shards`: EVs for its keys of every table, plus a dense slice.
+
+    Args:
+        index: this shard's index.
+        tables: table name -> EVConfig (same configs on every shard: same seeds, so a key's
+            initial row does not depend on which shard creates it).
+        num_workers: pushes per step to wait for in sync mode.
+        sync: aggregate a step's pushes from all workers before applying.
+        dense: this shard's slice of the dense parameters, or None.
+    """
+
+    def __init__(self, index: int, tables: dict[str, EVConfig], num_workers: int = 1,
+                 sync: bool = False, dense: DenseSpec | None = None) -> None:
+        self.index = index
+        self.store = LocalStore(tables)
+        self.num_workers = num_workers
+        self.sync = sync
+        self.stats_ = ShardStats(index)
+        self._lock = threading.Lock()  # Ray may run methods on several threads
+        self._global_step = 0
+        self._applied_step = 0
+        self._pending: dict[int, list] = {}  # sync: step -> pushes received so far
+        self._dense = None
+        if dense is not None:
+            self._dense = torch.nn.Parameter(torch.from_numpy(np.array(dense.init, dtype=np.float32)))
+            from psrec.train.step import make_dense_optimizer
+
+            self._dense_opt = make_dense_optimizer(dense.optimizer, [self._dense], dense.lr)
+
+    # ------------------------------------------------------------------ steps
+    def next_step(self) -> int:
+        """Advance and return the global step (async mode keeps the one counter on shard 0)."""
+        with self._lock:
+            self._global_step += 1
+            return self._global_step
+
+    @property
+    def applied_step(self) -> int:
+        """Sync mode: the last step whose pushes from every worker have been applied."""
+        return self._applied_step
+
+    # ------------------------------------------------------------------ pull / push
+    def pull(self, keys: dict[str, np.ndarray], train: bool = True,
+             dense: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Rows of this shard's keys (table -> (n, dim) float32) and, if asked, its dense slice."""
+        t0 = time.perf_counter()
+        with self._lock:
+            out = {t: self.store.lookup(t, k, train=train) for t, k in keys.items()}
+            d = self._dense.detach().numpy().copy() if dense and self._dense is not None else None
+            s = self.stats_
+            s.requests += 1
+            s.bytes_in += sum(k.nbytes for k in keys.values())
+            s.bytes_out += sum(v.nbytes for v in out.values()) + (d.nbytes if d is not None else 0)
+            s.pull_seconds += time.perf_counter() - t0
+        return out, d
+
+    def push(self, grads: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+             dense_grad: np.ndarray | None, step: int) -> None:
+        """Gradients for this shard's keys (table -> (keys, summed grads, counts)) and dense slice.
+
+        Async: applied now. Sync: held until every worker's push for `step` has arrived (a
+        worker with no keys here still pushes, empty, so the count is complete), then summed,
+        averaged over workers and applied once.
+        """
+        for t, (k, g, c) in grads.items():  # reject bad input before anything is stored
+            if g.shape != (len(k), self.store.dim(t)) or len(c) != len(k):
+                raise ValueError(f"shard {self.index}, table {t!r}: gradient shape {g.shape} does not "
+                                 f"match {len(k)} keys of width {self.store.dim(t)}")
+            if not np.all(np.isfinite(g)):
+                raise FloatingPointError(f"shard {self.index}, table {t!r}: non-finite gradient at step {step}")
+        if dense_grad is not None and (self._dense is None or dense_grad.shape != tuple(self._dense.shape)):
+            want = None if self._dense is None else tuple(self._dense.shape)
+            raise ValueError(f"shard {self.index}: dense gradient shape {dense_grad.shape}, expected {want}")
+        with self._lock:
+            s = self.stats_
+            s.requests += 1
+            s.bytes_in += sum(k.nbytes + g.nbytes + c.nbytes for k, g, c in grads.values())
+            s.bytes_in += dense_grad.nbytes if dense_grad is not None else 0
+            if not self.sync:
+                self._apply(grads, dense_grad, step, scale=1.0)
+                return
+            pending = self._pending.setdefault(step, [])
+            pending.append((grads, dense_grad))
+            if len(pending) < self.num_workers:
+                return
+            del self._pending[step]
+            merged: dict[str, list] = {}
+            for g, _ in pending:
+                for t, triple in g.items():
+                    merged.setdefault(t, []).append(triple)
+            combined = {t: tuple(np.concatenate(parts) for parts in zip(*tr)) for t, tr in merged.items()}
+            dense_parts = [d for _, d in pending if d is not None]
+            dense_sum = np.sum(dense_parts, axis=0) if dense_parts else None
+            # Average over workers: the gradient of the mean loss over the union of their batches.
+            self._apply(combined, dense_sum, step, scale=1.0 / self.num_workers)
+            self._applied_step = step
+
+    def _apply(self, grads, dense_grad, step: int, scale: float) -> None:
+        t0 = time.perf_counter()
+        sc = np.float32(scale)
+        for t, (k, g, c) in grads.items():
+            if len(k):
+                # Duplicate keys across workers are summed by the EV before one update.
+                self.store.apply_gradients(t, k, g * sc if scale != 1.0 else g, c, step)
+        if dense_grad is not None:
+            self._dense.grad = torch.from_numpy(np.ascontiguousarray(dense_grad * sc, dtype=np.float32))
+            self._dense_opt.step()
+        self._global_step = max(self._global_step, step)
+        self.stats_.apply_seconds += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ state
+    def stats(self, detail: bool = False) -> ShardStats:
+        """Counters and table sizes; `detail` adds the per-table freq histogram (copies the table)."""
+        with self._lock:
+            s = self.stats_
+            s.global_step = self._global_step
+            for name, st in self.store.stats().items():
+                s.rows[name] = int(st.rows)
+                s.waiting_keys[name] = int(st.waiting)
+                s.admitted_keys[name] = int(st.admitted_total)
+                if detail and st.rows:
+                    freqs = self.store.variable(name).snapshot().freqs
+                    buckets = np.bincount(np.floor(np.log2(np.maximum(freqs, 1))).astype(np.int64))
+                    s.freq_histogram[name] = [int(x) for x in buckets]
+            return ShardStats(**s.__dict__)
+
+    def export(self, path: str) -> None:
+        with self._lock:
+            self.store.export(path, evict=False)
+
+    def restore(self, path: str) -> None:
+        with self._lock:
+            self.store.restore(path)
+
+    def table_values(self, table: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, values) of every row this shard holds in `table` (for tests and export)."""
+        snap = self.store.variable(table).snapshot()
+        return snap.keys, snap.values
+
+    def ping(self) -> int:
+        return self.index

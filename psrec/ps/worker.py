@@ -1,0 +1,168 @@
+"""A PS training worker: pull, compute, push, with every second of a step accounted for.
+
+Plain Python: in-process runs put workers on threads; `psrec.ps.runner` wraps the same class
+in a Ray actor. A step:
+
+    data      read the worker's rows
+    pull      sparse rows (+ dense slices when dense lives on the PS) from every shard at once
+    wait      sync mode: time a shard held the pull until the previous step was applied
+    compute   forward and backward
+    allreduce hybrid mode: average dense gradients across workers, apply locally
+    push      sparse gradients (+ dense gradient slices) to every shard at once
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from psrec.data.base import DataSource
+from psrec.embedding.layer import EmbeddingLayer
+from psrec.metrics.timers import PhaseTimer
+from psrec.models.base import CTRModel
+from psrec.ps.client import PSClient
+from psrec.ps.dense import AllReduce, flat_grads, set_flat_grads, set_flat_params
+from psrec.train.step import SparseStep, make_dense_optimizer, sparse_grads
+
+__all__ = ["PSWorker", "StepRecord", "WorkerReport", "PHASES"]
+
+PHASES = ("data", "pull", "wait", "compute", "allreduce", "push")
+
+
+@dataclass
+class StepRecord:
+    """Seconds per phase of one step, plus bytes and emulated network seconds."""
+
+    step: int
+    seconds: dict[str, float]
+    emulated: float
+    bytes_sent: int
+    bytes_received: int
+    rows: int
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass
+class WorkerReport:
+    """Everything one worker measured."""
+
+    worker: int
+    steps: list[StepRecord] = field(default_factory=list)
+    loss_ema: float | None = None
+
+    def summary(self) -> dict:
+        """Per-phase totals, step-time percentiles and communication fraction (real and emulated)."""
+        if not self.steps:
+            return {"worker": self.worker, "steps": 0}
+        totals = {p: float(sum(r.seconds.get(p, 0.0) for r in self.steps)) for p in PHASES}
+        step_s = np.array([r.total for r in self.steps])
+        emu = np.array([r.emulated for r in self.steps])
+        comm = totals["pull"] + totals["push"] + totals["allreduce"]
+        wall = float(step_s.sum())
+        rows = sum(r.rows for r in self.steps)
+        return {
+            "worker": self.worker,
+            "steps": len(self.steps),
+            "rows": rows,
+            "phases": totals,  # seconds
+            "step_p50": float(np.percentile(step_s, 50)),
+            "step_p95": float(np.percentile(step_s, 95)),
+            "comm_fraction": comm / wall if wall else float("nan"),
+            "emulated_net_seconds": float(emu.sum()),
+            "emulated_step_p50": float(np.percentile(step_s + emu, 50)),
+            "emulated_comm_fraction": (comm + emu.sum()) / (wall + emu.sum()) if wall else float("nan"),
+            "bytes_sent": int(sum(r.bytes_sent for r in self.steps)),
+            "bytes_received": int(sum(r.bytes_received for r in self.steps)),
+            "samples_per_s": rows / wall if wall else float("nan"),
+            "loss": self.loss_ema,
+        }
+
+
+class PSWorker:
+    """One worker's model replica and its PS client.
+
+    Args:
+        index, num_workers: this worker and how many there are.
+        model: dense part of the model (its own replica).
+        layer: embedding layer for the model's tables.
+        client: PSClient over the shards.
+        source: where rows come from.
+        dense_mode: "ps" or "allreduce" (or "local" for a single worker keeping its own dense params).
+        optimizer, lr: the dense optimizer when dense parameters are updated on the worker.
+        allreduce: the averaging group for dense_mode "allreduce".
+    """
+
+    def __init__(self, index: int, num_workers: int, model: CTRModel, layer: EmbeddingLayer,
+                 client: PSClient, source: DataSource, dense_mode: str, optimizer: str = "adam",
+                 lr: float = 1e-3, allreduce: AllReduce | None = None) -> None:
+        if dense_mode == "allreduce" and allreduce is None:
+            raise ValueError("dense_mode 'allreduce' needs an AllReduce group")
+        self.index = index
+        self.num_workers = num_workers
+        self.model = model
+        self.client = client
+        self.source = source
+        self.dense_mode = dense_mode
+        self.allreduce = allreduce
+        opt = None if dense_mode == "ps" else make_dense_optimizer(optimizer, model.parameters(), lr)
+        self.timer = PhaseTimer()
+        self.step = SparseStep(model, layer, client, dense_opt=None, timer=self.timer)
+        self.dense_opt = opt
+        self.report = WorkerReport(index)
+
+    def rows_of(self, round_: int, batch_size: int, base: int = 0) -> tuple[int, int]:
+        """Rows of this worker in round `round_`: workers interleave, so a round covers
+        `num_workers * batch_size` consecutive rows (= one local step of that batch size)."""
+        start = base + (round_ * self.num_workers + self.index) * batch_size
+        return start, start + batch_size
+
+    def train_rows(self, start: int, end: int, round_: int) -> float:
+        """One step on rows [start, end). `round_` is the global step in sync mode."""
+        c = self.client
+        t_data = time.perf_counter()
+        batch = self.source.read(start, end)
+        t_data = time.perf_counter() - t_data
+        before = c.comm.reset()  # fresh per-step counters
+        del before
+        c.begin_step(want_dense=self.dense_mode == "ps", next_global_step=not c.sync)
+        t0 = time.perf_counter()
+        x, res = self.step.layer.lookup(c, batch, train=True)
+        t_pull = time.perf_counter() - t0
+        if self.dense_mode == "ps":
+            set_flat_params(self.model, c.dense_values)
+        step = round_ if c.sync else c.step
+        t0 = time.perf_counter()
+        loss = self.step.forward_backward_from(x, res, batch, step)
+        t_compute = time.perf_counter() - t0
+        t_ar = 0.0
+        dense_grad = None
+        if self.dense_mode == "ps":
+            dense_grad = flat_grads(self.model)
+        else:
+            t0 = time.perf_counter()
+            if self.dense_mode == "allreduce":
+                set_flat_grads(self.model, self.allreduce.mean(flat_grads(self.model)))
+            self.dense_opt.step()
+            t_ar = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        c.apply_many(sparse_grads(res), step, dense_grad=dense_grad)
+        t_push = time.perf_counter() - t0
+        comm = c.comm
+        seconds = {"data": t_data, "pull": t_pull - comm.wait_seconds, "wait": comm.wait_seconds,
+                   "compute": t_compute, "allreduce": t_ar, "push": t_push}
+        self.report.steps.append(StepRecord(step, seconds, comm.emulated_seconds, comm.bytes_sent,
+                                            comm.bytes_received, len(batch)))
+        r = self.report
+        r.loss_ema = loss if r.loss_ema is None else 0.98 * r.loss_ema + 0.02 * loss
+        return loss
+
+    def run(self, rounds: int, batch_size: int, base: int = 0, first_round: int = 1) -> WorkerReport:
+        """Train `rounds` steps on this worker's interleaved rows."""
+        for r in range(rounds):
+            start, end = self.rows_of(r, batch_size, base)
+            self.train_rows(start, end, first_round + r)
+        return self.report
