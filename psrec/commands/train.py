@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from psrec.commands import add_config_args, config_from
 
 RESULT_COLUMNS = ["mode", "model", "auc", "logloss", "samples_per_s", "train_seconds", "steps"]
+PS_COLUMNS = ["mode", "model", "workers", "num_ps", "auc", "logloss", "samples_per_s", "step_p50", "step_p95",
+              "comm_fraction", "wait_fraction", "emulated_comm_fraction", "bytes_per_step"]
+WORKER_COLUMNS = ["worker", "steps", "samples_per_s", "step_p50", "step_p95", "comm_fraction",
+                  "emulated_comm_fraction", "bytes_sent", "bytes_received"]
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and evaluate it on held-out rows")
-    p.add_argument("--mode", default="local", choices=["local"], help="where embeddings live")
+    p.add_argument("--mode", default="local", choices=["local", "ps"], help="where embeddings live")
+    p.add_argument("--workers", type=int, help="PS mode: training workers (ps.workers)")
+    p.add_argument("--ps", type=int, help="PS mode: parameter servers (ps.num_ps)")
+    p.add_argument("--sync", action="store_true", help="PS mode: synchronous training (ps.sync)")
+    p.add_argument("--dense", choices=["ps", "allreduce"], help="PS mode: where dense parameters live (ps.dense)")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local Ray (ps.address)")
+    p.add_argument("--net", help='emulate a network, e.g. "bandwidth=10Gbit,latency=50us" (ps.net)')
     p.add_argument("--model", help="registered model name (see `psrec models`)")
     p.add_argument("--rows", type=int, help="training rows (data.train_rows)")
     add_config_args(p)
@@ -27,10 +36,26 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"model.name={args.model}")
     if args.rows:
         extra.append(f"data.train_rows={args.rows}")
+    for flag, key in (("workers", "ps.workers"), ("ps", "ps.num_ps"), ("dense", "ps.dense")):
+        if getattr(args, flag) is not None:
+            extra.append(f"{key}={getattr(args, flag)}")
+    if args.sync:
+        extra.append("ps.sync=true")
+    for flag, key in (("address", "ps.address"), ("net", "ps.net")):
+        if getattr(args, flag):
+            extra.append(f'{key}="{getattr(args, flag)}"')
     cfg = config_from(args, extra)
-    if args.mode != "local":
-        print(f"psrec train: mode {args.mode!r} is not available yet", file=sys.stderr)
-        return 2
+    if args.mode == "ps":
+        from psrec.ps.runner import run_ps
+
+        res = run_ps(cfg)
+        print(format_table([res], PS_COLUMNS))
+        print(format_table(res["per_worker"], WORKER_COLUMNS))
+        imb = res["ps_imbalance"]
+        print(f"PS imbalance (max/mean): rows {imb['rows']:.3f}, bytes served {imb['bytes_served']:.3f}, "
+              f"requests {imb['requests']:.3f}")
+        print(f"run directory: {res['run_dir']}")
+        return 0
     res = run_local(cfg)
     print(format_table([res], RESULT_COLUMNS))
     if "planted_auc" in res:

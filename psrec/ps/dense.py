@@ -26,7 +26,7 @@ def flat_params(model: nn.Module) -> np.ndarray:
 def set_flat_params(model: nn.Module, flat: np.ndarray) -> None:
     """Copy `flat` into the parameters. (Not `vector_to_parameters`: that makes every
     parameter a view of `flat`, so replicas built from one array would share memory.)"""
-    t = torch.from_numpy(np.ascontiguousarray(flat, np.float32))
+    t = torch.as_tensor(np.array(flat, np.float32, copy=True))  # Ray hands out read-only arrays
     pos = 0
     with torch.no_grad():
         for p in model.parameters():

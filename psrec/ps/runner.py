@@ -7,7 +7,7 @@ PSClient and PSWorker code.
 """
 from __future__ import annotations
 
-import copy
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from psrec.data.factory import make_source
 from psrec.embedding.layer import EmbeddingLayer, plan_tables
 from psrec.embedding.local import table_seed
 from psrec.metrics.auc import auc, logloss
+from psrec.metrics.prom import JobMetrics
 from psrec.models.base import FeatureSpec
 from psrec.net import parse_net
 from psrec.ps.client import PSClient
@@ -191,29 +192,45 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> dict[str, A
     mode = f"ps-{'sync' if p.sync else 'async'}" + ("-hybrid" if p.dense == "allreduce" else "")
     run_dir = run_dir or make_run_dir(cfg, mode)
     total = plan.rounds * p.workers
+    prom = JobMetrics(p.metrics_port)
+    if prom.port is not None:
+        print(f"prometheus metrics: http://127.0.0.1:{prom.port}/metrics", file=sys.stderr)
     t0 = time.perf_counter()
-    with progress_bar(total, cfg.train.progress, desc=mode) as bar:
-        if p.transport == "inprocess":
-            reports, transport, workers = _run_inprocess(plan, source, bar)
-            dense = (_dense_from_ps(transport, plan) if p.dense == "ps" else flat_params(workers[0].model))
-            shard_stats = [to_mapping(e.stats(True)) for e in transport.endpoints]
-        else:
-            from psrec.ps.ray_runner import run_on_ray
+    try:
+        with progress_bar(total, cfg.train.progress, desc=mode) as bar:
+            if p.transport == "inprocess":
+                reports, transport, workers = _run_inprocess(plan, source, bar)
+                dense = (_dense_from_ps(transport, plan) if p.dense == "ps" else flat_params(workers[0].model))
+                shard_stats = [to_mapping(e.stats(True)) for e in transport.endpoints]
+            else:
+                from psrec.ps.ray_runner import run_on_ray
 
-            reports, transport, dense, shard_stats = run_on_ray(plan, bar)
-    wall = time.perf_counter() - t0
+                reports, transport, dense, shard_stats = run_on_ray(plan, bar, prom)
+        wall = time.perf_counter() - t0
+        for r in reports:
+            s = r.summary()
+            if s.get("steps"):
+                prom.worker(r.worker, s["phases"], s["rows"], s["bytes_sent"], s["bytes_received"])
+        for st in shard_stats:
+            prom.shard(st["shard"], st["bytes_out"], st["requests"], sum(st["rows"].values()))
+        scrape = prom.scrape()
+    finally:
+        prom.close()
     try:
         metrics = _evaluate(plan, transport, source, dense)
     finally:
         transport.shutdown()
     summaries = [r.summary() for r in reports]
     rows = sum(s.get("rows", 0) for s in summaries)
+    # Training time: the slowest worker's summed step time (excludes starting Ray and actors).
+    train_s = max((sum(s["phases"].values()) for s in summaries if s.get("steps")), default=float("nan"))
     results = {
         "mode": mode,
         "model": cfg.model.name,
         **metrics,
-        "samples_per_s": rows / wall if wall else float("nan"),
-        "train_seconds": wall,
+        "samples_per_s": rows / train_s if train_s else float("nan"),
+        "train_seconds": train_s,
+        "job_seconds": wall,  # including start-up
         "train_rows": rows,
         "steps": plan.rounds,
         "workers": p.workers,
@@ -223,9 +240,11 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> dict[str, A
         "per_worker": summaries,
         "per_ps": shard_stats,
         "ps_imbalance": _imbalance(shard_stats),
+        "metrics_port": prom.port,
         "run_dir": str(run_dir),
     }
     write_results(run_dir, results)
+    (Path(run_dir) / "metrics.prom").write_text(scrape)  # the final scrape, for offline reading
     return results
 
 
