@@ -1,0 +1,125 @@
+"""Parameter-server transport overhead and load balance.
+
+1. Pull+push of B distinct keys (dim 16) through one Ray PS actor vs the same PSShard called
+   in process, B = 1K..128K. R = in-process time / Ray time (0.5 = Ray adds 1x on top).
+2. Aggregate pull+push throughput of a PSClient over 1, 2 and 4 Ray PS actors.
+3. Load imbalance (max/mean bytes served) over 4 PS on Zipf(1.1) keys: hash-mod vs balanced.
+
+Median of several repeats after a warm-up, all in the same run. Last line:
+`inproc_over_ray_64k=R inproc_over_ray_128k=R imbalance_hash=R imbalance_balanced=R`
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from psrec.ev import EVConfig, OptimizerConfig  # noqa: E402
+from psrec.ps.client import PSClient  # noqa: E402
+from psrec.ps.partition import count_requests, make_partitioner  # noqa: E402
+from psrec.ps.ray_runner import ensure_ray  # noqa: E402
+from psrec.ps.ray_transport import RayTransport, start_ps_actors  # noqa: E402
+from psrec.ps.shard import PSShard  # noqa: E402
+from psrec.ps.transport import InProcessTransport  # noqa: E402
+
+DIM = 16
+TABLES = {"emb": EVConfig(dim=DIM, optimizer=OptimizerConfig(name="adagrad", lr=0.05))}
+
+
+def zipf_keys(rng, n: int) -> np.ndarray:
+    return np.minimum(rng.zipf(1.1, n), 1 << 50).astype(np.int64)
+
+
+def distinct_keys(rng, n: int) -> np.ndarray:
+    """n distinct keys drawn the Zipf way (what a deduplicated batch looks like)."""
+    out = np.unique(zipf_keys(rng, 4 * n))
+    while len(out) < n:
+        out = np.unique(np.concatenate([out, rng.integers(1, 1 << 50, n)]))
+    return rng.permutation(out)[:n]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def round_trip(transport, keys: np.ndarray, grads: np.ndarray, step=[0]):
+    def go():
+        step[0] += 1
+        transport.call_all("pull", [({"emb": keys}, True, False, 0, False)])
+        transport.call_all("push", [({"emb": (keys, grads, np.ones(len(keys), np.int64))}, None, step[0])])
+    return go
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sizes", default="1024,4096,16384,65536,131072")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    ensure_ray()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ratios = {}
+    print("keys      in-process (ms)   ray (ms)   inproc/ray")
+    for n in sizes:
+        keys = distinct_keys(rng, n)
+        grads = rng.standard_normal((n, DIM)).astype(np.float32) * 1e-3
+        local = InProcessTransport([PSShard(0, TABLES)])
+        actors = start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5)
+        remote = RayTransport(actors)
+        t_in = median_time(round_trip(local, keys, grads), args.repeats)
+        t_ray = median_time(round_trip(remote, keys, grads), args.repeats)
+        remote.shutdown()
+        ratios[n] = t_in / t_ray
+        print(f"{n:>7}   {1e3 * t_in:14.2f}   {1e3 * t_ray:8.2f}   {ratios[n]:10.3f}")
+
+    print("\naggregate pull+push of 65536 keys through a PSClient")
+    keys = distinct_keys(rng, 65536)
+    grads = rng.standard_normal((len(keys), DIM)).astype(np.float32) * 1e-3
+    for m in (1, 2, 4):
+        actors = start_ps_actors(m, TABLES, 1, False, [None] * m, num_cpus=0.25)
+        client = PSClient(RayTransport(actors), make_partitioner("hash", m), {"emb": DIM})
+        step = [0]
+
+        def go():
+            step[0] += 1
+            client.lookup_many({"emb": keys})
+            client.apply_many({"emb": (keys, grads, np.ones(len(keys), np.int64))}, step[0])
+
+        t = median_time(go, args.repeats)
+        client.transport.shutdown()
+        print(f"  {m} PS: {len(keys) / t:,.0f} keys/s per pull+push")
+
+    print("\nload imbalance over 4 PS, Zipf(1.1) keys, 16K keys per batch (deduplicated)")
+    batches = [np.unique(zipf_keys(rng, 16384)) for _ in range(60)]
+    sample, run = batches[:20], batches[20:]
+    imb = {}
+    for name in ("hash", "balanced"):
+        part = make_partitioner(name, 4, sample)
+        shards = [PSShard(i, TABLES) for i in range(4)]
+        client = PSClient(InProcessTransport(shards), part, {"emb": DIM})
+        for b in run:
+            client.lookup_many({"emb": b})
+        served = np.array([s.stats().bytes_out for s in shards], dtype=np.float64)
+        rows = np.array([len(np.unique(np.concatenate([b[part.shard_of(b) == i] for b in run]))) for i in range(4)])
+        imb[name] = served.max() / served.mean()
+        print(f"  {name:>8}: bytes served max/mean {imb[name]:.3f}, distinct keys max/mean {rows.max() / rows.mean():.3f}")
+    keys, req = count_requests(sample)
+    print(f"  (hottest key requested by {req.max()} of {len(sample)} sampled batches)")
+    print(f"inproc_over_ray_64k={ratios.get(65536, float('nan')):.3f} "
+          f"inproc_over_ray_128k={ratios.get(131072, float('nan')):.3f} "
+          f"imbalance_hash={imb['hash']:.3f} imbalance_balanced={imb['balanced']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
