@@ -1,0 +1,436 @@
+"""Step-time cost model of the four training modes: ps-async, ps-sync, hybrid, collective.
+
+Every function is pure and returns a breakdown dataclass. Units: seconds, bytes.
+
+Endpoints (alpha-beta per NIC). A NIC that handles k messages of n bytes in total is busy
+
+    k (latency + alpha_sw) + n (1/bandwidth + beta_sw)
+
+(Hockney's model, `psrec.net.transfer_time`, plus the calibrated software cost per message and
+per byte, `Calibration.alpha/beta`). Messages on one NIC are charged one after another (the
+per-message overhead of LogP, D. Culler et al., PPoPP 1993), which is what makes a PS NIC
+that serves W workers at once slow: incast.
+
+Parameter servers (DeepRec / TensorFlow PS). A worker deduplicates its batch's keys
+(`psrec.sim.keys`), sends one request to each shard it touches, concurrently, and gets the
+rows back; it pushes (key, gradient) pairs the same way. A phase lasts as long as its slower
+end: the worker's NIC (all its bytes) or the busiest PS NIC (its share of every concurrent
+worker's bytes, times the partitioner's imbalance). The dense parameters live on the PS too
+(`SimOptions.dense_on_ps`, split evenly) and are pulled and pushed whole every step. A PS
+applies every received gradient row (async: directly; sync: accumulated, at the same
+per-row cost), `apply_per_row + dim * apply_per_value` each.
+
+- ps-sync: all W workers pull, compute, push in lockstep; the step waits for the slowest
+  worker and the slowest shard, then for the apply:
+  T = compute + wait + pull(W concurrent) + push(W concurrent) + apply(W workers' rows).
+- ps-async: each worker runs on its own: T_w = compute + pull + push with no contention
+  (or max(compute, pull + push) with prefetch, `overlap_ps`). The PS's NIC and CPU are shared:
+  by the asymptotic bounds of operational analysis (E. Lazowska et al., Quantitative System
+  Performance, 1984, ch. 5: cycle time >= N * D_max), T >= W * (busiest PS NIC's demand per
+  worker step) and T >= W * (its apply demand). The excess over T_w is queueing: shown in
+  pull/push when the NIC is the bottleneck, in apply when the PS CPU is.
+- hybrid (Persia, X. Lian et al., KDD 2022): embeddings on the PS, pulled/pushed as in sync
+  (the dense all-reduce keeps workers in lockstep), dense parameters all-reduced among the
+  workers; embedding updates are applied asynchronously on the PS (bounded like ps-async).
+- collective (DLRM, M. Naumov et al., arXiv:1906.00091, 2019; TorchRec): embeddings sharded
+  over the workers, ids and pooled embeddings exchanged by all-to-all (forward: ids, then
+  pooled vectors; backward: their gradients), dense parameters all-reduced. Each owner
+  applies the distinct rows it owns among all W batches.
+
+Overlap: a dense all-reduce in buckets overlaps the backward pass (PyTorch DDP, S. Li et al.,
+VLDB 2020): only max(0, allreduce - backward) shows. Backward = 2/3 of compute (2N forward and
+4N backward FLOPs per sample for N parameters: J. Kaplan et al., "Scaling Laws for Neural
+Language Models", 2020, sec. 2.1).
+
+Stragglers: a worker is slowed by `straggler_slowdown` with probability `straggler_fraction`
+per step. Lockstep modes wait for the slowest of W: E[max slowdown] = 1 + (k-1)(1 - (1-f)^W);
+ps-async workers do not wait, and run at the mean 1 + f (k-1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from psrec.net import transfer_time
+from psrec.sim.collective import allreduce_cost, alltoall_cost
+from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
+from psrec.sim.keys import KeyStats, key_stats, shard_load, touched_shards
+
+__all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_phases",
+           "straggler_factors", "ps_sync_step", "ps_async_step", "hybrid_step", "collective_step",
+           "MODES", "simulate"]
+
+BACKWARD_SHARE = 2 / 3  # backward FLOPs = 2x forward (Kaplan et al. 2020)
+
+
+@dataclass(frozen=True)
+class ComputeCost:
+    """Forward and backward seconds of one worker's batch.
+
+    >>> compute_cost(batch=100, seconds_per_sample=3e-4).total     # 100 * 0.3 ms
+    0.03
+    """
+
+    forward: float
+    backward: float
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward
+
+
+def compute_cost(batch: int, seconds_per_sample: float, speed: float = 1.0) -> ComputeCost:
+    """Compute of one step: batch * seconds_per_sample / speed, 1/3 forward and 2/3 backward.
+
+    `seconds_per_sample` is the fitted constant of the model (`Calibration.compute_per_sample`);
+    compute is linear in the batch, which is what the fit assumes (CPU GEMMs at CTR batch
+    sizes are throughput-bound).
+    """
+    if batch < 0 or seconds_per_sample < 0 or not speed > 0:
+        raise ValueError("batch and seconds_per_sample must be >= 0 and speed > 0")
+    total = batch * seconds_per_sample / speed
+    return ComputeCost(forward=total * (1 - BACKWARD_SHARE), backward=total * BACKWARD_SHARE)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Where one training step's time goes, per worker (seconds on the critical path).
+
+    Args:
+        mode: ps-async, ps-sync, hybrid or collective.
+        compute, pull, push, allreduce, alltoall, wait, apply: exposed seconds of each part
+            (`wait` = waiting for the slowest worker; `apply` = waiting for the optimizer).
+        hidden: communication seconds overlapped with compute (not in `total`).
+        workers, batch_size: for the throughput.
+        memory_per_node: bytes of embedding state per PS (PS modes, hybrid) or per worker
+            (collective).
+        bottleneck: the largest part, and for pull/push which NIC limits it.
+
+    Example:
+        >>> s = StepCost("ps-sync", compute=0.3, pull=0.4, push=0.2, wait=0.1, workers=2, batch_size=10)
+        >>> round(s.total, 9), round(s.comm_fraction, 9), round(s.throughput, 6)
+        (1.0, 0.6, 20.0)
+    """
+
+    mode: str
+    compute: float = 0.0
+    pull: float = 0.0
+    push: float = 0.0
+    allreduce: float = 0.0
+    alltoall: float = 0.0
+    wait: float = 0.0
+    apply: float = 0.0
+    hidden: float = 0.0
+    workers: int = 1
+    batch_size: int = 1
+    memory_per_node: float = 0.0
+    bottleneck: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.pull + self.push + self.allreduce + self.alltoall + self.wait + self.apply
+
+    @property
+    def comm(self) -> float:
+        """Exposed communication: pull + push + allreduce + alltoall."""
+        return self.pull + self.push + self.allreduce + self.alltoall
+
+    @property
+    def comm_fraction(self) -> float:
+        return self.comm / self.total if self.total > 0 else 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second of the whole job."""
+        return self.workers * self.batch_size / self.total if self.total > 0 else math.inf
+
+    def as_row(self) -> dict[str, float | str]:
+        """A table row: milliseconds, percent, samples/s, GB."""
+        ms = 1e3
+        return {"mode": self.mode, "step_ms": self.total * ms, "compute_ms": self.compute * ms,
+                "pull_ms": self.pull * ms, "push_ms": self.push * ms, "allreduce_ms": self.allreduce * ms,
+                "alltoall_ms": self.alltoall * ms, "apply_ms": self.apply * ms, "wait_ms": self.wait * ms,
+                "hidden_ms": self.hidden * ms, "comm_pct": 100 * self.comm_fraction,
+                "samples_per_s": self.throughput, "mem_GB_per_node": self.memory_per_node / 1e9,
+                "bottleneck": self.bottleneck}
+
+
+def _largest(parts: dict[str, float]) -> str:
+    return max(parts.items(), key=lambda kv: kv[1])[0] if parts else ""
+
+
+# --- parameter servers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PSTraffic:
+    """One worker's step against M parameter servers (bytes and messages per worker step).
+
+    Args:
+        keys: distinct keys the worker touches (all tables).
+        request_bytes: pull request, keys * 8.
+        response_bytes: pull response, rows * dim * 4 (+ the dense parameters, * 4).
+        push_bytes: keys * (8 + dim * 4) (+ dense gradients).
+        messages: shards the worker sends a request to per phase.
+        imbalance: max/mean sparse load over shards (partitioner; see `psrec.sim.keys`).
+        shard_request_bytes, shard_response_bytes, shard_push_bytes: the busiest shard's share
+            of this worker's bytes (sparse share * imbalance + dense / M).
+        shard_messages: messages the busiest shard gets from this worker per phase (<= 1).
+        shard_apply_rows, shard_apply_values: rows and float values the busiest shard
+            applies for this worker's push.
+    """
+
+    keys: float
+    request_bytes: float
+    response_bytes: float
+    push_bytes: float
+    messages: float
+    imbalance: float
+    shard_request_bytes: float
+    shard_response_bytes: float
+    shard_push_bytes: float
+    shard_messages: float
+    shard_apply_rows: float
+    shard_apply_values: float
+
+
+def _table_stats(spec: SimSpec, draws_factor: int = 1) -> list[tuple[KeyStats, int]]:
+    """(KeyStats, dim) per table for `draws_factor` workers' batches drawn together."""
+    b = spec.model.batch_size * draws_factor
+    return [(key_stats(t.rows, s, float(b * t.keys_per_sample)), t.dim)
+            for t, s in zip(spec.model.tables, spec.data.exponents(len(spec.model.tables)))]
+
+
+def ps_traffic(spec: SimSpec, dense_on_ps: bool | None = None) -> PSTraffic:
+    """Bytes, messages and per-shard shares of one worker's step (see the module doc).
+
+    Example: one table of 4 rows, uniform keys, dim 2, batch 2 x 1 key, 1 PS, no dense:
+        q = 1 - (3/4)^2 = 7/16 per row, D = 4 * 7/16 = 1.75 keys; request 1.75 * 8 = 14 bytes,
+        response 1.75 * 2 * 4 = 14 bytes, push 1.75 * (8 + 8) = 28 bytes.
+        >>> from psrec.sim.config import *
+        >>> spec = SimSpec(cluster=ClusterSpec(workers=1, ps=1), data=DataSpec(zipf=0),
+        ...                model=ModelSpec(tables=(TableSpec(rows=4, dim=2, keys_per_sample=1),),
+        ...                                dense_params=0, batch_size=2))
+        >>> t = ps_traffic(spec)
+        >>> round(t.keys, 9), round(t.request_bytes, 9), round(t.response_bytes, 9), round(t.push_bytes, 9)
+        (1.75, 14.0, 14.0, 28.0)
+    """
+    c, o = spec.cluster, spec.options
+    dense_on_ps = o.dense_on_ps if dense_on_ps is None else dense_on_ps
+    stats = _table_stats(spec)
+    m, w = c.ps, c.workers
+    keys = sum(st.distinct for st, _ in stats)
+    row_values = sum(st.distinct * dim for st, dim in stats)  # float values of the rows
+    dense = spec.model.dense_params if dense_on_ps else 0
+    imbalance = c.ps_imbalance or shard_load([(st, 1.0) for st, _ in stats], m, w, o.partitioner).imbalance
+    messages = float(m) if dense > 0 else touched_shards(keys, m)
+    sparse_share = imbalance / m  # the busiest shard's share of a worker's sparse traffic
+    return PSTraffic(
+        keys=keys,
+        request_bytes=keys * KEY_BYTES,
+        response_bytes=(row_values + dense) * VALUE_BYTES,
+        push_bytes=keys * KEY_BYTES + (row_values + dense) * VALUE_BYTES,
+        messages=messages,
+        imbalance=imbalance,
+        shard_request_bytes=keys * KEY_BYTES * sparse_share,
+        shard_response_bytes=(row_values * sparse_share + dense / m) * VALUE_BYTES,
+        shard_push_bytes=keys * KEY_BYTES * sparse_share + (row_values * sparse_share + dense / m) * VALUE_BYTES,
+        shard_messages=min(1.0, messages / m * imbalance),
+        shard_apply_rows=keys * sparse_share,
+        shard_apply_values=row_values * sparse_share + dense / m,
+    )
+
+
+def nic_time(spec: SimSpec, messages: float, nbytes: float) -> float:
+    """Seconds a NIC is busy with `messages` messages and `nbytes` bytes:
+    transfer_time(net, nbytes, messages) + messages * alpha_sw + nbytes * beta_sw.
+
+    >>> from psrec.sim.config import *; from psrec.net import NetConfig
+    >>> from psrec.sim.calibration import Calibration
+    >>> spec = SimSpec(cluster=ClusterSpec(net=NetConfig(bandwidth=1e9, latency=1e-4)),
+    ...                calibration=Calibration(alpha=1e-4, beta=1e-9))
+    >>> round(nic_time(spec, 2, 1e6), 9)     # 2 * (0.1 + 0.1) ms + 1e6 * (1 + 1) ns
+    0.0024
+    """
+    cal = spec.calibration
+    return transfer_time(spec.cluster.net, nbytes, messages) + messages * cal.alpha + nbytes * cal.beta
+
+
+@dataclass(frozen=True)
+class PSPhases:
+    """Pull and push seconds with `concurrent` workers at once, and which end limits each."""
+
+    pull: float
+    push: float
+    pull_worker: float
+    pull_server: float
+    push_worker: float
+    push_server: float
+    apply_server: float  # busiest PS's apply seconds for the concurrent workers' pushes
+
+
+def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int) -> PSPhases:
+    """Pull = request + response, push; each max(worker NIC, busiest PS NIC with `concurrent`
+    workers' shares). Apply = concurrent * busiest shard's rows and values."""
+    cal = spec.calibration
+    k = concurrent
+    req_w = nic_time(spec, t.messages, t.request_bytes)
+    req_s = nic_time(spec, k * t.shard_messages, k * t.shard_request_bytes)
+    resp_w = nic_time(spec, t.messages, t.response_bytes)
+    resp_s = nic_time(spec, k * t.shard_messages, k * t.shard_response_bytes)
+    push_w = nic_time(spec, t.messages, t.push_bytes)
+    push_s = nic_time(spec, k * t.shard_messages, k * t.shard_push_bytes)
+    apply_s = k * (t.shard_apply_rows * cal.apply_per_row + t.shard_apply_values * cal.apply_per_value)
+    return PSPhases(pull=max(req_w, req_s) + max(resp_w, resp_s), push=max(push_w, push_s),
+                    pull_worker=req_w + resp_w, pull_server=req_s + resp_s,
+                    push_worker=push_w, push_server=push_s, apply_server=apply_s)
+
+
+def straggler_factors(spec: SimSpec) -> tuple[float, float]:
+    """(E[max slowdown over W workers], E[slowdown of one worker]) for the lockstep and async modes.
+
+    >>> from psrec.sim.config import *
+    >>> straggler_factors(SimSpec(cluster=ClusterSpec(workers=2, straggler_fraction=0.5, straggler_slowdown=3)))
+    (2.5, 2.0)
+    """
+    c = spec.cluster
+    k, f, w = c.straggler_slowdown, c.straggler_fraction, c.workers
+    return 1 + (k - 1) * (1 - (1 - f) ** w), 1 + f * (k - 1)
+
+
+def _memory(spec: SimSpec, holders: int) -> float:
+    return spec.model.embedding_bytes(spec.options.optimizer_slots) / holders
+
+
+def _ps_label(worker: float, server: float) -> str:
+    return "ps nic" if server >= worker else "worker nic"
+
+
+def ps_sync_step(spec: SimSpec) -> StepCost:
+    """ps-sync: T = compute + wait + pull + push + apply, all W workers at once (module doc)."""
+    c, m = spec.cluster, spec.model
+    comp = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed).total
+    slowest, _ = straggler_factors(spec)
+    t = ps_traffic(spec)
+    ph = ps_phases(spec, t, c.workers)
+    parts = {"compute": comp, "pull": ph.pull, "push": ph.push, "apply": ph.apply_server,
+             "wait": comp * (slowest - 1)}
+    label = _largest(parts)
+    if label in ("pull", "push"):
+        label += f" ({_ps_label(ph.pull_worker + ph.push_worker, ph.pull_server + ph.push_server)})"
+    return StepCost("ps-sync", compute=comp, pull=ph.pull, push=ph.push, apply=ph.apply_server,
+                    wait=parts["wait"], workers=c.workers, batch_size=m.batch_size,
+                    memory_per_node=_memory(spec, c.ps), bottleneck=label)
+
+
+def ps_async_step(spec: SimSpec) -> StepCost:
+    """ps-async: T = max(T_worker, W * PS NIC demand, W * PS apply demand) (module doc).
+
+    T_worker = compute + pull + push (uncontended) or, with prefetch, max(compute, pull + push).
+    """
+    c, m, o = spec.cluster, spec.model, spec.options
+    _, mean_slow = straggler_factors(spec)
+    comp = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed).total * mean_slow
+    t = ps_traffic(spec)
+    alone = ps_phases(spec, t, 1)  # no other worker at the PS
+    comm = alone.pull + alone.push
+    hidden = min(comp, comm) if o.overlap_ps else 0.0
+    pull_share = alone.pull / comm if comm > 0 else 0.5
+    pull, push = (comm - hidden) * pull_share, (comm - hidden) * (1 - pull_share)
+    own = comp + pull + push
+    # The busiest PS's demand per worker step: NIC (in and out are separate directions) and CPU.
+    nic_in = nic_time(spec, 2 * t.shard_messages, t.shard_request_bytes + t.shard_push_bytes)
+    nic_out = nic_time(spec, t.shard_messages, t.shard_response_bytes)
+    bound_nic = c.workers * max(nic_in, nic_out)
+    bound_apply = alone.apply_server * c.workers
+    apply, label = 0.0, _largest({"compute": comp, "pull": pull, "push": push})
+    if label in ("pull", "push"):
+        label += " (worker nic)"
+    if max(bound_nic, bound_apply) > own:
+        excess = max(bound_nic, bound_apply) - own
+        if bound_nic >= bound_apply:
+            pull, push = pull + excess * pull_share, push + excess * (1 - pull_share)
+            label = "ps nic (incast)"
+        else:
+            apply = excess
+            label = "ps apply"
+    return StepCost("ps-async", compute=comp, pull=pull, push=push, apply=apply, hidden=hidden,
+                    workers=c.workers, batch_size=m.batch_size, memory_per_node=_memory(spec, c.ps),
+                    bottleneck=label)
+
+
+def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
+    """(exposed, hidden) seconds of the dense all-reduce."""
+    c, o = spec.cluster, spec.options
+    ar = allreduce_cost(c.net, c.workers, spec.model.dense_params * VALUE_BYTES, o.allreduce,
+                        c.workers_per_node).time
+    if not o.overlap_allreduce:
+        return ar, 0.0
+    return max(0.0, ar - backward), min(ar, backward)
+
+
+def hybrid_step(spec: SimSpec) -> StepCost:
+    """hybrid: embeddings on the PS (W concurrent), dense all-reduced; the PS applies embedding
+    updates asynchronously (T >= W * apply demand), the dense update is local."""
+    c, m, cal = spec.cluster, spec.model, spec.calibration
+    cc = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed)
+    slowest, _ = straggler_factors(spec)
+    t = ps_traffic(spec, dense_on_ps=False)
+    ph = ps_phases(spec, t, c.workers)
+    ar, hidden = _dense_allreduce(spec, cc.backward)
+    apply = m.dense_params * cal.apply_per_value
+    parts = {"compute": cc.total, "pull": ph.pull, "push": ph.push, "allreduce": ar,
+             "wait": cc.total * (slowest - 1), "apply": apply}
+    own = sum(parts.values())
+    if ph.apply_server > own:  # the PS CPU cannot keep up with W workers' embedding updates
+        parts["apply"] += ph.apply_server - own
+    label = _largest(parts)
+    if label in ("pull", "push"):
+        label += f" ({_ps_label(ph.pull_worker + ph.push_worker, ph.pull_server + ph.push_server)})"
+    return StepCost("hybrid", compute=parts["compute"], pull=ph.pull, push=ph.push, allreduce=ar,
+                    wait=parts["wait"], apply=parts["apply"], hidden=hidden, workers=c.workers,
+                    batch_size=m.batch_size, memory_per_node=_memory(spec, c.ps), bottleneck=label)
+
+
+def collective_step(spec: SimSpec) -> StepCost:
+    """collective: ids + pooled embeddings all-to-all forward, their gradients backward, dense
+    all-reduce; owners apply the distinct rows among all W batches, the dense update is local.
+
+    Per rank: S_ids = B * sum_t keys_t * 8; S_emb = B * sum_t pooled_t * dim_t * 4;
+    alltoall = a2a(S_ids) + 2 a2a(S_emb); apply = sum_t D_t(W B keys_t) / W * (apply_per_row +
+    dim_t apply_per_value) + dense * apply_per_value.
+    """
+    c, m, o, cal = spec.cluster, spec.model, spec.options, spec.calibration
+    cc = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed)
+    slowest, _ = straggler_factors(spec)
+    s_ids = m.batch_size * sum(t.keys_per_sample for t in m.tables) * KEY_BYTES
+    s_emb = m.batch_size * sum(t.pooled * t.dim for t in m.tables) * VALUE_BYTES
+    a2a = (alltoall_cost(c.net, c.workers, s_ids, o.alltoall, c.workers_per_node).time
+           + 2 * alltoall_cost(c.net, c.workers, s_emb, o.alltoall, c.workers_per_node).time)
+    ar, hidden = _dense_allreduce(spec, cc.backward)
+    union = _table_stats(spec, draws_factor=c.workers)
+    apply = sum(st.distinct / c.workers * (cal.apply_per_row + dim * cal.apply_per_value) for st, dim in union)
+    apply += m.dense_params * cal.apply_per_value
+    parts = {"compute": cc.total, "alltoall": a2a, "allreduce": ar, "wait": cc.total * (slowest - 1),
+             "apply": apply}
+    return StepCost("collective", compute=cc.total, alltoall=a2a, allreduce=ar, wait=parts["wait"],
+                    apply=apply, hidden=hidden, workers=c.workers, batch_size=m.batch_size,
+                    memory_per_node=_memory(spec, c.workers), bottleneck=_largest(parts))
+
+
+MODES: dict[str, Callable[[SimSpec], StepCost]] = {
+    "ps-async": ps_async_step,
+    "ps-sync": ps_sync_step,
+    "hybrid": hybrid_step,
+    "collective": collective_step,
+}
+
+
+def simulate(spec: SimSpec, modes: tuple[str, ...] | None = None) -> dict[str, StepCost]:
+    """StepCost of each mode (default: all four) for `spec`."""
+    names = modes or tuple(MODES)
+    for n in names:
+        if n not in MODES:
+            raise ValueError(f"unknown mode {n!r}; known: {', '.join(MODES)}")
+    return {n: MODES[n](spec) for n in names}
