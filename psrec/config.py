@@ -6,6 +6,8 @@
     [embedding]   EmbeddingConfig  table layout, width, sparse optimizer
     [train]       TrainConfig      steps, dense optimizer, seed
     [ps]          PSConfig         parameter servers, workers, sync, dense placement, network
+    [workqueue]   WorkQueueConfig  row-range tasks handed to workers (ps.data = "queue")
+    [stragglers]  StragglerConfig  injected slowdowns (applied as extra compute time)
     [run]         RunConfig        where results go
 
 An unknown key, or a value of the wrong type, is a `ConfigError` naming the key.
@@ -20,6 +22,8 @@ from typing import Any, Literal
 from psrec.config_io import ConfigError, from_mapping, parse_value, to_mapping, to_toml
 from psrec.data.synthetic import SyntheticConfig
 from psrec.ps.config import PSConfig
+from workqueue.config import WorkQueueConfig
+from workqueue.stragglers import StragglerConfig
 from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
 
 __all__ = ["DataConfig", "ModelConfig", "EmbeddingConfig", "TrainConfig", "RunDirConfig",
@@ -139,6 +143,8 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ps: PSConfig = field(default_factory=PSConfig)
+    workqueue: WorkQueueConfig = field(default_factory=WorkQueueConfig)
+    stragglers: StragglerConfig = field(default_factory=StragglerConfig)
     run: RunDirConfig = field(default_factory=RunDirConfig)
 
     def model_params(self):
@@ -217,6 +223,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_path(data, key.strip(), parse_value(text.strip()))
     cfg = from_mapping(Config, data)
     cfg.model_params()  # fail now, naming the key, rather than when the model is built
+    if cfg.ps.data == "queue" and cfg.ps.sync:
+        raise ConfigError("ps.data: the work queue feeds asynchronous PS workers only (a sync step "
+                          "needs every worker every step); set ps.sync=false or ps.data=\"interleaved\"")
     if cfg.model.refine != "none":
         cfg.refine_params()
     return cfg

@@ -21,7 +21,7 @@ def test_sync_ps_on_ray_matches_local(ray_session, tmp_path):
                                     "ps.workers=2", "ps.num_ps=2", "ps.metrics_port=-1"])
     plan = plan_ps(cfg)
     with progress_bar(0, False) as bar:
-        reports, transport, dense, shard_stats = run_on_ray(plan, bar)
+        reports, transport, dense, shard_stats, _ = run_on_ray(plan, bar)
     try:
         for t, want in want_rows.items():
             got = {}
@@ -65,3 +65,26 @@ def test_prometheus_endpoint_serves_job_metrics():
         m.close()
     assert 'psrec_worker_comm_fraction{worker="1"} 0.4' in text
     assert 'psrec_ps_bytes_served_total{ps="0"} 123.0' in text
+
+
+def test_async_workers_take_tasks_from_the_queue_around_a_straggler(ray_session, tmp_path):
+    cfg = load_config(None, ["synthetic.num_fields=6", "synthetic.num_dense=2", "data.train_rows=24576",
+                             "data.eval_rows=2048", "data.batch_size=512", "ps.workers=2", "ps.num_ps=1",
+                             "ps.data=queue", "workqueue.task_rows=1024", "stragglers.factors=\"1:4x\"",
+                             "train.progress=false", f"run.dir={tmp_path}", "ps.metrics_port=-1"])
+    res = run_ps(cfg)
+    acc = res["workqueue"]["accounting"]
+    assert acc["exactly_once"] and acc["duplicates"] == 0
+    tasks = {w["worker"]: w["tasks"] for w in res["per_worker"]}
+    assert sum(tasks.values()) == 24
+    assert tasks[0] > tasks[1]  # the fast worker took more of the work
+    assert sum(w["rows"] for w in res["per_worker"]) == 24576  # every row trained once
+
+
+def test_queue_needs_async_mode():
+    import pytest
+
+    from psrec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ps.data"):
+        load_config(None, ["ps.data=queue", "ps.sync=true"])

@@ -25,6 +25,9 @@ class PSConfig:
         metrics_port: Prometheus endpoint on the driver; 0 picks a free port, -1 turns it off.
         partition_sample_batches: batches scanned to observe key frequencies (balanced only).
         threads: torch threads per actor.
+        data: how rows reach workers: each its fixed interleaved batches, or row-range tasks
+            taken from the central work queue ([workqueue]; async mode), so that fast workers
+            take more when others straggle.
     """
 
     workers: int = 2
@@ -40,6 +43,7 @@ class PSConfig:
     metrics_port: int = 0
     partition_sample_batches: int = 20  # ~20K rows: enough to rank the hot keys of a Zipf law
     threads: int = 1  # one intra-op thread per actor: N+M actors already share the cores
+    data: Literal["interleaved", "queue"] = "interleaved"  # fixed interleaved batches, or tasks from the work queue
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.num_ps < 1:

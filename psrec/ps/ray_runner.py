@@ -29,11 +29,11 @@ def ensure_ray(address: str = "") -> None:
 class PSWorkerActor:
     """A PSWorker in its own process, talking to the PS actors."""
 
-    def __init__(self, plan, index: int, ps_actors) -> None:
+    def __init__(self, plan, index: int, ps_actors, queue=None) -> None:
         import torch
 
         torch.set_num_threads(plan.cfg.ps.threads)
-        self.plan, self.index, self.ps_actors = plan, index, ps_actors
+        self.plan, self.index, self.ps_actors, self.queue = plan, index, ps_actors, queue
         self.worker = None
         self._group = None
 
@@ -60,12 +60,17 @@ class PSWorkerActor:
         model, layer, source = plan.build_worker_parts()
         client = PSClient(RayTransport(self.ps_actors), plan.partitioner, plan.dims, p.sync,
                           parse_net(p.net) if p.net else None, plan.dense_slices)
+        stragglers = plan.stragglers()
         self.worker = PSWorker(self.index, p.workers, model, layer, client, source, p.dense,
-                               plan.cfg.train.optimizer, plan.cfg.train.lr, allreduce)
+                               plan.cfg.train.optimizer, plan.cfg.train.lr, allreduce, stragglers)
         return self.index
 
     def run(self) -> WorkerReport:
         plan = self.plan
+        if self.queue is not None:
+            q, w = self.queue, self.index
+            return self.worker.run_tasks(lambda done: ray.get(q.complete_and_take.remote(w, done)),
+                                         plan.batch_size)
         return self.worker.run(plan.rounds, plan.batch_size, plan.base_row)
 
     def progress(self) -> dict:
@@ -95,7 +100,15 @@ def run_on_ray(plan, bar, metrics=None):
     ensure_ray(p.address)
     ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(), p.ps_cpus)
     transport = RayTransport(ps_actors)
-    workers = [PSWorkerActor.options(num_cpus=p.worker_cpus).remote(plan, w, ps_actors) for w in range(p.workers)]
+    queue = None
+    if p.data == "queue":
+        from workqueue.actor import WorkQueue
+
+        end = plan.base_row + plan.rounds * p.workers * plan.batch_size
+        queue = WorkQueue.start(plan.cfg.workqueue, p.workers, plan.base_row, end)
+    workers = [PSWorkerActor.options(num_cpus=p.worker_cpus).remote(plan, w, ps_actors, queue and queue.actor)
+               for w in range(p.workers)]
+    queue_stats = None
     try:
         master = ray.get(workers[0].node_address.remote()) if p.dense == "allreduce" else None
         ray.get([w.setup.remote(master) for w in workers], timeout=300)
@@ -117,6 +130,8 @@ def run_on_ray(plan, bar, metrics=None):
                 for i, x in enumerate(prog):
                     metrics.worker(i, x["phases"], x["rows"], x["sent"], x["received"])
         reports = ray.get(runs)
+        if queue is not None:
+            queue_stats = {"accounting": queue.accounting(), "stats": queue.stats()}
         dense = (ray.get(workers[0].dense.remote()) if p.dense == "allreduce"
                  else _dense_from(transport))
         shard_stats = [to_mapping(s) for s in transport.broadcast("stats", True)]
@@ -124,7 +139,9 @@ def run_on_ray(plan, bar, metrics=None):
     finally:
         for w in workers:
             ray.kill(w)
-    return reports, transport, dense, shard_stats
+        if queue is not None:
+            queue.shutdown()
+    return reports, transport, dense, shard_stats, queue_stats
 
 
 def _dense_from(transport):

@@ -67,6 +67,15 @@ class PSPlan:
         set_flat_params(model, self.dense_init)
         return model, EmbeddingLayer(source.schema, self.tables, self.cfg.embedding.pooling), source
 
+    def stragglers(self):
+        """The configured straggler model ([stragglers]), or None when nobody is slowed."""
+        sc = self.cfg.stragglers
+        if not (sc.factors or sc.dist != "none" or sc.period_rate_per_s > 0):
+            return None
+        from workqueue.stragglers import Stragglers
+
+        return Stragglers(sc, self.cfg.ps.workers)
+
     def dense_specs(self) -> list[DenseSpec | None]:
         if self.dense_slices is None:
             return [None] * self.cfg.ps.num_ps
@@ -137,7 +146,7 @@ def _run_inprocess(plan: PSPlan, source, bar) -> tuple[list[WorkerReport], Trans
         model, layer, src = plan.build_worker_parts(source)
         client = PSClient(transport, plan.partitioner, plan.dims, p.sync, net, plan.dense_slices)
         workers.append(PSWorker(w, p.workers, model, layer, client, src, p.dense,
-                                cfg.train.optimizer, cfg.train.lr, group))
+                                cfg.train.optimizer, cfg.train.lr, group, plan.stragglers()))
     errors: list[BaseException] = []
 
     def run(wk: PSWorker) -> None:
@@ -198,14 +207,17 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> dict[str, A
     t0 = time.perf_counter()
     try:
         with progress_bar(total, cfg.train.progress, desc=mode) as bar:
+            queue_stats = None
             if p.transport == "inprocess":
+                if p.data == "queue":
+                    raise ValueError("ps.data=queue needs the Ray transport (the queue is a Ray actor)")
                 reports, transport, workers = _run_inprocess(plan, source, bar)
                 dense = (_dense_from_ps(transport, plan) if p.dense == "ps" else flat_params(workers[0].model))
                 shard_stats = [to_mapping(e.stats(True)) for e in transport.endpoints]
             else:
                 from psrec.ps.ray_runner import run_on_ray
 
-                reports, transport, dense, shard_stats = run_on_ray(plan, bar, prom)
+                reports, transport, dense, shard_stats, queue_stats = run_on_ray(plan, bar, prom)
         wall = time.perf_counter() - t0
         for r in reports:
             s = r.summary()
@@ -241,6 +253,7 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> dict[str, A
         "per_ps": shard_stats,
         "ps_imbalance": _imbalance(shard_stats),
         "metrics_port": prom.port,
+        "workqueue": queue_stats,
         "run_dir": str(run_dir),
     }
     write_results(run_dir, results)

@@ -53,6 +53,7 @@ class WorkerReport:
     worker: int
     steps: list[StepRecord] = field(default_factory=list)
     loss_ema: float | None = None
+    tasks: int = 0  # work-queue tasks completed
 
     def summary(self) -> dict:
         """Per-phase totals, step-time percentiles and communication fraction (real and emulated)."""
@@ -79,6 +80,7 @@ class WorkerReport:
             "bytes_received": int(sum(r.bytes_received for r in self.steps)),
             "samples_per_s": rows / wall if wall else float("nan"),
             "loss": self.loss_ema,
+            "tasks": self.tasks,
         }
 
 
@@ -98,7 +100,7 @@ class PSWorker:
 
     def __init__(self, index: int, num_workers: int, model: CTRModel, layer: EmbeddingLayer,
                  client: PSClient, source: DataSource, dense_mode: str, optimizer: str = "adam",
-                 lr: float = 1e-3, allreduce: AllReduce | None = None) -> None:
+                 lr: float = 1e-3, allreduce: AllReduce | None = None, stragglers=None) -> None:
         if dense_mode == "allreduce" and allreduce is None:
             raise ValueError("dense_mode 'allreduce' needs an AllReduce group")
         self.index = index
@@ -113,6 +115,8 @@ class PSWorker:
         self.step = SparseStep(model, layer, client, dense_opt=None, timer=self.timer)
         self.dense_opt = opt
         self.report = WorkerReport(index)
+        self.stragglers = stragglers  # workqueue.stragglers.Stragglers or None
+        self._t_origin = time.perf_counter()
 
     def rows_of(self, round_: int, batch_size: int, base: int = 0) -> tuple[int, int]:
         """Rows of this worker in round `round_`: workers interleave, so a round covers
@@ -138,6 +142,12 @@ class PSWorker:
         t0 = time.perf_counter()
         loss = self.step.forward_backward_from(x, res, batch, step)
         t_compute = time.perf_counter() - t0
+        if self.stragglers is not None:
+            # Injected slowdown, booked as compute: the extra time a slow worker would need.
+            extra = self.stragglers.work_time(self.index, t0 - self._t_origin, t_compute) - t_compute
+            if extra > 0:
+                time.sleep(extra)
+                t_compute += extra
         t_ar = 0.0
         dense_grad = None
         if self.dense_mode == "ps":
@@ -159,6 +169,23 @@ class PSWorker:
         r = self.report
         r.loss_ema = loss if r.loss_ema is None else 0.98 * r.loss_ema + 0.02 * loss
         return loss
+
+    def run_tasks(self, take, batch_size: int) -> WorkerReport:
+        """Train on row-range tasks from a work queue until it is finished.
+
+        take(done_task) -> (next task or None, finished): reports the previous task done and
+        takes the next in one call.
+        """
+        task, finished = take(None)
+        while not finished or task is not None:
+            if task is None:
+                time.sleep(0.01)  # others hold the last leases; they may still be re-queued
+            else:
+                for s in range(task.start, task.end, batch_size):
+                    self.train_rows(s, min(s + batch_size, task.end), 0)
+                self.report.tasks += 1
+            task, finished = take(task)
+        return self.report
 
     def run(self, rounds: int, batch_size: int, base: int = 0, first_round: int = 1) -> WorkerReport:
         """Train `rounds` steps on this worker's interleaved rows."""
