@@ -339,13 +339,13 @@ class SyntheticSource(DataSource):
         if len(small):
             offsets, tk, tw, tu, tt = self._tables()
             idx = ranks[:, self._small_cols] + offsets[small]  # (n, F_small) entries of the tables
-            keys[:, self._small_cols] = tk[idx]
-            z += self._a1 * tw[idx].sum(axis=1)
+            keys[:, self._small_cols] = np.take(tk, idx)  # np.take: faster than fancy indexing
+            z += self._a1 * np.take(tw, idx).sum(axis=1)
             (su, du), (st, dt) = self._small_u, self._small_t  # source columns in idx, compact columns
             if len(su):
-                lat[:, du] = tu[idx[:, su]]
+                lat[:, du] = np.take(tu, idx[:, su], axis=0)
             if len(st):
-                tri[:, dt] = tt[idx[:, st]]
+                tri[:, dt] = np.take(tt, idx[:, st])
         if len(big):
             (bu, du), (bt, dt) = self._big_u, self._big_t
             kb, wb, ub, tb = self._entity_cells(big, ranks[:, self._big_cols], len(bu) > 0)
