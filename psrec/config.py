@@ -6,6 +6,7 @@
     [embedding]   EmbeddingConfig  table layout, width, sparse optimizer
     [train]       TrainConfig      steps, dense optimizer, seed
     [ps]          PSConfig         parameter servers, workers, sync, dense placement, network
+    [collective]  CollectiveConfig collective workers: sharding, buckets, overlap
     [workqueue]   WorkQueueConfig  row-range tasks handed to workers (ps.data = "queue")
     [stragglers]  StragglerConfig  injected slowdowns (applied as extra compute time)
     [run]         RunConfig        where results go
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 from psrec.config_io import ConfigError, from_mapping, parse_value, to_mapping, to_toml
 from psrec.data.synthetic import SyntheticConfig
+from collective.config import CollectiveConfig
 from psrec.ps.config import PSConfig
 from workqueue.config import WorkQueueConfig
 from workqueue.stragglers import StragglerConfig
@@ -143,6 +145,7 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ps: PSConfig = field(default_factory=PSConfig)
+    collective: CollectiveConfig = field(default_factory=CollectiveConfig)
     workqueue: WorkQueueConfig = field(default_factory=WorkQueueConfig)
     stragglers: StragglerConfig = field(default_factory=StragglerConfig)
     run: RunDirConfig = field(default_factory=RunDirConfig)

@@ -25,4 +25,4 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_quickstart_runs_the_main_job():
-    assert readme_commands()[0].endswith("psrec train")
+    assert readme_commands()[0].endswith("psrec compare")

@@ -14,7 +14,8 @@ WORKER_COLUMNS = ["worker", "steps", "samples_per_s", "step_p50", "step_p95", "c
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and evaluate it on held-out rows")
-    p.add_argument("--mode", default="local", choices=["local", "ps"], help="where embeddings live")
+    p.add_argument("--mode", default="local", choices=["local", "ps", "collective"],
+                   help="where embeddings live: this process, parameter servers, or sharded over collective workers")
     p.add_argument("--workers", type=int, help="PS mode: training workers (ps.workers)")
     p.add_argument("--ps", type=int, help="PS mode: parameter servers (ps.num_ps)")
     p.add_argument("--sync", action="store_true", help="PS mode: synchronous training (ps.sync)")
@@ -38,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
         extra.append(f"model.name={args.model}")
     if args.rows:
         extra.append(f"data.train_rows={args.rows}")
-    for flag, key in (("workers", "ps.workers"), ("ps", "ps.num_ps"), ("dense", "ps.dense")):
+    section = "collective" if args.mode == "collective" else "ps"  # --workers/--net/--address apply here
+    for flag, key in (("workers", f"{section}.workers"), ("ps", "ps.num_ps"), ("dense", "ps.dense")):
         if getattr(args, flag) is not None:
             extra.append(f"{key}={getattr(args, flag)}")
     if args.sync:
         extra.append("ps.sync=true")
-    for flag, key in (("address", "ps.address"), ("net", "ps.net"), ("data", "ps.data"),
+    for flag, key in (("address", f"{section}.address"), ("net", f"{section}.net"), ("data", "ps.data"),
                       ("straggler", "stragglers.factors")):
         if getattr(args, flag):
             extra.append(f'{key}="{getattr(args, flag)}"')
@@ -57,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
         imb = res["ps_imbalance"]
         print(f"PS imbalance (max/mean): rows {imb['rows']:.3f}, bytes served {imb['bytes_served']:.3f}, "
               f"requests {imb['requests']:.3f}")
+        print(f"run directory: {res['run_dir']}")
+        return 0
+    if args.mode == "collective":
+        from collective.runner import run_collective
+
+        res = run_collective(cfg)
+        print(format_table([res], PS_COLUMNS))
         print(f"run directory: {res['run_dir']}")
         return 0
     res = run_local(cfg)

@@ -56,7 +56,7 @@ class JobMetrics:
         self.bytes.labels(str(w), "sent").set(sent)
         self.bytes.labels(str(w), "received").set(received)
         total = sum(phases.values())
-        comm = phases.get("pull", 0) + phases.get("push", 0) + phases.get("allreduce", 0)
+        comm = sum(phases.get(k, 0) for k in ("pull", "push", "allreduce", "alltoall"))
         self.comm.labels(str(w)).set(comm / total if total else 0.0)
 
     def shard(self, s: int, bytes_served: int, requests: int, rows: int) -> None:

@@ -1,0 +1,208 @@
+"""Data-parallel dense parameters: gradients fused into buckets and averaged by all-reduce.
+
+The PyTorch DDP scheme (S. Li et al., "PyTorch Distributed: Experiences on Accelerating Data
+Parallel Training", VLDB 2020), with gradients as bucket views:
+
+- parameters are grouped into buckets of about `bucket_bytes`, in reverse registration
+  order (backward produces the last layer's gradients first);
+- every parameter's `.grad` is a view of its bucket's flat buffer (re-attached and zeroed by
+  a forward pre-hook, since the training step sets gradients to None), so backward
+  accumulates straight into the buckets: nothing is copied before or after the all-reduce;
+- gloo has no AVG, so the gradient flowing out of the model's output is scaled by 1/N (a
+  hook on the forward output): one SUM all-reduce per bucket then leaves the mean, and the
+  embedding rows' gradients, which flow through the same output, arrive pre-scaled too (the
+  sharded store then sums them; `ShardedStore(average=False)`);
+- with `overlap`, a post-accumulate-grad hook counts each parameter done, and a complete
+  bucket's all-reduce is launched at once, asynchronously, so that it runs while backward
+  computes the rest. Buckets are launched strictly in order, so every rank issues the same
+  collectives in the same order whatever its timing.
+
+Accounting per step (seconds): `total` is the time some bucket's all-reduce was in flight
+(the union of launch -> completion intervals); `exposed` is what the training thread spent
+blocked in `finish`; `hidden = total - exposed` ran behind backward. Without overlap
+everything is exposed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from collective.group import Collectives, Work
+
+__all__ = ["DenseSync", "SyncTimes", "plan_buckets"]
+
+
+def plan_buckets(numels: list[int], bucket_bytes: int) -> list[list[int]]:
+    """Indices of float32 parameters (sizes `numels`, registration order) per bucket: reverse
+    order, a bucket closed as soon as it holds >= `bucket_bytes`.
+
+    >>> plan_buckets([35, 7, 21, 3, 3, 1], 16)   # a 5-7-3-1 MLP's weights and biases
+    [[5, 4], [3, 2], [1], [0]]
+    """
+    buckets: list[list[int]] = []
+    group: list[int] = []
+    size = 0
+    for i in reversed(range(len(numels))):
+        group.append(i)
+        size += numels[i] * 4
+        if size >= bucket_bytes:
+            buckets.append(group)
+            group, size = [], 0
+    if group:
+        buckets.append(group)
+    return buckets
+
+
+@dataclass(frozen=True)
+class SyncTimes:
+    """One step's dense all-reduce, seconds."""
+
+    total: float  # some bucket in flight
+    exposed: float  # the training thread blocked on it
+    buckets: int
+
+    @property
+    def hidden(self) -> float:
+        return max(0.0, self.total - self.exposed)
+
+
+class _Bucket:
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+        self.buffer = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32)  # (numel,)
+        self.views = []
+        pos = 0
+        for p in params:
+            self.views.append(self.buffer[pos:pos + p.numel()].view_as(p))  # p's gradient lives here
+            pos += p.numel()
+        self.ready = 0
+        self.work: Work | None = None
+        self.started = 0.0
+
+
+class DenseSync:
+    """Averages a model replica's dense gradients over the ranks of `comm`, bucket by bucket.
+
+    Args:
+        model: this rank's replica (float32 parameters); its forward output is what the loss
+            is computed from (the 1/N gradient scale is applied there).
+        comm: this rank's collectives.
+        bucket_bytes: target bucket size in bytes (a parameter larger than it gets its own bucket).
+        overlap: launch buckets from backward hooks (else all at once in `finish`).
+
+    Per step: forward, backward (gradients land in the buckets), then `finish()`; afterwards
+    every parameter's `.grad` holds the mean gradient over the ranks.
+
+    Example (one rank: the mean is the gradient itself):
+        >>> from collective.group import ThreadGroup
+        >>> m = nn.Linear(3, 2)
+        >>> sync = DenseSync(m, ThreadGroup(1).member(0), bucket_bytes=8, overlap=True)
+        >>> m(torch.ones(1, 3)).sum().backward(); times = sync.finish()
+        >>> m.bias.grad.tolist(), times.buckets
+        ([1.0, 1.0], 2)
+    """
+
+    def __init__(self, model: nn.Module, comm: Collectives, bucket_bytes: int = 4 << 20,
+                 overlap: bool = True) -> None:
+        self.comm = comm
+        self.overlap = overlap
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            if p.dtype != torch.float32:
+                raise TypeError(f"dense sync handles float32 parameters, got {p.dtype}")
+        self.buckets = [_Bucket([params[i] for i in idx])
+                        for idx in plan_buckets([p.numel() for p in params], bucket_bytes)]
+        self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b.params}
+        self.scale = 1.0 / comm.world_size  # applied to the output's gradient
+        self._next = 0  # next bucket to launch
+        self._hooks = [model.register_forward_pre_hook(self._on_forward),
+                       model.register_forward_hook(self._on_output)]
+        if overlap:
+            self._hooks += [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        self.attach_grads()
+
+    @property
+    def numel(self) -> int:
+        return sum(b.buffer.numel() for b in self.buckets)
+
+    def attach_grads(self) -> None:
+        """Zero the buckets and point every `.grad` at its bucket view; forget the last
+        step's launches. The forward pre-hook does this before every training forward."""
+        for b in self.buckets:
+            b.buffer.zero_()
+            for p, v in zip(b.params, b.views):
+                p.grad = v
+            b.ready, b.work = 0, None
+        self._next = 0
+
+    def _on_forward(self, module, args) -> None:
+        if torch.is_grad_enabled():
+            self.attach_grads()
+
+    def _on_output(self, module, args, output):
+        if self.scale != 1.0 and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(self._scale_grad)
+        return None  # the output itself is unchanged
+
+    def _scale_grad(self, g: torch.Tensor) -> torch.Tensor:
+        return g * self.scale
+
+    def _on_grad(self, p: nn.Parameter) -> None:
+        self.buckets[self._bucket_of[id(p)]].ready += 1
+        while self._next < len(self.buckets) and self.buckets[self._next].ready == len(self.buckets[self._next].params):
+            self._launch(self._next)
+            self._next += 1
+
+    def _launch(self, i: int) -> None:
+        b = self.buckets[i]
+        b.started = time.perf_counter()
+        # completion times only matter with overlap (without it, all of the time is exposed)
+        b.work = self.comm.all_reduce(b.buffer, tag="dense", async_op=True, track_done=self.overlap)
+
+    def finish(self) -> SyncTimes:
+        """Launch what backward did not, and wait for every bucket: each `.grad` (a bucket
+        view) then holds the mean over the ranks."""
+        t0 = time.perf_counter()
+        for b in self.buckets:
+            for p, v in zip(b.params, b.views):
+                if p.grad is None:  # unused, or gradients reset since the forward: contributes zero
+                    p.grad = v.zero_()
+                elif p.grad.data_ptr() != v.data_ptr():  # set by someone else: take it in
+                    v.copy_(p.grad)
+                    p.grad = v
+        if len(self.buckets) == 1 and self._next == 0:
+            # One bucket, not yet launched: a blocking call costs less than launch + wait.
+            self.comm.all_reduce(self.buckets[0].buffer, tag="dense")
+            self._next = 1
+            exposed = time.perf_counter() - t0
+            return SyncTimes(exposed, exposed, 1)
+        while self._next < len(self.buckets):
+            self._launch(self._next)
+            self._next += 1
+        intervals = []
+        for b in self.buckets:
+            b.work.wait()
+            intervals.append((b.started, b.work.done_at or time.perf_counter()))
+        exposed = time.perf_counter() - t0
+        total = _union(intervals) if self.overlap else exposed  # without overlap all of it is exposed
+        return SyncTimes(total, exposed, len(self.buckets))
+
+    def close(self) -> None:
+        """Remove the hooks (the replica can then train without a group)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of [start, end) intervals (seconds)."""
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(intervals):
+        if e <= end:
+            continue
+        total += e - max(s, end)
+        end = e
+    return total

@@ -1,0 +1,351 @@
+"""`psrec compare`: local, PS (async, sync), hybrid and collective training side by side.
+
+Every mode trains the same model from the same seed on the same rows with the same
+per-worker batch, then evaluates on the same held-out rows. One table (mode, samples/s,
+step time p50/p95, communication %, bytes per step, AUC, logloss) goes to the terminal;
+the run directory gets each mode's own results.json (in a subdirectory), `compare.json`,
+`report.md` and two pictures: where a step's time goes per mode, and throughput per mode.
+
+Throughput is training rows over training seconds, start-up excluded in every mode (for a
+distributed mode: rows / the slowest worker's summed step time), so that the seconds spent
+starting actors do not count against the distributed modes. Bytes per step are payload bytes
+sent plus received by one worker in one step.
+
+The embedded default is sized to finish in under 3 minutes on 2 cores, Ray start included
+(`DEFAULT_ROWS`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from psrec.commands import add_config_args
+
+MODES = ("local", "ps-async", "ps-sync", "hybrid", "collective")
+# 40 steps of 1024 rows per worker on 2 workers (80 local steps): 5 modes, Ray start, 4 actor
+# groups and 5 evaluations took 100-110 s on 2 cores shared with other jobs (load ~4), so
+# the 3-minute budget holds with room; most of it is start-up (~60%), not training. A
+# multiple of batch x workers, so that every mode trains exactly the same rows.
+DEFAULT_ROWS = 81_920
+DEFAULT_EVAL_ROWS = 20_480  # AUC standard error ~0.004 at this size: enough to rank modes 0.01 apart
+COMM_PHASES = ("pull", "push", "allreduce", "alltoall")
+WAIT_PHASES = ("wait",)
+TABLE_COLUMNS = ["mode", "samples_per_s", "step_p50_ms", "step_p95_ms", "comm_pct", "bytes_per_step", "auc", "logloss"]
+TABLE_HEADERS = ["mode", "samples/s", "step p50 ms", "step p95 ms", "comm %", "bytes/step", "AUC", "logloss"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="local vs PS (async, sync, hybrid) vs collective on the same job")
+    p.add_argument("--workers", type=int, help="workers of the distributed modes (ps.workers; default 2)")
+    p.add_argument("--ps", type=int, help="parameter servers of the PS modes (ps.num_ps; default 2)")
+    p.add_argument("--net", help='emulate a network, e.g. "bandwidth=10Gbit,latency=50us" (ps.net)')
+    p.add_argument("--model", help="registered model name (see `psrec models`; default deepfm)")
+    p.add_argument("--rows", type=int, help=f"training rows (data.train_rows; default {DEFAULT_ROWS:,})")
+    p.add_argument("--modes", help=f"comma list, a subset of {','.join(MODES)} (default all)")
+    p.add_argument("--sharding", choices=["row", "table"],
+                   help="collective mode: embedding sharding (default row)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="collective mode: all-reduce after backward instead of overlapping it")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local Ray (ps.address)")
+    p.add_argument("--name", help="run directory name (run.name)")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def _modes(text: str | None) -> list[str]:
+    if not text:
+        return list(MODES)
+    out = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in out if m not in MODES]
+    if bad:
+        raise ValueError(f"--modes: unknown mode(s) {', '.join(bad)}; known: {', '.join(MODES)}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from collective.config import collective_config_for
+    from psrec.config import ConfigError, load_config
+    from psrec.report.table import format_table
+    from psrec.runs import make_run_dir
+
+    extra = []
+    if args.model:
+        extra.append(f"model.name={args.model}")
+    if args.rows:
+        extra.append(f"data.train_rows={args.rows}")
+    for flag, key in (("workers", "ps.workers"), ("ps", "ps.num_ps")):
+        if getattr(args, flag) is not None:
+            extra.append(f"{key}={getattr(args, flag)}")
+    for flag, key in (("net", "ps.net"), ("address", "ps.address"), ("name", "run.name")):
+        if getattr(args, flag):
+            extra.append(f'{key}="{getattr(args, flag)}"')
+    # The embedded default job: a file or --set may still change any of it.
+    base = {"data": {"train_rows": DEFAULT_ROWS, "eval_rows": DEFAULT_EVAL_ROWS},
+            "train": {"threads": 1}}  # one intra-op thread per process, as every actor has (ps.threads)
+    try:
+        modes = _modes(args.modes)
+        cfg = load_config(args.config, extra + list(args.overrides), base=base)
+        coll = collective_config_for(cfg)
+        if args.sharding:
+            coll = dataclasses.replace(coll, sharding=args.sharding)
+        if args.no_overlap:
+            coll = dataclasses.replace(coll, overlap=False)
+    except ConfigError:
+        raise  # the CLI reports it, naming the key
+    except ValueError as e:
+        print(f"psrec compare: {e}", file=sys.stderr)
+        return 2
+    run_dir = make_run_dir(cfg, "compare")
+    p = cfg.ps
+    print(f"compare: {', '.join(modes)}; model {cfg.model.name}, {cfg.data.train_rows:,} training rows, "
+          f"batch {cfg.data.batch_size} per worker, {p.workers} workers, {p.num_ps} PS"
+          + (f", network {p.net}" if p.net else "") + f"; run directory {run_dir}", file=sys.stderr)
+    t0 = time.perf_counter()
+    rows = compare(cfg, modes, run_dir, coll)
+    wall = time.perf_counter() - t0
+    print(format_table(rows, TABLE_COLUMNS, TABLE_HEADERS))
+    report = write_report(cfg, rows, run_dir, wall)
+    print(f"report: {report}  (pictures: {', '.join(str(run_dir / f) for f in PICTURES)})")
+    print(f"compare took {wall:.0f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------ running
+def compare(cfg, modes: list[str], run_dir: Path, coll=None) -> list[dict[str, Any]]:
+    """Run `modes` one after another on `cfg`; each writes into `run_dir/<mode>/`.
+    Returns one summary row per mode (the table's columns plus the time breakdown)."""
+    import ray
+
+    from collective.config import collective_config_for
+    from collective.runner import ensure_ray, run_collective
+    from psrec.config import with_section
+    from psrec.ps.runner import run_ps
+
+    p = cfg.ps
+    # One cluster for every mode: the settings both architectures share come from [ps]
+    # (what --workers, --net and --address set).
+    coll = dataclasses.replace(coll or collective_config_for(cfg), workers=p.workers, net=p.net,
+                               address=p.address, metrics_port=p.metrics_port)
+    bs = cfg.data.batch_size
+    # Every mode trains the same rows: the distributed modes take whole rounds of workers x batch.
+    rounds = cfg.data.train_rows // (bs * p.workers)
+    if cfg.train.max_steps:
+        rounds = min(rounds, cfg.train.max_steps)
+    started_ray = False
+    if any(m != "local" for m in modes) and not ray.is_initialized():
+        ensure_ray(p.address)
+        started_ray = True
+    out = []
+    try:
+        for mode in modes:
+            sub = Path(run_dir) / mode
+            sub.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            if mode == "local":
+                res = _run_local(cfg, sub, max_steps=rounds * p.workers)
+            elif mode == "collective":
+                res = run_collective(cfg, sub, coll=coll)
+            else:
+                ps = dataclasses.replace(p, sync=mode == "ps-sync", dense="allreduce" if mode == "hybrid" else "ps")
+                mcfg = with_section(cfg, ps=ps)
+                (sub / "config.toml").write_text(mcfg.to_toml())
+                res = run_ps(mcfg, sub)
+            row = summarize(mode, res)
+            row["wall_seconds"] = time.perf_counter() - t0
+            row["run_dir"] = str(sub)
+            out.append(row)
+            print(f"  {mode}: {row['samples_per_s']:,.0f} samples/s, AUC {row['auc']:.4f} "
+                  f"({row['wall_seconds']:.0f} s)", file=sys.stderr)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return out
+
+
+class _StepClock:
+    """A progress-bar stand-in for `train_range` that records when each step ends."""
+
+    def __init__(self) -> None:
+        self.times = [time.perf_counter()]
+
+    def update(self, n: int = 1, **stats) -> None:
+        self.times.append(time.perf_counter())
+
+    @property
+    def step_seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.times, self.times[1:])]
+
+
+def _run_local(cfg, run_dir: Path, max_steps: int) -> dict[str, Any]:
+    """Single-process training with per-step times (`run_local` keeps totals only)."""
+    import numpy as np
+
+    from psrec.runs import write_results
+    from psrec.train.local import build_local, evaluate, row_ranges, train_range
+
+    (run_dir / "config.toml").write_text(cfg.to_toml())
+    setup = build_local(cfg)
+    rr = row_ranges(cfg, setup.source)
+    clock = _StepClock()
+    stats = train_range(setup.step, setup.source, rr.train_start, rr.train_end, cfg.data.batch_size,
+                        max_steps=max_steps, bar=clock)
+    metrics = evaluate(setup.step, setup.source, rr.eval_start, rr.eval_end, max(cfg.data.batch_size, 4096))
+    steps = np.array(clock.step_seconds)
+    res = {
+        "mode": "local", "model": cfg.model.name, **metrics,
+        "samples_per_s": stats.samples / stats.seconds if stats.seconds else float("nan"),
+        "train_seconds": stats.seconds, "train_rows": stats.samples, "steps": stats.steps,
+        "step_p50": float(np.percentile(steps, 50)), "step_p95": float(np.percentile(steps, 95)),
+        "phases": setup.step.timer.as_dict(), "comm_fraction": 0.0, "bytes_per_step": 0.0,
+        "run_dir": str(run_dir),
+    }
+    write_results(run_dir, res)
+    return res
+
+
+def summarize(mode: str, res: dict[str, Any]) -> dict[str, Any]:
+    """One table row from a mode's results, plus its time per worker-step split into compute,
+    communication, waiting (and the emulated network's extra, when `--net` is set)."""
+    workers = [w for w in res.get("per_worker", []) if w.get("steps")]
+    if workers:
+        rows = sum(w["rows"] for w in workers)
+        wall = max(sum(w["phases"].values()) for w in workers)  # the slowest worker's training seconds
+        sps = rows / wall if wall else float("nan")
+        steps = sum(w["steps"] for w in workers)
+        emu = sum(w.get("emulated_net_seconds", 0.0) for w in workers) / steps
+    else:
+        sps, steps, emu = res["samples_per_s"], res["steps"], 0.0
+    phases = res["phases"]
+    comm = sum(v for k, v in phases.items() if k in COMM_PHASES) / steps
+    wait = sum(v for k, v in phases.items() if k in WAIT_PHASES) / steps
+    compute = sum(v for k, v in phases.items() if k not in COMM_PHASES + WAIT_PHASES) / steps
+    return {
+        "mode": mode,
+        "samples_per_s": sps,
+        "step_p50_ms": 1e3 * res["step_p50"],
+        "step_p95_ms": 1e3 * res["step_p95"],
+        "comm_pct": 100.0 * res["comm_fraction"],
+        "bytes_per_step": int(round(res["bytes_per_step"])),
+        "auc": res["auc"],
+        "logloss": res["logloss"],
+        "compute_ms": 1e3 * compute,  # per worker-step
+        "comm_ms": 1e3 * comm,
+        "wait_ms": 1e3 * wait,
+        "emulated_net_ms": 1e3 * emu,
+        "emulated_comm_pct": 100.0 * res.get("emulated_comm_fraction", res["comm_fraction"]),
+        "workers": res.get("workers", 1),
+        "train_rows": res["train_rows"],
+    }
+
+
+# ------------------------------------------------------------------------------ report
+PICTURES = ("time_breakdown.png", "throughput.png")
+
+
+def write_report(cfg, rows: list[dict[str, Any]], run_dir: Path, wall: float) -> Path:
+    """compare.json, report.md and the pictures; returns report.md's path."""
+    from psrec.report.table import format_table
+    from psrec.runs import _clean
+
+    run_dir = Path(run_dir)
+    (run_dir / "compare.json").write_text(json.dumps(_clean({"modes": rows, "wall_seconds": wall}), indent=2) + "\n")
+    _plot_breakdown(rows, run_dir / PICTURES[0])
+    _plot_throughput(rows, run_dir / PICTURES[1])
+    p = cfg.ps
+    emulated = any(r["emulated_net_ms"] > 0 for r in rows)
+    lines = [
+        f"# psrec compare: {cfg.model.name}",
+        "",
+        f"{cfg.data.train_rows:,} training rows (batch {cfg.data.batch_size} per worker), "
+        f"{rows[0]['train_rows'] if rows else 0:,} trained per mode, evaluated on {cfg.data.eval_rows:,} held-out rows; "
+        f"{p.workers} workers, {p.num_ps} parameter servers; seed {cfg.train.seed}"
+        + (f"; emulated network `{p.net}`" if p.net else "") + f". The whole comparison took {wall:.0f} s.",
+        "",
+        "```",
+        format_table(rows, TABLE_COLUMNS, TABLE_HEADERS),
+        "```",
+        "",
+        "![where a step's time goes](time_breakdown.png)",
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "How to read it:",
+        "",
+        "- samples/s: training rows per second of training (start-up excluded; for a distributed",
+        "  mode, rows over the slowest worker's summed step time).",
+        "- step time: one worker's step; comm %: communication time over step time (PS: pull and",
+        "  push; hybrid: plus the dense all-reduce; collective: all-to-all and the exposed all-reduce).",
+        "- bytes/step: payload bytes one worker sent and received in one step.",
+        "- waiting: sync barriers (PS sync: a shard holding a pull until the step is applied;",
+        "  collective: the step's first rendezvous).",
+    ]
+    if emulated:
+        lines += ["- emulated network: the time the measured bytes would add on the emulated network "
+                  "(hatched in the picture; not part of the measured step times)."]
+    lines += ["", "Per-mode results (phases, per worker, per shard) are in each mode's `results.json`:", ""]
+    lines += [f"- `{r['mode']}`: `{Path(r['run_dir']).name}/results.json`" for r in rows]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plot_breakdown(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [r["mode"] for r in rows]
+    x = range(len(rows))
+    parts = [("compute_ms", "compute", "#4c72b0", None), ("comm_ms", "communication", "#dd8452", None),
+             ("wait_ms", "waiting", "#8c8c8c", None)]
+    if any(r["emulated_net_ms"] > 0 for r in rows):
+        parts.append(("emulated_net_ms", "emulated network", "#dd8452", "//"))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    bottom = [0.0] * len(rows)
+    for key, label, color, hatch in parts:
+        vals = [r[key] for r in rows]
+        ax.bar(x, vals, bottom=bottom, label=label, color=color, hatch=hatch,
+               alpha=0.45 if hatch else 1.0, edgecolor="white" if not hatch else "#8a4a1f")
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    for i, r in enumerate(rows):
+        if r["comm_pct"] > 0:
+            ax.text(i, bottom[i], f"{r['comm_pct']:.0f}% comm", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), modes)
+    ax.set_ylim(0, max(bottom + [1.0]) * 1.12)  # room for the labels above the bars
+    ax.set_ylabel("ms per worker step (mean)")
+    ax.set_title("Where a step's time goes")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_throughput(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [r["mode"] for r in rows]
+    vals = [r["samples_per_s"] if math.isfinite(r["samples_per_s"]) else 0.0 for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    bars = ax.bar(range(len(rows)), vals, color="#55a868")
+    for b, v, r in zip(bars, vals, rows):
+        ax.text(b.get_x() + b.get_width() / 2, v, f"{v:,.0f}\nAUC {r['auc']:.3f}", ha="center", va="bottom",
+                fontsize=8)
+    ax.set_xticks(range(len(rows)), modes)
+    ax.set_ylabel("training samples / s")
+    ax.set_title("Throughput (same model, data, seed and rows)")
+    ax.set_ylim(0, max(vals + [1.0]) * 1.2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
