@@ -1,0 +1,579 @@
+"""Model zoo: every registered model trained on the same rows with the same budget.
+
+    run_zoo(cfg, zoo)           every model (plus refinement variants) -> ZooReport, table, notes
+    run_xdeepint_gftrl(cfg, g)  xDeepInt with G-FTRL rows + FTRL dense vs Adagrad rows -> GFTRLReport
+
+The budget is one pass over the same `train_rows` synthetic rows (same seed, same batches,
+same order) for every model, then AUC/logloss on the same held-out rows. The rows are
+generated once and served from memory (`MaterializedSource`), so no model pays for data
+generation and all see bit-identical batches. Each model uses its own Params defaults: the
+base configuration's `[model]` section is ignored, everything else (embedding width and
+optimizer, dense optimizer, batch size, seed) is shared.
+
+AUC differences come with a DeLong standard error computed on the same evaluation rows
+(DeLong, DeLong & Clarke-Pearson 1988), so "does not beat DNN" separates noise from a real gap.
+
+Layering: a runner. It uses psrec.train.local and the models; only the CLI imports it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from psrec.config import Config, ModelConfig, with_section
+from psrec.data.base import Batch, DataSource, Ragged
+from psrec.data.factory import make_source
+from psrec.embedding.local import LocalStore
+from psrec.ev.config import OptimizerConfig
+from psrec.metrics.auc import auc, logloss
+from psrec.models import model_names
+from psrec.models.refine import refiner_names
+from psrec.optim import FTRL
+from psrec.report.table import format_table
+from psrec.runs import write_results
+from psrec.train.local import LocalSetup, RowRanges, build_local, train_range
+from psrec.train.progress import progress_bar
+
+__all__ = ["ZooConfig", "ZooEntry", "ZooReport", "FitResult", "GFTRLConfig", "GFTRLReport",
+           "MaterializedSource", "zoo_entries", "fit", "run_zoo", "run_xdeepint_gftrl",
+           "zero_rows", "delong_diff", "embedding_params", "experiment_data", "make_experiment_dir",
+           "report_text", "zoo_notes", "ZOO_COLUMNS"]
+
+ZOO_COLUMNS = ["rank", "model", "auc", "vs_dnn", "logloss", "train_loss", "dense_params",
+               "emb_params", "samples_per_s", "steps"]
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ZooConfig:
+    """What `psrec zoo` trains, and on how many rows.
+
+    Args:
+        models: registered model names; empty = every registered model.
+        refiners: refinement modules (`psrec.models.refine`) each put in front of
+            `refine_base`, one extra row "<base>+<refiner>" each.
+        refine_base: the model the refiners are tried on.
+        train_rows: training rows every model sees once (the shared budget).
+        eval_rows: held-out rows right after the training rows.
+        baseline: the model every interaction model must beat.
+        reference: the model the notes explain gaps against.
+    """
+
+    models: tuple[str, ...] = ()
+    # FRNet is also registered as a model (FRNet-B in front of DeepFM, the paper's pairing);
+    # FRNet-B in front of DNN shows the refiner on its own.
+    refiners: tuple[str, ...] = ("frnet_b",)
+    refine_base: str = "dnn"
+    # Measured (1 thread, 2 cores shared with other jobs at load ~6): the 19 entries plus the
+    # 3 G-FTRL runs took 12.8 CPU-minutes, 23 wall-minutes; FiBiNET and xDeepFM alone take a
+    # quarter. At 300K rows (293 steps) DeepFM has learned the planted pairs (AUC 0.779 vs LR
+    # 0.752) while DNN has barely started (0.757): slow learners show up as "too few steps".
+    train_rows: int = 300_000
+    eval_rows: int = 100_000  # DeLong SE of an AUC difference ~0.001-0.002 at this size
+    baseline: str = "lr"
+    reference: str = "dnn"
+
+    def __post_init__(self) -> None:
+        if self.train_rows < 1 or self.eval_rows < 2:
+            raise ValueError("zoo train_rows must be >= 1 and eval_rows >= 2")
+        known = set(model_names())
+        for name in (*self.models, self.refine_base, self.baseline, self.reference):
+            if name not in known:
+                raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(known))}")
+        bad = [r for r in self.refiners if r not in refiner_names()]
+        if bad:
+            raise ValueError(f"unknown refiner(s) {bad}; known: {', '.join(refiner_names())}")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One row of the zoo: a registered model, optionally behind a refiner."""
+
+    label: str
+    model: str
+    refine: str = "none"
+
+
+def zoo_entries(zoo: ZooConfig) -> list[ZooEntry]:
+    """The models to train: `zoo.models` (or all), then `<refine_base>+<refiner>` variants.
+
+    The baseline and reference are always included: every note is relative to them.
+    """
+    names = [zoo.baseline, zoo.reference]
+    names += [n for n in (zoo.models or model_names()) if n not in names]
+    out = [ZooEntry(n, n) for n in names]
+    out += [ZooEntry(f"{zoo.refine_base}+{r}", zoo.refine_base, r) for r in zoo.refiners]
+    return out
+
+
+# ---- data served from memory --------------------------------------------------------------
+
+class MaterializedSource(DataSource):
+    """Rows [0, num_rows) of `source`, read once and then served from memory.
+
+    Every model of an experiment then trains on bit-identical batches without paying for
+    generation again. Multi-valued fields are sliced through their CSR offsets.
+
+    Args:
+        source: any DataSource.
+        num_rows: rows to keep; at most `source.num_rows`.
+
+    Example:
+        >>> from psrec.data.synthetic import SyntheticConfig, SyntheticSource
+        >>> cfg = SyntheticConfig(num_fields=3, num_dense=1, num_pairs=1, num_triples=1)
+        >>> m = MaterializedSource(SyntheticSource(cfg), 10)
+        >>> m.read(2, 5).keys.shape, m.read(2, 5).start
+        ((3, 3), 2)
+    """
+
+    def __init__(self, source: DataSource, num_rows: int) -> None:
+        if not 0 < num_rows <= source.num_rows:
+            raise ValueError(f"num_rows must be in [1, {source.num_rows}], got {num_rows}")
+        self.schema = source.schema
+        self._all = source.read(0, num_rows)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self._all)
+
+    def read(self, start: int, end: int) -> Batch:
+        self._check_range(start, end)
+        a = self._all
+        multi = [Ragged(r.values[r.offsets[start]:r.offsets[end]], r.offsets[start:end + 1] - r.offsets[start])
+                 for r in a.multi]
+        return Batch(keys=a.keys[start:end], dense=a.dense[start:end], labels=a.labels[start:end],
+                     start=start, multi=multi)
+
+
+# ---- training one configuration -----------------------------------------------------------
+
+@dataclass
+class FitResult:
+    """One trained configuration: metrics, sizes and what is needed to look inside it.
+
+    `row` is the JSON-able summary (auc, logloss, train_loss, params, samples_per_s...);
+    `labels`/`probs` are the held-out predictions (n,) for paired AUC comparisons; `setup`
+    holds the trained model and its LocalStore.
+    """
+
+    row: dict[str, Any]
+    labels: np.ndarray
+    probs: np.ndarray
+    setup: LocalSetup | None  # None once dropped to free the tables
+
+
+def fit(cfg: Config, source: DataSource, rr: RowRanges, label: str | None = None,
+        dense_opt: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None) -> FitResult:
+    """Build `cfg`'s model on `source`, train one pass over rr's training rows, predict the held-out rows.
+
+    dense_opt: builds the dense optimizer from the model instead of `train.optimizer`
+        (e.g. per-parameter-group FTRL); None keeps the configured one.
+    """
+    setup = build_local(cfg, source)
+    if dense_opt is not None:
+        setup.step.dense_opt = dense_opt(setup.model)
+    bs = cfg.data.batch_size
+    total = -(-(rr.train_end - rr.train_start) // bs)
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    label = label or cfg.model.name
+    with progress_bar(total, cfg.train.progress, desc=f"train {label}") as bar:
+        stats = train_range(setup.step, setup.source, rr.train_start, rr.train_end, bs,
+                            max_steps=total, bar=bar)
+    t0 = time.perf_counter()
+    ys, ps = [], []
+    for b in setup.source.batches(rr.eval_start, rr.eval_end, max(bs, 8192)):
+        ps.append(setup.step.predict(b))
+        ys.append(b.labels)
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    row = {
+        "model": label,
+        "auc": auc(y, p),
+        "logloss": logloss(y, p),
+        "train_loss": stats.loss_ema,  # EMA over the last ~50 steps, on training rows
+        "first_order": bool(setup.model.uses_linear),  # has per-key first-order weights (an LR term)
+        "dense_params": sum(t.numel() for t in setup.model.parameters()),
+        "emb_params": embedding_params(setup.store),
+        "samples_per_s": stats.samples / stats.seconds if stats.seconds > 0 else float("nan"),
+        "train_seconds": stats.seconds,
+        "eval_seconds": time.perf_counter() - t0,
+        "steps": stats.steps,
+        "train_rows": stats.samples,
+    }
+    return FitResult(row, y, p, setup)
+
+
+def embedding_params(store) -> int:
+    """Stored embedding values: sum over tables of rows x width (keys a run created)."""
+    return int(sum(s.rows * store.dim(name) for name, s in store.stats().items()))
+
+
+def zero_rows(store: LocalStore) -> dict[str, tuple[int, int]]:
+    """table -> (rows whose values are all exactly 0, rows) in a LocalStore's EmbeddingVariables."""
+    out = {}
+    for name in store.table_names:
+        values = store.variable(name).snapshot().values  # (R, D)
+        out[name] = (int(np.count_nonzero(~values.any(axis=1))), int(values.shape[0]))
+    return out
+
+
+# ---- paired AUC comparison (DeLong) -------------------------------------------------------
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x with ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    s = x[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    r = np.empty(len(x))
+    r[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return r
+
+
+def _placements(labels: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AUC and DeLong's structural components V10 (per positive) and V01 (per negative)."""
+    pos = labels > 0.5
+    x, y = scores[pos].astype(np.float64), scores[~pos].astype(np.float64)
+    m, n = len(x), len(y)
+    r_all = _midranks(np.r_[x, y])
+    v10 = (r_all[:m] - _midranks(x)) / n  # share of negatives below each positive (ties 1/2)
+    v01 = 1.0 - (r_all[m:] - _midranks(y)) / m  # share of positives above each negative
+    return float(v10.mean()), v10, v01
+
+
+def delong_diff(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[float, float]:
+    """AUC(a) - AUC(b) on the same rows and its DeLong standard error (paired: the shared
+    rows' difficulty cancels, so the SE is far below either AUC's own SE).
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1]); d, se = delong_diff(y, np.array([.1, .2, .3, .4]), np.array([.1, .3, .2, .4]))
+        >>> round(d, 4)
+        0.25
+    """
+    a, a10, a01 = _placements(labels, scores_a)
+    b, b10, b01 = _placements(labels, scores_b)
+    d10, d01 = a10 - b10, a01 - b01
+    var = d10.var(ddof=1) / len(d10) + d01.var(ddof=1) / len(d01)
+    return a - b, math.sqrt(max(var, 0.0))
+
+
+# ---- the zoo ------------------------------------------------------------------------------
+
+@dataclass
+class ZooReport:
+    """Rows sorted by AUC, one note per model that does not beat the reference (or baseline)."""
+
+    rows: list[dict[str, Any]]
+    notes: list[str]
+    planted_auc: float | None
+    run_dir: Path | None
+    gftrl: "GFTRLReport | None" = None
+
+    def table(self) -> str:
+        return format_table(self.rows, ZOO_COLUMNS)
+
+
+def make_experiment_dir(cfg: Config, kind: str) -> Path:
+    """`<run.dir>/<run.name or time-kind>` with the base configuration in `config.toml`."""
+    name = cfg.run.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
+    path = Path(cfg.run.dir) / name
+    n = 1
+    while path.exists() and not cfg.run.name:
+        n += 1
+        path = Path(cfg.run.dir) / f"{name}-{n}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.toml").write_text(cfg.to_toml())
+    return path
+
+
+def experiment_data(cfg: Config, train_rows: int,
+                    eval_rows: int) -> tuple[Config, MaterializedSource, RowRanges, float | None]:
+    """`cfg` with the given ranges, its data served from memory, and the planted AUC (synthetic)."""
+    cfg = with_section(cfg, data=replace(cfg.data, train_rows=train_rows, eval_rows=eval_rows, eval_start=-1,
+                                         epochs=1))
+    raw = make_source(cfg)
+    rr = RowRanges(0, train_rows, train_rows, train_rows + eval_rows)
+    source = MaterializedSource(raw, rr.eval_end)
+    planted = getattr(raw, "planted_logits", None)
+    planted_auc = None
+    if planted is not None:
+        planted_auc = auc(source.read(rr.eval_start, rr.eval_end).labels, planted(rr.eval_start, rr.eval_end))
+    return cfg, source, rr, planted_auc
+
+
+def run_zoo(cfg: Config, zoo: ZooConfig, run_dir: Path | None = None, gftrl: "GFTRLConfig | None" = None,
+            log: Callable[[str], None] = print) -> ZooReport:
+    """Train every zoo entry on the same rows, sort by AUC, explain gaps; write table.txt and results.json.
+
+    gftrl: also run the xDeepInt G-FTRL comparison (`run_xdeepint_gftrl`) on the same rows.
+    """
+    cfg, source, rr, planted_auc = experiment_data(cfg, zoo.train_rows, zoo.eval_rows)
+    fits: dict[str, FitResult] = {}
+    for e in zoo_entries(zoo):
+        mcfg = with_section(cfg, model=ModelConfig(name=e.model, refine=e.refine))
+        r = fit(mcfg, source, rr, label=e.label)
+        # Keep predictions only: the trained tables of 20 models would not fit in memory together.
+        r.setup = None
+        fits[e.label] = r
+        log(f"  {e.label:<14} auc {r.row['auc']:.4f}  logloss {r.row['logloss']:.4f}  "
+            f"{r.row['samples_per_s']:,.0f} samples/s  ({r.row['train_seconds'] + r.row['eval_seconds']:.0f} s)")
+    ref = fits[zoo.reference]
+    for f in fits.values():
+        d, se = delong_diff(f.labels, f.probs, ref.probs)
+        f.row["vs_dnn"], f.row["vs_dnn_se"] = d, se
+        d, se = delong_diff(f.labels, f.probs, fits[zoo.baseline].probs)
+        f.row["vs_lr"], f.row["vs_lr_se"] = d, se
+    rows = sorted((f.row for f in fits.values()), key=lambda r: -r["auc"])
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    report = ZooReport(rows, zoo_notes(rows, zoo), planted_auc, run_dir)
+    if gftrl is not None:
+        report.gftrl = run_xdeepint_gftrl(cfg, gftrl, zoo.train_rows, zoo.eval_rows, data=(cfg, source, rr), log=log)
+    if run_dir is not None:
+        _write(run_dir, report, cfg, zoo)
+    return report
+
+
+# Architectural facts used to explain a gap (from each model's file and MODELS.md); the
+# measured part of a note (steps, loss, SE) is computed from the run itself.
+_STRUCTURE = {
+    "lr": "first order only",
+    "fm": "no MLP: one dot product per field pair, so the planted third-order term is out of reach",
+    "xdeepint": "no MLP: polynomial (PIN) layers with a linear read-out; dense features enter linearly",
+    "dynint": "no MLP: gated polynomial (PIN) layers with a linear read-out",
+    "eulernet": "interactions in polar form (log-modulus, atan2 angle) of small initial embeddings",
+    "rfm": "embeddings act as rotation angles through cosines; linear read-out of cos/sin (amp_hidden=())",
+    "fibinet": "bilinear products of all field pairs, on E and on SENET-reweighted E, feed one wide MLP",
+    "xdeepfm": "CIN: outer products of all field pairs in every layer",
+    "dcn": "its cross layers add only rank-one terms x0 (x_l . w); the parallel MLP does the rest, as in DNN",
+    "dcn_v2": "a full D x D cross matrix per layer (D = fields x width)",
+    "gdcn": "a D x D cross matrix and a D x D gate per layer",
+    "dcn_mix": "a gated mixture of 4 low-rank (r = 32) experts per cross layer",
+    "can": "co-action MLPs only on its configured field pairs; otherwise a DNN",
+    "ipnn": "an MLP on [x0 ; all pairwise inner products]",
+    "opnn": "the paper's sum-pooled outer product: one d x d summary of all fields",
+}
+
+
+def zoo_notes(rows: list[dict[str, Any]], zoo: ZooConfig) -> list[str]:
+    """A short reasoned note per model that fails the baseline or trails the reference.
+
+    The measured diagnosis: within 2 DeLong SEs of the reference = a tie; a training loss
+    above the reference's = underfitting within this budget (too few steps for its size,
+    or an architecture that learns slowly); a training loss at or below it with a worse
+    held-out AUC = it fits the training rows as well but generalises worse (memorising ids).
+    """
+    by = {r["model"]: r for r in rows}
+    ref = by[zoo.reference]
+    others = [r for r in rows if r["model"] != zoo.baseline]
+    beat = [r for r in others if r["vs_lr"] > 2 * r["vs_lr_se"]]
+    notes = [f"{len(beat)} of {len(others)} interaction models beat {zoo.baseline.upper()} by more than 2 DeLong SEs"
+             + ("" if len(beat) == len(others) else
+                f" (not: {', '.join(r['model'] for r in others if r not in beat)})")]
+    for r in rows:
+        name = r["model"]
+        if name in (zoo.baseline, zoo.reference):
+            continue
+        base = name.split("+")[0]
+        fails_lr = r["vs_lr"] <= 2 * r["vs_lr_se"]
+        if not fails_lr and r["vs_dnn"] > 0:
+            continue
+        d, se = r["vs_dnn"], r["vs_dnn_se"]
+        size = r["dense_params"] / max(ref["dense_params"], 1)
+        loss_gap = (r["train_loss"] or float("nan")) - (ref["train_loss"] or float("nan"))
+        head = f"{name}: " + (f"DOES NOT BEAT {zoo.baseline.upper()} ({r['vs_lr']:+.4f} +- {r['vs_lr_se']:.4f}); "
+                              if fails_lr else "")
+        head += f"{d:+.4f} +- {se:.4f} AUC vs {zoo.reference.upper()}"
+        if abs(d) < 2 * se:
+            why = "a tie within noise (|diff| < 2 SE)"
+        elif loss_gap > 0.002:
+            why = (f"underfits in this budget: train loss {r['train_loss']:.4f} vs {ref['train_loss']:.4f} "
+                   f"after {r['steps']} steps with {r['dense_params']:,} dense weights ({size:.1f}x "
+                   f"{zoo.reference.upper()}'s)")
+        else:
+            why = (f"fits the training rows as well (train loss {r['train_loss']:.4f} vs "
+                   f"{ref['train_loss']:.4f}) but generalises worse: held-out logloss "
+                   f"{r['logloss']:.4f} vs {ref['logloss']:.4f}")
+        if fails_lr:
+            lr_loss = by[zoo.baseline]["train_loss"]
+            why += f"; train loss vs {zoo.baseline.upper()}'s: {r['train_loss']:.4f} vs {lr_loss:.4f}"
+            if not r.get("first_order", True):
+                why += ("; it has no first-order (per-key weight) term, so even the first-order part of the "
+                        "planted logit must be learned through its interaction layers")
+        hint = _STRUCTURE.get(base)
+        notes.append(f"{head}: {why}" + (f"; {hint}" if hint else ""))
+    return notes
+
+
+def _write(run_dir: Path, report: ZooReport, cfg: Config, zoo: ZooConfig) -> None:
+    text = report_text(report)
+    (run_dir / "table.txt").write_text(text + "\n")
+    write_results(run_dir, {
+        "mode": "zoo",
+        "zoo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in zoo.__dict__.items()},
+        "planted_auc": report.planted_auc,
+        "models": report.rows,
+        "notes": report.notes,
+        "gftrl": report.gftrl.as_dict() if report.gftrl else None,
+        "run_dir": str(run_dir),
+    })
+
+
+def report_text(report: ZooReport) -> str:
+    """The table, the planted AUC and the notes, as printed and as written to table.txt."""
+    out = [report.table()]
+    if report.planted_auc is not None:
+        out.append(f"planted model AUC on the same rows (best achievable): {report.planted_auc:.4f}")
+    out.append("vs_dnn: AUC difference to DNN on the same held-out rows (DeLong SE in results.json)")
+    if report.notes:
+        out.append("")
+        out.append("notes (models that trail DNN or do not beat LR):")
+        out += [f"  - {n}" for n in report.notes]
+    if report.gftrl is not None:
+        out.append("")
+        out.append(report.gftrl.text())
+    return "\n".join(out)
+
+
+# ---- xDeepInt with G-FTRL -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GFTRLConfig:
+    """xDeepInt's training recipe (yanyachen/xDeepInt, experiment/criteo/nn1.py), and the
+    G-FTRL l1 values to try against Adagrad rows.
+
+    Values are in the author's units, for a loss *summed* over the batch (the reference uses
+    `Reduction.SUM`); ours is the batch mean, whose gradients are 1/B as large. FTRL-Proximal
+    gives the same weights for gradients g/B when beta, l1, l2 and sqrt(initial accumulator)
+    are divided by B too (alpha unchanged), so the optimizers below divide them by the batch size.
+
+    Args:
+        alpha, beta, l2: G-FTRL on the embedding rows (author: 0.02, 1, 10).
+        l1s: G-FTRL group-lasso strengths, one run each (author: 10); a row is exactly zero
+            while ||z|| <= l1 sqrt(d).
+        pin_alpha, pin_l1, pin_l2: TF FtrlOptimizer on every dense weight (author: 0.02, 0.1,
+            0.1; TF's beta is 0, its accumulator starts at 0.1 and its l2 is 2x ours).
+        adagrad_lr: the comparison run's Adagrad rate on the rows (the run default's).
+        init_scale: std of the initial rows, in both runs; 0 keeps `embedding.initializer`.
+    """
+
+    alpha: float = 0.02
+    beta: float = 1.0
+    l2: float = 10.0
+    l1s: tuple[float, ...] = (1.0, 10.0)
+    pin_alpha: float = 0.02
+    pin_l1: float = 0.1
+    pin_l2: float = 0.1
+    adagrad_lr: float = 0.03
+    # psrec's G-FTRL starts a fresh row's z at -(w0 D + l1 sqrt(d) w0/|w0|), so the row keeps
+    # its initial value and can only be zeroed once its gradients cancel the margin |w0| D,
+    # whatever l1 is (a larger l1 mostly freezes row directions instead). At the run default
+    # 0.01 that margin is ~4 typical updates and a one-pass run zeroes almost nothing
+    # (measured, 100K rows: 39 of 223K rows at l1 10, AUC -0.024); at 0.001 rows the data do
+    # not support fall to zero (2.6% at l1 10). Adagrad's AUC barely moves (0.7405 vs 0.7419).
+    init_scale: float = 0.001
+
+    def __post_init__(self) -> None:
+        for k in ("alpha", "pin_alpha", "adagrad_lr"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"gftrl.{k} must be > 0")
+        for k in ("beta", "l2", "pin_l1", "pin_l2", "init_scale"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"gftrl.{k} must be >= 0")
+        if not self.l1s or any(v < 0 for v in self.l1s):
+            raise ValueError(f"gftrl.l1s must be non-empty and >= 0, got {self.l1s}")
+
+    def embedding_optimizer(self, l1: float, batch_size: int) -> OptimizerConfig:
+        """G-FTRL for the EVs, rescaled to the batch-mean loss (the author's n starts at 0)."""
+        b = float(batch_size)
+        return OptimizerConfig(name="gftrl", lr=self.alpha, ftrl_beta=self.beta / b, l1=l1 / b,
+                               l2=self.l2 / b, initial_accumulator=0.0)
+
+    def dense_optimizer(self, model: torch.nn.Module, batch_size: int) -> FTRL:
+        """TF-equivalent FTRL on every dense weight of xDeepInt (PIN layers and the read-out).
+
+        All dense weights, not only the PIN layers': the author's 'PIN' variable scope, which
+        his FTRL optimizer trains, holds the output layer too, and xDeepInt has no other
+        dense weights, so one optimizer is the reference's setup (no Adam anywhere).
+        """
+        b = float(batch_size)
+        return FTRL(model.parameters(), lr=self.pin_alpha, beta=0.0, l1=self.pin_l1 / b,
+                    l2=2 * self.pin_l2 / b, initial_accumulator_value=0.1 / b ** 2)
+
+
+@dataclass
+class GFTRLReport:
+    """xDeepInt trained on the same rows with G-FTRL rows (one run per l1) and Adagrad rows;
+    FTRL on the dense weights every time. Each row: auc, logloss, emb_rows, zero_rows, ..."""
+
+    runs: list[dict[str, Any]]
+    adagrad: dict[str, Any]
+    config: GFTRLConfig
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"gftrl": self.runs, "adagrad": self.adagrad,
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.__dict__.items()}}
+
+    def text(self) -> str:
+        c = self.config
+        rows = [{"opt": "gftrl", **r, "l1": f"{r['l1']:g}"} for r in self.runs]
+        rows.append({"opt": "adagrad", **self.adagrad})
+        out = [
+            f"xDeepInt with G-FTRL rows (alpha {c.alpha}, beta {c.beta}, l2 {c.l2}, l1 below; /batch size for "
+            f"the mean loss) vs Adagrad rows (lr {c.adagrad_lr});",
+            f"FTRL on all dense weights (alpha {c.pin_alpha}, l1 {c.pin_l1}, l2 {c.pin_l2}) and initial rows "
+            f"N(0, {c.init_scale}^2) in every run:",
+            format_table(rows, ["opt", "l1", "auc", "vs_adagrad", "logloss", "emb_rows", "zero_rows", "zero_pct",
+                                "emb_params", "samples_per_s"],
+                         ["embedding opt", "l1", "auc", "vs adagrad", "logloss", "rows", "all-zero rows", "zero %",
+                          "nonzero values", "samples/s"]),
+        ]
+        for r in self.runs:
+            out.append(f"G-FTRL l1 {r['l1']:g}: {r['zero_rows']:,} of {r['emb_rows']:,} embedding rows exactly 0 "
+                       f"({r['zero_pct']:.2f}%); AUC {r['auc']:.4f} vs Adagrad {self.adagrad['auc']:.4f} "
+                       f"({r['vs_adagrad']:+.4f} +- {r['vs_adagrad_se']:.4f} DeLong SE)")
+        return "\n".join(out)
+
+
+def run_xdeepint_gftrl(cfg: Config, g: GFTRLConfig, train_rows: int, eval_rows: int,
+                       data: tuple[Config, DataSource, RowRanges] | None = None,
+                       log: Callable[[str], None] = print) -> GFTRLReport:
+    """Train xDeepInt with G-FTRL rows (each l1) and with Adagrad rows, FTRL dense in all;
+    count the rows whose values are all exactly 0 in the LocalStore's EmbeddingVariables.
+
+    data: (cfg, source, ranges) from `experiment_data`, to reuse rows already in memory.
+    """
+    if data is None:
+        cfg, source, rr, _ = experiment_data(cfg, train_rows, eval_rows)
+    else:
+        cfg, source, rr = data
+    bs = cfg.data.batch_size
+    emb = cfg.embedding
+    if g.init_scale > 0:
+        emb = replace(emb, initializer=replace(emb.initializer, scale=g.init_scale))
+    base = with_section(cfg, model=ModelConfig(name="xdeepint"))
+    arms = [(f"gftrl l1={l1:g}", l1, g.embedding_optimizer(l1, bs)) for l1 in g.l1s]
+    arms.append(("adagrad", None, replace(emb.optimizer, name="adagrad", lr=g.adagrad_lr)))
+    fits = []
+    for label, l1, opt in arms:
+        c = with_section(base, embedding=replace(emb, optimizer=opt))
+        r = fit(c, source, rr, label=f"xdeepint/{label}", dense_opt=lambda m: g.dense_optimizer(m, bs))
+        zr = zero_rows(r.setup.store)
+        r.row.update(l1=l1, zero_rows=sum(z for z, _ in zr.values()), emb_rows=sum(n for _, n in zr.values()))
+        r.row["zero_pct"] = round(100.0 * r.row["zero_rows"] / max(r.row["emb_rows"], 1), 2)
+        r.row["emb_params"] = int(sum((n - z) * r.setup.store.dim(t) for t, (z, n) in zr.items()))
+        r.setup = None
+        fits.append(r)
+        log(f"  xdeepint/{label:<12} auc {r.row['auc']:.4f}  all-zero rows {r.row['zero_rows']:,} "
+            f"of {r.row['emb_rows']:,}")
+    ada = fits[-1]
+    for r in fits:
+        r.row["vs_adagrad"], r.row["vs_adagrad_se"] = delong_diff(r.labels, r.probs, ada.probs)
+    return GFTRLReport([r.row for r in fits[:-1]], ada.row, g)
