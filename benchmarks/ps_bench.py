@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from psrec.ev import EVConfig, OptimizerConfig  # noqa: E402
 from psrec.ps.client import PSClient  # noqa: E402
 from psrec.ps.partition import count_requests, make_partitioner  # noqa: E402
-from psrec.ps.ray_runner import ensure_ray  # noqa: E402
+from psrec.raysession import ensure_ray  # noqa: E402
 from psrec.ps.ray_transport import RayTransport, start_ps_actors  # noqa: E402
 from psrec.ps.shard import PSShard  # noqa: E402
 from psrec.ps.transport import InProcessTransport  # noqa: E402

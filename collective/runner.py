@@ -24,7 +24,6 @@ seconds spent starting actors and forming the group (`startup_seconds`).
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from collective.config import CollectiveConfig, collective_config_for
+from psrec.raysession import ensure_ray
 from collective.dense_sync import plan_buckets
 from collective.worker import COMM_PHASES, PHASES, CollectiveWorker, WorkerReport
 from psrec.config import Config
@@ -272,24 +272,6 @@ class InProcessJob(CollectiveJob):
     def close(self) -> None:
         for w in self.workers:
             w.dense.close()
-
-
-def ensure_ray(address: str = "") -> None:
-    """Join `address`, or start a local Ray (no dashboard), unless one is running. The same
-    settings as the PS runner's `ensure_ray` (not imported: that module loads the PS server),
-    so that both architectures run in the same kind of Ray; like it, this leaves Ray running
-    for the rest of the process (jobs that follow reuse it)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
-              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    if address:
-        ray.init(address=address, **kw)
-    else:
-        # Logical CPUs beyond the physical ones: actors request fractions and the OS shares cores.
-        ray.init(num_cpus=max(8, os.cpu_count() or 1), **kw)
 
 
 def _actor_class():

@@ -123,7 +123,8 @@ def compare(cfg, modes: list[str], run_dir: Path, coll=None) -> list[dict[str, A
     import ray
 
     from collective.config import collective_config_for
-    from collective.runner import ensure_ray, run_collective
+    from collective.runner import run_collective
+    from psrec.raysession import ensure_ray
     from psrec.config import with_section
     from psrec.ps.runner import run_ps
 

@@ -1,28 +1,15 @@
 """PS training on Ray: PS shards and workers are actors; the driver polls and reports."""
 from __future__ import annotations
 
-import os
 import time
 
 import ray
 
 from psrec.ps.ray_transport import RayTransport, start_ps_actors
+from psrec.raysession import ensure_ray
 from psrec.ps.worker import PHASES, WorkerReport
 
-__all__ = ["run_on_ray", "ensure_ray", "PSWorkerActor"]
-
-
-def ensure_ray(address: str = "") -> None:
-    """Join `address`, or start a local Ray (no dashboard) unless one is already running."""
-    if ray.is_initialized():
-        return
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
-              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    if address:
-        ray.init(address=address, **kw)
-    else:
-        # Logical CPUs beyond the physical ones: actors request fractions and the OS shares cores.
-        ray.init(num_cpus=max(8, os.cpu_count() or 1), **kw)
+__all__ = ["run_on_ray", "PSWorkerActor"]
 
 
 @ray.remote(max_concurrency=2)  # one thread trains, the other answers progress polls
