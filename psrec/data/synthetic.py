@@ -358,8 +358,9 @@ class SyntheticSource(DataSource):
         if self.pairs:
             # sum over planted pairs of <u_f, u_g> = sum_k u_k^T A u_k with A the pair matrix:
             # one small matmul instead of gathering both sides of every pair.
-            lt = lat.transpose(0, 2, 1)  # (n, K, F_u)
-            z += self._a2 * np.einsum("nkf,nkf->n", lt @ self._pair_matrix, lt)
+            lt = np.ascontiguousarray(lat.transpose(0, 2, 1)).reshape(n * _LATENT, -1)  # (n*K, F_u)
+            quad = ((lt @ self._pair_matrix) * lt).sum(axis=1)  # one GEMM for all rows: (n*K,)
+            z += self._a2 * quad.reshape(n, _LATENT).sum(axis=1)
         if self.triples:
             t = self._triple_idx
             z += self._a3 * (tri[:, t[:, 0]] * tri[:, t[:, 1]] * tri[:, t[:, 2]]).sum(axis=1)
