@@ -30,6 +30,7 @@ from collective.group import CommRecord
 from collective.sharded_store import ShardedStore
 from psrec.data.base import DataSource
 from psrec.embedding.layer import EmbeddingLayer, LookupResult
+from psrec.metrics.steps import summarize_steps
 from psrec.models.base import CTRModel
 from psrec.net import NetConfig, transfer_time
 from psrec.train.step import SparseStep, make_dense_optimizer, sparse_grads
@@ -78,41 +79,24 @@ class WorkerReport:
     loss_ema: float | None = None
 
     def summary(self) -> dict:
-        """Per-phase totals, percentiles, communication fraction (real and emulated), traffic."""
+        """Per-phase totals, percentiles, communication fraction (real and emulated), traffic,
+        and the all-reduce split into exposed and hidden-behind-backward seconds."""
+        out = summarize_steps(self.worker, self.steps, PHASES, COMM_PHASES, self.loss_ema)
         if not self.steps:
-            return {"worker": self.worker, "steps": 0}
-        totals = {p: float(sum(r.seconds.get(p, 0.0) for r in self.steps)) for p in PHASES}
-        step_s = np.array([r.total for r in self.steps])
-        emu = float(sum(r.emulated for r in self.steps))
-        comm = sum(totals[p] for p in COMM_PHASES)
-        wall = float(step_s.sum())
-        rows = sum(r.rows for r in self.steps)
+            return out
         ar_total = float(sum(r.allreduce_total for r in self.steps))
         tags: dict[str, int] = {}
         for r in self.steps:
             for k, v in r.bytes_by_tag.items():
                 tags[k] = tags.get(k, 0) + v
-        return {
-            "worker": self.worker,
-            "steps": len(self.steps),
-            "rows": rows,
-            "phases": totals,  # seconds
-            "step_p50": float(np.percentile(step_s, 50)),
-            "step_p95": float(np.percentile(step_s, 95)),
-            "comm_fraction": comm / wall if wall else float("nan"),
+        out.update({
             "allreduce_total_seconds": ar_total,
-            "allreduce_exposed_seconds": totals["allreduce"],
-            "allreduce_hidden_seconds": max(0.0, ar_total - totals["allreduce"]),
-            "emulated_net_seconds": emu,
-            "emulated_step_p50": float(np.percentile(step_s + np.array([r.emulated for r in self.steps]), 50)),
-            "emulated_comm_fraction": (comm + emu) / (wall + emu) if wall else float("nan"),
-            "bytes_sent": int(sum(r.bytes_sent for r in self.steps)),
-            "bytes_received": int(sum(r.bytes_received for r in self.steps)),
+            "allreduce_exposed_seconds": out["phases"]["allreduce"],
+            "allreduce_hidden_seconds": max(0.0, ar_total - out["phases"]["allreduce"]),
             "bytes_by_tag": tags,
             "messages": int(sum(r.messages for r in self.steps)),
-            "samples_per_s": rows / wall if wall else float("nan"),
-            "loss": self.loss_ema,
-        }
+        })
+        return out
 
 
 class CollectiveWorker:

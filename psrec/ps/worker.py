@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from psrec.data.base import DataSource
 from psrec.embedding.layer import EmbeddingLayer
+from psrec.metrics.steps import summarize_steps
 from psrec.metrics.timers import PhaseTimer
 from psrec.models.base import CTRModel
 from psrec.ps.client import PSClient
@@ -57,31 +57,10 @@ class WorkerReport:
 
     def summary(self) -> dict:
         """Per-phase totals, step-time percentiles and communication fraction (real and emulated)."""
-        if not self.steps:
-            return {"worker": self.worker, "steps": 0}
-        totals = {p: float(sum(r.seconds.get(p, 0.0) for r in self.steps)) for p in PHASES}
-        step_s = np.array([r.total for r in self.steps])
-        emu = np.array([r.emulated for r in self.steps])
-        comm = totals["pull"] + totals["push"] + totals["allreduce"]
-        wall = float(step_s.sum())
-        rows = sum(r.rows for r in self.steps)
-        return {
-            "worker": self.worker,
-            "steps": len(self.steps),
-            "rows": rows,
-            "phases": totals,  # seconds
-            "step_p50": float(np.percentile(step_s, 50)),
-            "step_p95": float(np.percentile(step_s, 95)),
-            "comm_fraction": comm / wall if wall else float("nan"),
-            "emulated_net_seconds": float(emu.sum()),
-            "emulated_step_p50": float(np.percentile(step_s + emu, 50)),
-            "emulated_comm_fraction": (comm + emu.sum()) / (wall + emu.sum()) if wall else float("nan"),
-            "bytes_sent": int(sum(r.bytes_sent for r in self.steps)),
-            "bytes_received": int(sum(r.bytes_received for r in self.steps)),
-            "samples_per_s": rows / wall if wall else float("nan"),
-            "loss": self.loss_ema,
-            "tasks": self.tasks,
-        }
+        out = summarize_steps(self.worker, self.steps, PHASES, ("pull", "push", "allreduce"), self.loss_ema)
+        if self.steps:
+            out["tasks"] = self.tasks
+        return out
 
 
 class PSWorker:

@@ -1,0 +1,43 @@
+"""Summaries of per-step records, shared by the PS and collective workers.
+
+A step record is anything with `seconds` (phase -> seconds, summing to the step's wall
+time), `emulated` (seconds the step's traffic would take on the emulated network),
+`bytes_sent`, `bytes_received` and `rows`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["summarize_steps"]
+
+
+def summarize_steps(worker: int, steps: Sequence[Any], phases: Sequence[str], comm_phases: Sequence[str],
+                    loss: float | None = None) -> dict[str, Any]:
+    """Per-phase totals (seconds), step-time p50/p95, communication fraction measured and with
+    the emulated network added, traffic, and throughput of one worker."""
+    if not steps:
+        return {"worker": worker, "steps": 0}
+    totals = {p: float(sum(r.seconds.get(p, 0.0) for r in steps)) for p in phases}
+    step_s = np.array([sum(r.seconds.values()) for r in steps])
+    emu = np.array([r.emulated for r in steps])
+    comm = sum(totals[p] for p in comm_phases)
+    wall = float(step_s.sum())
+    rows = sum(r.rows for r in steps)
+    return {
+        "worker": worker,
+        "steps": len(steps),
+        "rows": rows,
+        "phases": totals,
+        "step_p50": float(np.percentile(step_s, 50)),
+        "step_p95": float(np.percentile(step_s, 95)),
+        "comm_fraction": comm / wall if wall else float("nan"),
+        "emulated_net_seconds": float(emu.sum()),
+        "emulated_step_p50": float(np.percentile(step_s + emu, 50)),
+        "emulated_comm_fraction": (comm + emu.sum()) / (wall + emu.sum()) if wall else float("nan"),
+        "bytes_sent": int(sum(r.bytes_sent for r in steps)),
+        "bytes_received": int(sum(r.bytes_received for r in steps)),
+        "samples_per_s": rows / wall if wall else float("nan"),
+        "loss": loss,
+    }
