@@ -41,13 +41,13 @@ from collective.worker import COMM_PHASES, PHASES, CollectiveWorker, WorkerRepor
 from psrec.config import Config
 from psrec.config_io import to_mapping
 from psrec.data.factory import make_source
-from psrec.embedding.layer import EmbeddingLayer, TableSpec, plan_tables
-from psrec.embedding.local import table_seed
+from psrec.embedding.layer import EmbeddingLayer, TableSpec
 from psrec.metrics.auc import auc, logloss
 from psrec.metrics.prom import JobMetrics
 from psrec.models.base import FeatureSpec
 from psrec.runs import make_run_dir, write_results
 from psrec.train.local import row_ranges
+from psrec.train.plan import count_rounds, plan_model
 from psrec.train.progress import progress_bar
 
 __all__ = ["CollectivePlan", "plan_collective", "run_collective", "aggregate_collective", "start_job",
@@ -96,29 +96,14 @@ class CollectivePlan:
 
 def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=None) -> CollectivePlan:
     """Resolve model, tables and the work split on the driver (seeded like `build_local`)."""
-    import torch
-
     from psrec.ps.dense import flat_params
 
     coll = coll or collective_config_for(cfg)
-    torch.manual_seed(cfg.train.seed)
-    source = source or make_source(cfg)
-    nf = source.schema.num_fields
-    dims = cfg.embedding.field_dims or (cfg.embedding.dim,) * nf
-    if len(dims) != nf:
-        raise ValueError(f"embedding.field_dims has {len(dims)} widths for {nf} fields")
-    spec = FeatureSpec(nf, dims, source.schema.num_dense)
-    model = cfg.build_model(spec)
-    tables = plan_tables(source.schema, model, dims, cfg.embedding.sharing)
-    ev_configs = {t.name: cfg.embedding.ev_config(t.dim, table_seed(cfg.train.seed, t.name)) for t in tables}
+    mp = plan_model(cfg, source)
+    source, spec, model, tables, ev_configs = mp.source, mp.spec, mp.model, mp.tables, mp.ev_configs
     rr = row_ranges(cfg, source)
     bs = cfg.data.batch_size
-    rounds = (rr.train_end - rr.train_start) // (bs * coll.workers)
-    if cfg.train.max_steps:
-        rounds = min(rounds, cfg.train.max_steps)
-    if rounds < 1:
-        raise ValueError(f"data.train_rows={cfg.data.train_rows} is less than one round "
-                         f"({coll.workers} workers x batch {bs})")
+    rounds = count_rounds(cfg, rr.train_end - rr.train_start, coll.workers)
     numels = [p.numel() for p in model.parameters() if p.requires_grad]
     return CollectivePlan(cfg, coll, spec, tables, ev_configs, flat_params(model), numels, rounds, bs,
                           rr.train_start)

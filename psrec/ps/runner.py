@@ -19,8 +19,7 @@ import numpy as np
 from psrec.config import Config
 from psrec.config_io import to_mapping
 from psrec.data.factory import make_source
-from psrec.embedding.layer import EmbeddingLayer, plan_tables
-from psrec.embedding.local import table_seed
+from psrec.embedding.layer import EmbeddingLayer
 from psrec.metrics.auc import auc, logloss
 from psrec.metrics.prom import JobMetrics
 from psrec.models.base import FeatureSpec
@@ -33,6 +32,7 @@ from psrec.ps.transport import InProcessTransport, Transport
 from psrec.ps.worker import PHASES, PSWorker, WorkerReport
 from psrec.runs import make_run_dir, write_results
 from psrec.train.local import row_ranges
+from psrec.train.plan import count_rounds, plan_model
 from psrec.train.progress import progress_bar
 
 __all__ = ["PSPlan", "plan_ps", "run_ps", "aggregate_reports"]
@@ -85,15 +85,8 @@ class PSPlan:
 
 def plan_ps(cfg: Config, source=None) -> PSPlan:
     """Resolve model, tables, placement and the work split on the driver."""
-    import torch
-
-    torch.manual_seed(cfg.train.seed)
-    source = source or make_source(cfg)
-    dims = (cfg.embedding.dim,) * source.schema.num_fields
-    spec = FeatureSpec(source.schema.num_fields, dims, source.schema.num_dense)
-    model = cfg.build_model(spec)
-    tables = plan_tables(source.schema, model, dims, cfg.embedding.sharing)
-    ev_configs = {t.name: cfg.embedding.ev_config(t.dim, table_seed(cfg.train.seed, t.name)) for t in tables}
+    mp = plan_model(cfg, source)
+    source, spec, model, tables, ev_configs = mp.source, mp.spec, mp.model, mp.tables, mp.ev_configs
     p = cfg.ps
     rr = row_ranges(cfg, source)
     bs = cfg.data.batch_size
@@ -106,12 +99,7 @@ def plan_ps(cfg: Config, source=None) -> PSPlan:
     partitioner = make_partitioner(p.partitioner, p.num_ps, sample)
     dense_init = flat_params(model)
     dense_slices = slices(len(dense_init), p.num_ps) if p.dense == "ps" else None
-    rounds = (rr.train_end - rr.train_start) // (bs * p.workers)
-    if cfg.train.max_steps:
-        rounds = min(rounds, cfg.train.max_steps)
-    if rounds < 1:
-        raise ValueError(f"data.train_rows={cfg.data.train_rows} is less than one round "
-                         f"({p.workers} workers x batch {bs})")
+    rounds = count_rounds(cfg, rr.train_end - rr.train_start, p.workers)
     return PSPlan(cfg, spec, tables, ev_configs, partitioner, dense_init, dense_slices, rounds, bs, rr.train_start)
 
 

@@ -12,18 +12,16 @@ import torch
 from psrec.config import Config
 from psrec.config_io import to_mapping
 from psrec.data.base import DataSource
-from psrec.data.factory import make_source
-from psrec.embedding.layer import EmbeddingLayer, TableSpec, plan_tables
+from psrec.embedding.layer import EmbeddingLayer
 from psrec.embedding.store import EmbeddingStore
 from psrec.metrics.auc import auc, logloss
-from psrec.metrics.timers import PhaseTimer
-from psrec.models.base import CTRModel, FeatureSpec
+from psrec.models.base import CTRModel
 from psrec.runs import make_run_dir, write_results
 from psrec.train.progress import progress_bar
 from psrec.train.step import SparseStep, make_dense_optimizer
 
 __all__ = ["RowRanges", "row_ranges", "build_local", "evaluate", "run_local", "LocalSetup",
-           "TrainStats", "train_range", "make_local_store"]
+           "TrainStats", "train_range"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +55,6 @@ def row_ranges(cfg: Config, source: DataSource) -> RowRanges:
     return RowRanges(0, tr_end, ev_start, ev_end)
 
 
-def make_local_store(tables: list[TableSpec], emb, seed: int) -> EmbeddingStore:
-    """In-process embedding variables for `tables`, configured from the [embedding] section."""
-    from psrec.embedding.local import LocalStore
-
-    return LocalStore.from_tables(tables, emb, seed=seed)
-
-
 @dataclass
 class LocalSetup:
     """Everything a single-process run holds."""
@@ -77,18 +68,14 @@ class LocalSetup:
 
 def build_local(cfg: Config, source: DataSource | None = None) -> LocalSetup:
     """Source, model, local embedding tables and the step, all seeded from `cfg.train.seed`."""
-    torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    source = source or make_source(cfg)
-    nf = source.schema.num_fields
-    dims = cfg.embedding.field_dims or (cfg.embedding.dim,) * nf
-    if len(dims) != nf:
-        raise ValueError(f"embedding.field_dims has {len(dims)} widths for {nf} fields")
-    spec = FeatureSpec(source.schema.num_fields, dims, source.schema.num_dense)
-    model = cfg.build_model(spec)
-    tables = plan_tables(source.schema, model, dims, cfg.embedding.sharing)
-    store = make_local_store(tables, cfg.embedding, seed=cfg.train.seed)
+    from psrec.embedding.local import LocalStore
+    from psrec.train.plan import plan_model
+
+    mp = plan_model(cfg, source)
+    source, model, tables = mp.source, mp.model, mp.tables
+    store = LocalStore(mp.ev_configs)
     layer = EmbeddingLayer(source.schema, tables, cfg.embedding.pooling)
     opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
     return LocalSetup(source, model, store, layer, SparseStep(model, layer, store, opt))
