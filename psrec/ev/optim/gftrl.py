@@ -9,13 +9,14 @@ import math
 
 import numpy as np
 
-from psrec.ev.optim.base import SlotSpec, SparseOptimizer, register_optimizer
+from psrec.ev.optim.base import register_optimizer
+from psrec.ev.optim.ftrl import FTRL
 
 __all__ = ["GFTRL"]
 
 
 @register_optimizer("gftrl")
-class GFTRL(SparseOptimizer):
+class GFTRL(FTRL):  # same slots (z, n) and per-coordinate denominator; row-wise threshold
     """Per row i of width d, with alpha = lr and coordinate-wise n, z:
     sigma = (sqrt(n + g^2) - sqrt(n)) / alpha;  z += g - sigma * w;  n += g^2;
     w_i = 0 if ||z_i|| <= l1 sqrt(d) else z_i (l1 sqrt(d) / ||z_i|| - 1) / ((beta + sqrt(n)) / alpha + l2).
@@ -23,13 +24,6 @@ class GFTRL(SparseOptimizer):
     Slots "z" and "n" (R, D) float32, as for FTRL; fresh rows get the z that reproduces their
     initial values.
     """
-
-    def slots(self) -> tuple[SlotSpec, ...]:
-        return (SlotSpec("z", True, "float32", 0.0), SlotSpec("n", True, "float32", self.cfg.initial_accumulator))
-
-    def _denom(self, n: np.ndarray) -> np.ndarray:
-        c = self.cfg
-        return (c.ftrl_beta + np.sqrt(n)) / c.lr + c.l2
 
     def init_slots(self, values: np.ndarray, slots: dict[str, np.ndarray]) -> None:
         # With n equal across the row (true for a fresh row), z = -(w * denom + l1 sqrt(d) w / ||w||)
