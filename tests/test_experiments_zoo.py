@@ -8,8 +8,9 @@ from psrec.cli import main
 from psrec.config import load_config
 from psrec.data.synthetic import SyntheticConfig, SyntheticSource
 from psrec.experiments.fdo import FDOConfig, pca_dim, run_fdo
-from psrec.experiments.zoo import (GFTRLConfig, MaterializedSource, ZooConfig, delong_diff, run_xdeepint_gftrl,
-                                   zoo_entries)
+from psrec.experiments.gftrl import GFTRLConfig, run_xdeepint_gftrl
+from psrec.experiments.zoo import MaterializedSource, ZooConfig, zoo_entries
+from psrec.metrics.delong import delong_diff
 from psrec.metrics.auc import auc
 
 TINY = ["synthetic.num_fields=5", "synthetic.num_dense=2", "synthetic.interaction_fields=4",

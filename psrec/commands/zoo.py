@@ -48,7 +48,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from psrec.experiments.zoo import GFTRLConfig, ZooConfig, make_experiment_dir, report_text, run_zoo, zoo_entries
+    from psrec.experiments.gftrl import GFTRLConfig
+    from psrec.experiments.zoo import ZooConfig, make_experiment_dir, report_text, run_zoo, zoo_entries
 
     cfg = config_from(args, [f"train.threads={args.threads}"])
     zoo = ZooConfig()

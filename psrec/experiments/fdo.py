@@ -26,7 +26,8 @@ import numpy as np
 from psrec.config import Config, ModelConfig, with_section
 from psrec.data.keys import key_field
 from psrec.embedding.local import LocalStore
-from psrec.experiments.zoo import delong_diff, experiment_data, fit
+from psrec.experiments.zoo import experiment_data, fit
+from psrec.metrics.delong import delong_diff
 from psrec.models import FeatureSpec, build_model, model_names
 from psrec.report.table import format_table
 from psrec.runs import write_results

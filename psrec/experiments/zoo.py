@@ -1,7 +1,7 @@
 """Model zoo: every registered model trained on the same rows with the same budget.
 
     run_zoo(cfg, zoo)           every model (plus refinement variants) -> ZooReport, table, notes
-    run_xdeepint_gftrl(cfg, g)  xDeepInt with G-FTRL rows + FTRL dense vs Adagrad rows -> GFTRLReport
+    (the xDeepInt G-FTRL comparison it can add lives in psrec.experiments.gftrl)
 
 The budget is one pass over the same `train_rows` synthetic rows (same seed, same batches,
 same order) for every model, then AUC/logloss on the same held-out rows. The rows are
@@ -17,11 +17,10 @@ Layering: a runner. It uses psrec.train.local and the models; only the CLI impor
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -30,19 +29,21 @@ from psrec.config import Config, ModelConfig, with_section
 from psrec.data.base import Batch, DataSource, Ragged
 from psrec.data.factory import make_source
 from psrec.embedding.local import LocalStore
-from psrec.ev.config import OptimizerConfig
 from psrec.metrics.auc import auc, logloss
+from psrec.metrics.delong import delong_diff
 from psrec.models import model_names
 from psrec.models.refine import refiner_names
-from psrec.optim import FTRL
 from psrec.report.table import format_table
 from psrec.runs import write_results
 from psrec.train.local import LocalSetup, RowRanges, build_local, train_range
 from psrec.train.progress import progress_bar
 
-__all__ = ["ZooConfig", "ZooEntry", "ZooReport", "FitResult", "GFTRLConfig", "GFTRLReport",
-           "MaterializedSource", "zoo_entries", "fit", "run_zoo", "run_xdeepint_gftrl",
-           "zero_rows", "delong_diff", "embedding_params", "experiment_data", "make_experiment_dir",
+if TYPE_CHECKING:  # the G-FTRL module imports this one
+    from psrec.experiments.gftrl import GFTRLConfig, GFTRLReport
+
+__all__ = ["ZooConfig", "ZooEntry", "ZooReport", "FitResult",
+           "MaterializedSource", "zoo_entries", "fit", "run_zoo",
+           "zero_rows", "embedding_params", "experiment_data", "make_experiment_dir",
            "report_text", "zoo_notes", "ZOO_COLUMNS"]
 
 ZOO_COLUMNS = ["rank", "model", "auc", "vs_dnn", "logloss", "train_loss", "dense_params",
@@ -224,46 +225,6 @@ def zero_rows(store: LocalStore) -> dict[str, tuple[int, int]]:
     return out
 
 
-# ---- paired AUC comparison (DeLong) -------------------------------------------------------
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of x with ties sharing their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    s = x[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    r = np.empty(len(x))
-    r[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return r
-
-
-def _placements(labels: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """AUC and DeLong's structural components V10 (per positive) and V01 (per negative)."""
-    pos = labels > 0.5
-    x, y = scores[pos].astype(np.float64), scores[~pos].astype(np.float64)
-    m, n = len(x), len(y)
-    r_all = _midranks(np.r_[x, y])
-    v10 = (r_all[:m] - _midranks(x)) / n  # share of negatives below each positive (ties 1/2)
-    v01 = 1.0 - (r_all[m:] - _midranks(y)) / m  # share of positives above each negative
-    return float(v10.mean()), v10, v01
-
-
-def delong_diff(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[float, float]:
-    """AUC(a) - AUC(b) on the same rows and its DeLong standard error (paired: the shared
-    rows' difficulty cancels, so the SE is far below either AUC's own SE).
-
-    Example:
-        >>> y = np.array([0, 0, 1, 1]); d, se = delong_diff(y, np.array([.1, .2, .3, .4]), np.array([.1, .3, .2, .4]))
-        >>> round(d, 4)
-        0.25
-    """
-    a, a10, a01 = _placements(labels, scores_a)
-    b, b10, b01 = _placements(labels, scores_b)
-    d10, d01 = a10 - b10, a01 - b01
-    var = d10.var(ddof=1) / len(d10) + d01.var(ddof=1) / len(d01)
-    return a - b, math.sqrt(max(var, 0.0))
-
-
 # ---- the zoo ------------------------------------------------------------------------------
 
 @dataclass
@@ -335,6 +296,8 @@ def run_zoo(cfg: Config, zoo: ZooConfig, run_dir: Path | None = None, gftrl: "GF
         r["rank"] = i
     report = ZooReport(rows, zoo_notes(rows, zoo), planted_auc, run_dir)
     if gftrl is not None:
+        from psrec.experiments.gftrl import run_xdeepint_gftrl  # it reuses this module's helpers
+
         report.gftrl = run_xdeepint_gftrl(cfg, gftrl, zoo.train_rows, zoo.eval_rows, data=(cfg, source, rr), log=log)
     if run_dir is not None:
         _write(run_dir, report, cfg, zoo)
@@ -440,140 +403,3 @@ def report_text(report: ZooReport) -> str:
         out.append("")
         out.append(report.gftrl.text())
     return "\n".join(out)
-
-
-# ---- xDeepInt with G-FTRL -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GFTRLConfig:
-    """xDeepInt's training recipe (yanyachen/xDeepInt, experiment/criteo/nn1.py), and the
-    G-FTRL l1 values to try against Adagrad rows.
-
-    Values are in the author's units, for a loss *summed* over the batch (the reference uses
-    `Reduction.SUM`); ours is the batch mean, whose gradients are 1/B as large. FTRL-Proximal
-    gives the same weights for gradients g/B when beta, l1, l2 and sqrt(initial accumulator)
-    are divided by B too (alpha unchanged), so the optimizers below divide them by the batch size.
-
-    Args:
-        alpha, beta, l2: G-FTRL on the embedding rows (author: 0.02, 1, 10).
-        l1s: G-FTRL group-lasso strengths, one run each (author: 10); a row is exactly zero
-            while ||z|| <= l1 sqrt(d).
-        pin_alpha, pin_l1, pin_l2: TF FtrlOptimizer on every dense weight (author: 0.02, 0.1,
-            0.1; TF's beta is 0, its accumulator starts at 0.1 and its l2 is 2x ours).
-        adagrad_lr: the comparison run's Adagrad rate on the rows (the run default's).
-        init_scale: std of the initial rows, in both runs; 0 keeps `embedding.initializer`.
-    """
-
-    alpha: float = 0.02
-    beta: float = 1.0
-    l2: float = 10.0
-    l1s: tuple[float, ...] = (1.0, 10.0)
-    pin_alpha: float = 0.02
-    pin_l1: float = 0.1
-    pin_l2: float = 0.1
-    adagrad_lr: float = 0.03
-    # psrec's G-FTRL starts a fresh row's z at -(w0 D + l1 sqrt(d) w0/|w0|), so the row keeps
-    # its initial value and can only be zeroed once its gradients cancel the margin |w0| D,
-    # whatever l1 is (a larger l1 mostly freezes row directions instead). At the run default
-    # 0.01 that margin is ~4 typical updates and a one-pass run zeroes almost nothing
-    # (measured, 100K rows: 39 of 223K rows at l1 10, AUC -0.024); at 0.001 rows the data do
-    # not support fall to zero (2.6% at l1 10). Adagrad's AUC barely moves (0.7405 vs 0.7419).
-    init_scale: float = 0.001
-
-    def __post_init__(self) -> None:
-        for k in ("alpha", "pin_alpha", "adagrad_lr"):
-            if getattr(self, k) <= 0:
-                raise ValueError(f"gftrl.{k} must be > 0")
-        for k in ("beta", "l2", "pin_l1", "pin_l2", "init_scale"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"gftrl.{k} must be >= 0")
-        if not self.l1s or any(v < 0 for v in self.l1s):
-            raise ValueError(f"gftrl.l1s must be non-empty and >= 0, got {self.l1s}")
-
-    def embedding_optimizer(self, l1: float, batch_size: int) -> OptimizerConfig:
-        """G-FTRL for the EVs, rescaled to the batch-mean loss (the author's n starts at 0)."""
-        b = float(batch_size)
-        return OptimizerConfig(name="gftrl", lr=self.alpha, ftrl_beta=self.beta / b, l1=l1 / b,
-                               l2=self.l2 / b, initial_accumulator=0.0)
-
-    def dense_optimizer(self, model: torch.nn.Module, batch_size: int) -> FTRL:
-        """TF-equivalent FTRL on every dense weight of xDeepInt (PIN layers and the read-out).
-
-        All dense weights, not only the PIN layers': the author's 'PIN' variable scope, which
-        his FTRL optimizer trains, holds the output layer too, and xDeepInt has no other
-        dense weights, so one optimizer is the reference's setup (no Adam anywhere).
-        """
-        b = float(batch_size)
-        return FTRL(model.parameters(), lr=self.pin_alpha, beta=0.0, l1=self.pin_l1 / b,
-                    l2=2 * self.pin_l2 / b, initial_accumulator_value=0.1 / b ** 2)
-
-
-@dataclass
-class GFTRLReport:
-    """xDeepInt trained on the same rows with G-FTRL rows (one run per l1) and Adagrad rows;
-    FTRL on the dense weights every time. Each row: auc, logloss, emb_rows, zero_rows, ..."""
-
-    runs: list[dict[str, Any]]
-    adagrad: dict[str, Any]
-    config: GFTRLConfig
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"gftrl": self.runs, "adagrad": self.adagrad,
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.__dict__.items()}}
-
-    def text(self) -> str:
-        c = self.config
-        rows = [{"opt": "gftrl", **r, "l1": f"{r['l1']:g}"} for r in self.runs]
-        rows.append({"opt": "adagrad", **self.adagrad})
-        out = [
-            f"xDeepInt with G-FTRL rows (alpha {c.alpha}, beta {c.beta}, l2 {c.l2}, l1 below; /batch size for "
-            f"the mean loss) vs Adagrad rows (lr {c.adagrad_lr});",
-            f"FTRL on all dense weights (alpha {c.pin_alpha}, l1 {c.pin_l1}, l2 {c.pin_l2}) and initial rows "
-            f"N(0, {c.init_scale}^2) in every run:",
-            format_table(rows, ["opt", "l1", "auc", "vs_adagrad", "logloss", "emb_rows", "zero_rows", "zero_pct",
-                                "emb_params", "samples_per_s"],
-                         ["embedding opt", "l1", "auc", "vs adagrad", "logloss", "rows", "all-zero rows", "zero %",
-                          "nonzero values", "samples/s"]),
-        ]
-        for r in self.runs:
-            out.append(f"G-FTRL l1 {r['l1']:g}: {r['zero_rows']:,} of {r['emb_rows']:,} embedding rows exactly 0 "
-                       f"({r['zero_pct']:.2f}%); AUC {r['auc']:.4f} vs Adagrad {self.adagrad['auc']:.4f} "
-                       f"({r['vs_adagrad']:+.4f} +- {r['vs_adagrad_se']:.4f} DeLong SE)")
-        return "\n".join(out)
-
-
-def run_xdeepint_gftrl(cfg: Config, g: GFTRLConfig, train_rows: int, eval_rows: int,
-                       data: tuple[Config, DataSource, RowRanges] | None = None,
-                       log: Callable[[str], None] = print) -> GFTRLReport:
-    """Train xDeepInt with G-FTRL rows (each l1) and with Adagrad rows, FTRL dense in all;
-    count the rows whose values are all exactly 0 in the LocalStore's EmbeddingVariables.
-
-    data: (cfg, source, ranges) from `experiment_data`, to reuse rows already in memory.
-    """
-    if data is None:
-        cfg, source, rr, _ = experiment_data(cfg, train_rows, eval_rows)
-    else:
-        cfg, source, rr = data
-    bs = cfg.data.batch_size
-    emb = cfg.embedding
-    if g.init_scale > 0:
-        emb = replace(emb, initializer=replace(emb.initializer, scale=g.init_scale))
-    base = with_section(cfg, model=ModelConfig(name="xdeepint"))
-    arms = [(f"gftrl l1={l1:g}", l1, g.embedding_optimizer(l1, bs)) for l1 in g.l1s]
-    arms.append(("adagrad", None, replace(emb.optimizer, name="adagrad", lr=g.adagrad_lr)))
-    fits = []
-    for label, l1, opt in arms:
-        c = with_section(base, embedding=replace(emb, optimizer=opt))
-        r = fit(c, source, rr, label=f"xdeepint/{label}", dense_opt=lambda m: g.dense_optimizer(m, bs))
-        zr = zero_rows(r.setup.store)
-        r.row.update(l1=l1, zero_rows=sum(z for z, _ in zr.values()), emb_rows=sum(n for _, n in zr.values()))
-        r.row["zero_pct"] = round(100.0 * r.row["zero_rows"] / max(r.row["emb_rows"], 1), 2)
-        r.row["emb_params"] = int(sum((n - z) * r.setup.store.dim(t) for t, (z, n) in zr.items()))
-        r.setup = None
-        fits.append(r)
-        log(f"  xdeepint/{label:<12} auc {r.row['auc']:.4f}  all-zero rows {r.row['zero_rows']:,} "
-            f"of {r.row['emb_rows']:,}")
-    ada = fits[-1]
-    for r in fits:
-        r.row["vs_adagrad"], r.row["vs_adagrad_se"] = delong_diff(r.labels, r.probs, ada.probs)
-    return GFTRLReport([r.row for r in fits[:-1]], ada.row, g)

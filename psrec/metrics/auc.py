@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["auc", "logloss"]
+__all__ = ["auc", "logloss", "midranks"]
+
+
+def midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x (n,), ties sharing their average rank: (n,) float64."""
+    order = np.argsort(x, kind="mergesort")
+    s = x[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    r = np.empty(len(x))
+    r[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return r
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -22,14 +33,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    # Average 1-based rank of each tie group.
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(s))
-    ranks[order] = np.repeat(avg, ends - starts)
+    ranks = midranks(scores)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
