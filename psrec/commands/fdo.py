@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psrec.commands import add_config_args, config_from
+from psrec.commands import add_config_args, add_threads_arg, config_from
 
 
 def register(sub) -> None:
@@ -21,9 +21,7 @@ def register(sub) -> None:
                    help="PCA row weights: occurrence counts (default) or equal (the reference)")
     p.add_argument("--rows", type=int, help="training rows (default 300000)")
     p.add_argument("--eval-rows", type=int, help="held-out rows after the training rows (default 100000)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads, train.threads (default 1: CTR steps are many small ops; on 2 "
-                        "shared cores LR trained at 72K samples/s with 1 thread vs 25K with 2)")
+    add_threads_arg(p)
     add_config_args(p)
     p.set_defaults(func=run)
 

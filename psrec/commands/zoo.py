@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psrec.commands import add_config_args, config_from
+from psrec.commands import add_config_args, add_threads_arg, config_from
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -38,9 +38,7 @@ def register(sub) -> None:
                    help="also train xDeepInt with G-FTRL rows vs Adagrad rows (default: on when xdeepint is trained)")
     p.add_argument("--gftrl-l1", type=_floats, metavar="L1,L1",
                    help="G-FTRL l1 values, author's units (summed loss; default 1,10)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads, train.threads (default 1: CTR steps are many small ops; on 2 "
-                        "shared cores LR trained at 72K samples/s with 1 thread vs 25K with 2)")
+    add_threads_arg(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
