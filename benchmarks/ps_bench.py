@@ -5,12 +5,16 @@
 2. Aggregate pull+push throughput of a PSClient over 1, 2 and 4 Ray PS actors.
 3. Load imbalance (max/mean bytes served) over 4 PS on Zipf(1.1) keys: hash-mod vs balanced.
 
-Median of several repeats after a warm-up, all in the same run. Last line:
+Median of several repeats, all in the same run, in steady state: each Ray process first
+runs enough round trips to have written the whole local object store once (a process pays
+one page fault per 4 KiB store page the first time it writes there, a start-up cost that a
+training run amortises over its first steps; see psrec/raysession.py). Last line:
 `inproc_over_ray_64k=R inproc_over_ray_128k=R imbalance_hash=R imbalance_balanced=R`
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -22,7 +26,7 @@ import numpy as np  # noqa: E402
 from psrec.ev import EVConfig, OptimizerConfig  # noqa: E402
 from psrec.ps.client import PSClient  # noqa: E402
 from psrec.ps.partition import count_requests, make_partitioner  # noqa: E402
-from psrec.raysession import ensure_ray  # noqa: E402
+from psrec.raysession import LOCAL_OBJECT_STORE_BYTES, ensure_ray  # noqa: E402
 from psrec.ps.ray_transport import RayTransport, start_ps_actors  # noqa: E402
 from psrec.ps.shard import PSShard  # noqa: E402
 from psrec.ps.transport import InProcessTransport  # noqa: E402
@@ -53,6 +57,12 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
+def warm_up(go, bytes_per_call: int) -> None:
+    """Call `go` until its payloads have cycled through the object store twice."""
+    for _ in range(math.ceil(2 * LOCAL_OBJECT_STORE_BYTES / bytes_per_call)):
+        go()
+
+
 def round_trip(transport, keys: np.ndarray, grads: np.ndarray, step=[0]):
     def go():
         step[0] += 1
@@ -71,17 +81,21 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = {}
     print("keys      in-process (ms)   ray (ms)   inproc/ray")
+    # One shard per path for every size (both tables grow alike), the Ray one warmed once
+    # with the largest batch: pull (keys 8 B + rows 4*DIM B) + push (keys, grads, counts).
+    local = InProcessTransport([PSShard(0, TABLES)])
+    remote = RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5))
+    big = distinct_keys(rng, max(sizes))
+    big_grads = rng.standard_normal((len(big), DIM)).astype(np.float32) * 1e-3
+    warm_up(round_trip(remote, big, big_grads), len(big) * (8 + 4 * DIM) * 2 + len(big) * 16)
     for n in sizes:
         keys = distinct_keys(rng, n)
         grads = rng.standard_normal((n, DIM)).astype(np.float32) * 1e-3
-        local = InProcessTransport([PSShard(0, TABLES)])
-        actors = start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5)
-        remote = RayTransport(actors)
         t_in = median_time(round_trip(local, keys, grads), args.repeats)
         t_ray = median_time(round_trip(remote, keys, grads), args.repeats)
-        remote.shutdown()
         ratios[n] = t_in / t_ray
         print(f"{n:>7}   {1e3 * t_in:14.2f}   {1e3 * t_ray:8.2f}   {ratios[n]:10.3f}")
+    remote.shutdown()
 
     print("\naggregate pull+push of 65536 keys through a PSClient")
     keys = distinct_keys(rng, 65536)
@@ -96,6 +110,7 @@ def main() -> None:
             client.lookup_many({"emb": keys})
             client.apply_many({"emb": (keys, grads, np.ones(len(keys), np.int64))}, step[0])
 
+        warm_up(go, len(keys) * (8 + 4 * DIM) * 2 + len(keys) * 16)
         t = median_time(go, args.repeats)
         client.transport.shutdown()
         print(f"  {m} PS: {len(keys) / t:,.0f} keys/s per pull+push")

@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ensure_ray"]
+__all__ = ["ensure_ray", "LOCAL_OBJECT_STORE_BYTES"]
+
+# A local Ray's shared-memory object store. Ray's default (30% of RAM) is far more than PS
+# payloads need (a pull or push is a few MB), and it costs time: each process first-touches
+# every store page it writes, one page fault per 4 KiB, and the allocator walks through the
+# whole store before it reuses an address. With 512 MiB the faults stop after ~130K page
+# touches per process (well under a second), after which a 4 MiB transfer measured 5.7 ms
+# instead of 10 ms (benchmarks/ps_bench.py). Objects beyond it fall back to disk, not fail.
+LOCAL_OBJECT_STORE_BYTES = 512 << 20
 
 
 def ensure_ray(address: str = "") -> None:
@@ -22,4 +30,4 @@ def ensure_ray(address: str = "") -> None:
         ray.init(address=address, **kw)
     else:
         # Logical CPUs beyond the physical ones: actors request fractions and the OS shares cores.
-        ray.init(num_cpus=max(8, os.cpu_count() or 1), **kw)
+        ray.init(num_cpus=max(8, os.cpu_count() or 1), object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kw)

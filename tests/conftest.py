@@ -26,7 +26,9 @@ def ray_session():
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
+        from psrec.raysession import LOCAL_OBJECT_STORE_BYTES
+
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()
