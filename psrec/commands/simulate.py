@@ -4,13 +4,16 @@ input and writes a table and a plot into a run directory.
 
 The TOML file has the sections of `psrec.sim.config.SimSpec`:
 
-    [cluster]  workers, ps, workers_per_node, worker_speed, straggler_*, ps_imbalance,
+    [cluster]  workers, ps, workers_per_node, worker_speed, straggler_*, ps_imbalance, cores,
                net = "bandwidth=10Gbit,latency=50us"  (or a [cluster.net] table)
     [model]    name, dense_params, batch_size, compute_per_sample; [[model.tables]] name, rows, dim,
                keys_per_sample, fields
     [data]     zipf, zipf_per_table
-    [options]  partitioner, dense_on_ps, allreduce, alltoall, overlap_ps, overlap_allreduce
-    [calibration]  alpha, beta, apply_per_row, apply_per_value, [calibration.compute_per_sample]
+    [options]  partitioner, dense_on_ps, allreduce, alltoall, overlap_ps, overlap_allreduce,
+               alltoall_payload, software_at_server
+    [calibration]  alpha, beta, apply_per_row, apply_per_value, coll_alpha, coll_beta,
+               coll_apply_per_row, jitter, [calibration.compute_per_sample], [calibration.compute_per_step]
+               (`--calibration FILE` replaces the section with `psrec calibrate`'s output)
 
 An unknown key is an error naming it.
 """

@@ -16,7 +16,11 @@ __all__ = ["summarize_steps"]
 def summarize_steps(worker: int, steps: Sequence[Any], phases: Sequence[str], comm_phases: Sequence[str],
                     loss: float | None = None) -> dict[str, Any]:
     """Per-phase totals (seconds), step-time p50/p95, communication fraction measured and with
-    the emulated network added, traffic, and throughput of one worker."""
+    the emulated network added, traffic, and throughput of one worker.
+
+    `steady_phases` / `steady_emulated_seconds` / `steady_steps` repeat the totals without the
+    first step, which carries one-off set-up (lazy tables, first connections, allocator
+    warm-up: several steps' worth in short runs); `psrec calibrate` fits on them."""
     if not steps:
         return {"worker": worker, "steps": 0}
     totals = {p: float(sum(r.seconds.get(p, 0.0) for r in steps)) for p in phases}
@@ -40,4 +44,7 @@ def summarize_steps(worker: int, steps: Sequence[Any], phases: Sequence[str], co
         "bytes_received": int(sum(r.bytes_received for r in steps)),
         "samples_per_s": rows / wall if wall else float("nan"),
         "loss": loss,
+        "steady_steps": len(steps) - 1,
+        "steady_phases": {p: float(sum(r.seconds.get(p, 0.0) for r in steps[1:])) for p in phases},
+        "steady_emulated_seconds": float(emu[1:].sum()),
     }

@@ -233,6 +233,8 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> dict[str, A
         "job_seconds": wall,  # including start-up
         "train_rows": rows,
         "steps": plan.rounds,
+        "batch_size": plan.batch_size,  # rows per worker step
+        "dense_params": int(len(plan.dense_init)),
         "workers": p.workers,
         "num_ps": p.num_ps,
         "net": p.net,

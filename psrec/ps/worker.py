@@ -40,6 +40,10 @@ class StepRecord:
     bytes_sent: int
     bytes_received: int
     rows: int
+    # The pull's share of the traffic (both directions; the rest is the push), for calibration.
+    pull_bytes: int = 0
+    pull_messages: int = 0
+    push_messages: int = 0
 
     @property
     def total(self) -> float:
@@ -60,6 +64,12 @@ class WorkerReport:
         out = summarize_steps(self.worker, self.steps, PHASES, ("pull", "push", "allreduce"), self.loss_ema)
         if self.steps:
             out["tasks"] = self.tasks
+            # Totals over the steps, pull and push apart (`psrec calibrate` fits alpha-beta per phase).
+            pull_bytes = sum(r.pull_bytes for r in self.steps)
+            out["pull_bytes"] = int(pull_bytes)
+            out["push_bytes"] = int(out["bytes_sent"] + out["bytes_received"] - pull_bytes)
+            out["pull_messages"] = int(sum(r.pull_messages for r in self.steps))
+            out["push_messages"] = int(sum(r.push_messages for r in self.steps))
         return out
 
 
@@ -115,6 +125,7 @@ class PSWorker:
         t0 = time.perf_counter()
         x, res = self.step.layer.lookup(c, batch, train=True)
         t_pull = time.perf_counter() - t0
+        pulled = (c.comm.bytes_sent + c.comm.bytes_received, c.comm.messages)
         if self.dense_mode == "ps":
             set_flat_params(self.model, c.dense_values)
         step = round_ if c.sync else c.step
@@ -144,7 +155,8 @@ class PSWorker:
         seconds = {"data": t_data, "pull": t_pull - comm.wait_seconds, "wait": comm.wait_seconds,
                    "compute": t_compute, "allreduce": t_ar, "push": t_push}
         self.report.steps.append(StepRecord(step, seconds, comm.emulated_seconds, comm.bytes_sent,
-                                            comm.bytes_received, len(batch)))
+                                            comm.bytes_received, len(batch), pull_bytes=pulled[0],
+                                            pull_messages=pulled[1], push_messages=comm.messages - pulled[1]))
         r = self.report
         r.loss_ema = loss if r.loss_ema is None else 0.98 * r.loss_ema + 0.02 * loss
         return loss

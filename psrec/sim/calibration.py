@@ -25,11 +25,27 @@ per parameter server per step:
 
 A phase that a run did not measure may be missing or null; that run then does not take part
 in that phase's fit.
+
+Optional keys (`psrec.sim.results_map` writes them for psrec's own runs):
+
+      "mode": "collective",          # lockstep modes (ps-sync, hybrid, collective) fit `jitter`
+      "cores": 2,                    # CPU cores the run's processes shared: with W > cores
+                                     # workers every CPU phase ran W / cores times slower
+                                     # (processor sharing), which the fit divides out
+      "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4},
+                     "allreduce": {"seconds": 0.01, "bytes": 1.2e6, "messages": 2}},
+                                     # per rank step: fits coll_alpha / coll_beta
+      "wait": 0.004,                 # lockstep wait per step (ps-sync: includes the apply)
+      "measured": {"step": 0.1}      # seconds per step (for `jitter`: the step without its wait)
+
+For a collective run, `phases.apply` (EV lookup + apply of the rows a rank owns, plus the dense
+optimizer) and `apply_rows` (rows it owns and serves per step) fit `coll_apply_per_row`.
 """
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,7 +54,8 @@ import numpy as np
 
 from psrec.net import NetConfig, transfer_time
 
-__all__ = ["Calibration", "fit_calibration", "load_calibration", "save_calibration", "CalibrationError"]
+__all__ = ["Calibration", "fit_calibration", "load_calibration", "save_calibration", "CalibrationError",
+           "cpu_slowdown", "expected_max_normal"]
 
 
 class CalibrationError(ValueError):
@@ -57,6 +74,15 @@ class Calibration:
             name; `"default"` is used for a model without its own entry.
         apply_per_row: PS seconds per embedding row updated (hash lookup, version, freq).
         apply_per_value: seconds per float value updated by the optimizer (PS or local).
+        compute_per_step: seconds per step that do not grow with the batch (Python, op launch),
+            per model name like `compute_per_sample`; a model without an entry has 0.
+        coll_alpha: collective library (gloo) software seconds per message, on top of the
+            network's latency (all-to-all and all-reduce).
+        coll_beta: collective library software seconds per byte sent or received.
+        coll_apply_per_row: collective mode, seconds per row a rank owns and serves in a step
+            (EV lookup for every rank, then the update); 0 = apply_per_row + dim * apply_per_value.
+        jitter: coefficient of variation of one worker's step; lockstep modes wait for the
+            slowest of W, E[max] - mean = jitter * E[max of W standard normals] * step.
         source: where the numbers come from.
 
     Example:
@@ -70,10 +96,16 @@ class Calibration:
     compute_per_sample: dict[str, float] = field(default_factory=lambda: {"default": 1e-4})
     apply_per_row: float = 2e-7  # ~200 ns: one hash-table lookup plus bookkeeping per row
     apply_per_value: float = 2e-9  # ~2 ns: Adagrad reads 2 and writes 2 floats, memory-bound
+    compute_per_step: dict[str, float] = field(default_factory=dict)  # uncalibrated: compute is all per sample
+    coll_alpha: float = 0.0  # uncalibrated: only the network's own latency counts
+    coll_beta: float = 0.0
+    coll_apply_per_row: float = 0.0  # uncalibrated: the PS's per-row and per-value apply costs
+    jitter: float = 0.0  # uncalibrated: identical workers, no lockstep wait
     source: str = "defaults"
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "apply_per_row", "apply_per_value"):
+        for name in ("alpha", "beta", "apply_per_row", "apply_per_value", "coll_alpha", "coll_beta",
+                     "coll_apply_per_row", "jitter"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise CalibrationError(f"calibration.{name} must be a finite number >= 0, got {v!r}")
@@ -82,6 +114,11 @@ class Calibration:
         for k, v in self.compute_per_sample.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise CalibrationError(f"calibration.compute_per_sample.{k} must be a number >= 0, got {v!r}")
+        if not isinstance(self.compute_per_step, Mapping):
+            raise CalibrationError("calibration.compute_per_step must be a table of model -> seconds")
+        for k, v in self.compute_per_step.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
+                raise CalibrationError(f"calibration.compute_per_step.{k} must be a number >= 0, got {v!r}")
 
     def compute_for(self, model: str) -> float:
         """Seconds per sample of `model` (falls back to `"default"`)."""
@@ -91,6 +128,10 @@ class Calibration:
             return float(self.compute_per_sample["default"])
         raise CalibrationError(f"calibration has no compute_per_sample for model {model!r} and no "
                                f"'default'; known: {', '.join(sorted(self.compute_per_sample))}")
+
+    def compute_step_for(self, model: str) -> float:
+        """Seconds per step of `model` that do not grow with the batch (0 without an entry)."""
+        return float(self.compute_per_step.get(model, self.compute_per_step.get("default", 0.0)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,8 +143,11 @@ class Calibration:
             if k not in known:
                 raise CalibrationError(f"unknown calibration key {where + '.' + k!r}; known: {', '.join(sorted(known))}")
         kwargs = dict(data)
-        if "compute_per_sample" in kwargs:
-            kwargs["compute_per_sample"] = dict(kwargs["compute_per_sample"])
+        for k in ("compute_per_sample", "compute_per_step"):
+            if k in kwargs:
+                if not isinstance(kwargs[k], Mapping):
+                    raise CalibrationError(f"{where}.{k}: expected a table of model -> seconds")
+                kwargs[k] = dict(kwargs[k])
         return cls(**kwargs)
 
 
@@ -156,14 +200,60 @@ def _nonneg_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return best
 
 
-def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | None = None) -> Calibration:
+def cpu_slowdown(workers: float, cores: float) -> float:
+    """How much slower each worker's CPU work runs when `workers` busy processes share `cores`
+    cores (0 = not shared): max(1, workers / cores), processor sharing (L. Kleinrock, Queueing
+    Systems vol. 2, 1976, sec. 4.4; the CPU-bound asymptote of operational analysis, E.
+    Lazowska et al., Quantitative System Performance, 1984, ch. 5: N jobs on C servers).
+
+    Each worker counts as one busy process: while it waits on a PS, the PS works for it.
+
+    >>> cpu_slowdown(4, 2), cpu_slowdown(2, 2), cpu_slowdown(8, 0)
+    (2.0, 1.0, 1.0)
+    """
+    if cores < 0 or workers < 0:
+        raise ValueError(f"workers and cores must be >= 0, got {workers}, {cores}")
+    return max(1.0, workers / cores) if cores > 0 else 1.0
+
+
+def expected_max_normal(n: int) -> float:
+    """E[max of n independent standard normals], Blom's approximation
+    Phi^-1((n - 0.375) / (n + 0.25)) (G. Blom, Statistical Estimates and Transformed Beta
+    Variables, 1958): 0 for n = 1, 0.59 for 2, 1.05 for 4 (exact 0.56, 1.03).
+
+    >>> expected_max_normal(1), round(expected_max_normal(4), 2)
+    (0.0, 1.05)
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return statistics.NormalDist().inv_cdf((n - 0.375) / (n + 0.25)) if n > 1 else 0.0
+
+
+def _scaled_lstsq(rows: list[tuple[float, ...]], y: list[float]) -> np.ndarray:
+    a = np.array(rows, dtype=np.float64)
+    # Scale the columns: messages ~1-100 and bytes ~1e6 differ by orders of magnitude.
+    scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
+    return _nonneg_lstsq(a / scale, np.array(y, dtype=np.float64)) / scale
+
+
+def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | None = None,
+                    compute_intercept: bool = False) -> Calibration:
     """Least-squares constants from per-run measured phases (schema in the module docstring).
+
+    Every CPU time t of a run is first divided by its `cpu_slowdown(workers, cores)` (1 when
+    the run gives no `cores`), so that the constants are those of one worker on its own core.
 
     - communication: every measured pull and push phase is one equation
       `t - t_net = alpha * messages + beta * bytes` (alpha-beta, Hockney 1994), with `t_net`
-      the emulated network's own `transfer_time` when the run names its `net`;
-    - compute: per model, `t_compute = c * batch_size` (through the origin);
-    - apply: `t_apply = apply_per_row * apply_rows + apply_per_value * apply_values`.
+      the emulated network's own `transfer_time` when the run names its `net`; likewise the
+      collective's all-to-all and all-reduce for `coll_alpha`, `coll_beta`;
+    - compute: per model, `t_compute = c * batch_size` (through the origin), or with
+      `compute_intercept` `t_compute = c0 + c * batch_size` when the model's runs have two or
+      more batch sizes (c0 = `compute_per_step`: per-step overhead that a small batch shows);
+    - apply: `t_apply = apply_per_row * apply_rows + apply_per_value * apply_values` (PS runs);
+      collective runs: `t_apply = coll_apply_per_row * apply_rows`;
+    - jitter: lockstep runs, `wait = jitter * expected_max_normal(W) * (step - wait)`
+      (ps-sync: its wait less its apply, which the barrier also waits for).
 
     The fits are constrained to constants >= 0. A constant without any equation keeps its
     value from `base` (default: `Calibration()`).
@@ -175,8 +265,11 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     """
     base = base or Calibration()
     comm_rows, comm_y = [], []
+    coll_rows, coll_y = [], []
     compute: dict[str, tuple[list[float], list[float]]] = {}
     apply_rows, apply_y = [], []
+    capply_x, capply_y = [], []
+    jit_x, jit_y = [], []
     for i, run in enumerate(results):
         if not isinstance(run, Mapping):
             raise CalibrationError(f"results[{i}]: expected an object, got {type(run).__name__}")
@@ -184,6 +277,9 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
         netcfg = None
         if net is not None:
             netcfg = NetConfig.from_mapping(net, where=f"results[{i}].net")
+        cores, workers = _get(run, "cores") or 0.0, _get(run, "workers") or 1.0
+        slow = cpu_slowdown(workers, cores)
+        collective = run.get("mode") == "collective"
         for phase in ("pull", "push"):
             t = _get(run, "phases", phase)
             nbytes = _get(run, "bytes", phase)
@@ -193,34 +289,63 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes, msgs)
             comm_rows.append((msgs, nbytes))
-            comm_y.append(t)
+            comm_y.append(t / slow)
+        for op in ("alltoall", "allreduce"):
+            t = _get(run, "collective", op, "seconds")
+            nbytes = _get(run, "collective", op, "bytes")
+            msgs = _get(run, "collective", op, "messages")
+            if t is None or nbytes is None or msgs is None:
+                continue
+            if netcfg is not None:
+                t -= transfer_time(netcfg, nbytes / 2, msgs)  # a NIC sends and receives at once
+            coll_rows.append((msgs, nbytes))
+            coll_y.append(t / slow)
         t, b = _get(run, "phases", "compute"), _get(run, "batch_size")
         if t is not None and b is not None:
             xs, ys = compute.setdefault(str(run.get("model", "default")), ([], []))
             xs.append(b)
-            ys.append(t)
+            ys.append(t / slow)
         t, r, v = _get(run, "phases", "apply"), _get(run, "apply_rows"), _get(run, "apply_values")
-        if t is not None and r is not None and v is not None:
+        if collective and t is not None and r is not None:
+            capply_x.append(r)
+            capply_y.append(t / slow)
+        elif t is not None and r is not None and v is not None:
             apply_rows.append((r, v))
-            apply_y.append(t)
+            apply_y.append(t / slow)
+        wait, step = _get(run, "wait"), _get(run, "measured", "step")
+        if run.get("mode") in ("ps-sync", "hybrid", "collective") and wait is not None and step is not None:
+            excess = wait - ((_get(run, "phases", "apply") or 0.0) if run.get("mode") == "ps-sync" else 0.0)
+            jit_x.append(expected_max_normal(max(1, round(workers))) * (step - wait))
+            jit_y.append(max(0.0, excess))
 
     alpha, beta = base.alpha, base.beta
     if comm_rows:
-        a = np.array(comm_rows, dtype=np.float64)
-        # Scale the columns: messages ~1-100 and bytes ~1e6 differ by orders of magnitude.
-        scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
-        x = _nonneg_lstsq(a / scale, np.array(comm_y)) / scale
-        alpha, beta = float(x[0]), float(x[1])
+        alpha, beta = (float(x) for x in _scaled_lstsq(comm_rows, comm_y))
+    coll_alpha, coll_beta = base.coll_alpha, base.coll_beta
+    if coll_rows:
+        coll_alpha, coll_beta = (float(x) for x in _scaled_lstsq(coll_rows, coll_y))
     per_sample = dict(base.compute_per_sample)
+    per_step = dict(base.compute_per_step)
     for model, (xs, ys) in compute.items():
         bx, ty = np.array(xs), np.array(ys)
-        per_sample[model] = max(0.0, float(bx @ ty / (bx @ bx)))
+        if compute_intercept and len(set(xs)) >= 2:
+            c0, c = _scaled_lstsq([(1.0, x) for x in xs], ys)
+            per_step[model], per_sample[model] = float(c0), float(c)
+        else:
+            per_sample[model] = max(0.0, float(bx @ ty / (bx @ bx)))
     apply_per_row, apply_per_value = base.apply_per_row, base.apply_per_value
     if apply_rows:
-        a = np.array(apply_rows, dtype=np.float64)
-        scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
-        x = _nonneg_lstsq(a / scale, np.array(apply_y)) / scale
-        apply_per_row, apply_per_value = float(x[0]), float(x[1])
+        apply_per_row, apply_per_value = (float(x) for x in _scaled_lstsq(apply_rows, apply_y))
+    coll_apply = base.coll_apply_per_row
+    if capply_x:
+        cx, cy = np.array(capply_x), np.array(capply_y)
+        coll_apply = max(0.0, float(cx @ cy / (cx @ cx))) if cx @ cx > 0 else coll_apply
+    jitter = base.jitter
+    if jit_x:
+        jx, jy = np.array(jit_x), np.array(jit_y)
+        jitter = max(0.0, float(jx @ jy / (jx @ jx))) if jx @ jx > 0 else jitter
     return Calibration(alpha=alpha, beta=beta, compute_per_sample=per_sample,
                        apply_per_row=apply_per_row, apply_per_value=apply_per_value,
+                       compute_per_step=per_step, coll_alpha=coll_alpha, coll_beta=coll_beta,
+                       coll_apply_per_row=coll_apply, jitter=jitter,
                        source=f"fit_calibration over {len(results)} runs")

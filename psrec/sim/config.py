@@ -137,6 +137,10 @@ class ClusterSpec:
         straggler_slowdown: a straggler's compute takes this many times longer (>= 1).
         ps_imbalance: max/mean PS load to use instead of the partitioner's formula (0 = formula);
             e.g. a measured `imbalance_hash` from the PS benchmark.
+        cores: CPU cores that all workers (and their PS) share; 0 = every worker has its own
+            cores (a cluster). A laptop running W > cores workers stretches every CPU part of a
+            step (compute, software communication, apply) by W / cores
+            (`psrec.sim.calibration.cpu_slowdown`); emulated network time is not CPU.
     """
 
     workers: int = 64
@@ -147,8 +151,11 @@ class ClusterSpec:
     straggler_fraction: float = 0.0
     straggler_slowdown: float = 1.0
     ps_imbalance: float = 0.0
+    cores: float = 0.0  # a cluster: no sharing
 
     def __post_init__(self) -> None:
+        if not (self.cores >= 0 and math.isfinite(self.cores)):
+            raise ValueError(f"cluster.cores must be a finite number >= 0 (0 = not shared), got {self.cores}")
         if self.workers < 1 or self.ps < 1 or self.workers_per_node < 1:
             raise ValueError("cluster.workers, cluster.ps and cluster.workers_per_node must be >= 1")
         if not isinstance(self.net, NetConfig):
@@ -185,6 +192,14 @@ class SimOptions:
             (PyTorch DDP, Horovod); only the part longer than the backward pass shows.
         optimizer_slots: values kept per embedding value (1 + optimizer state: Adagrad = 2),
             for the memory column only.
+        alltoall_payload: what the collective's all-to-all carries: `pooled` (DLRM/TorchRec:
+            every lookup's id out, pooled vectors back, their gradients out) or `rows` (psrec's
+            collective: each rank deduplicates its batch, sends the distinct keys to their
+            owners, gets the rows back and sends the rows' gradients with a count; 4 calls).
+        software_at_server: charge the calibrated software alpha/beta on the PS NIC too, once
+            per concurrent worker (PS CPU incast). False when the constants were measured at the
+            worker end of the calls, where they already hold the server's share, and the PS
+            shares the workers' cores (a laptop run: `ClusterSpec.cores` models that sharing).
     """
 
     partitioner: Literal["hash", "balanced"] = "hash"
@@ -194,8 +209,12 @@ class SimOptions:
     overlap_ps: bool = False
     overlap_allreduce: bool = True  # DDP's default bucketing
     optimizer_slots: int = 2  # Adagrad: value + accumulator
+    alltoall_payload: Literal["pooled", "rows"] = "pooled"  # what DLRM-style systems exchange
+    software_at_server: bool = True  # a cluster's PS has its own CPU, which W workers' calls share
 
     def __post_init__(self) -> None:
+        if self.alltoall_payload not in ("pooled", "rows"):
+            raise ValueError(f"options.alltoall_payload must be pooled or rows, got {self.alltoall_payload!r}")
         if self.partitioner not in ("hash", "balanced"):
             raise ValueError(f"options.partitioner must be hash or balanced, got {self.partitioner!r}")
         if self.allreduce not in ("ring", "tree", "hierarchical", "auto"):
@@ -219,6 +238,10 @@ class SimSpec:
     def __post_init__(self) -> None:
         self.data.exponents(len(self.model.tables))  # raises on a length mismatch
         self.compute_per_sample()  # raises if the model has no compute constant
+
+    def compute_per_step(self) -> float:
+        """Seconds per step that do not grow with the batch (the calibration's, by model name)."""
+        return self.calibration.compute_step_for(self.model.name)
 
     def compute_per_sample(self) -> float:
         """Seconds per sample on the calibrated worker: the model's own value, else the calibration's."""

@@ -45,6 +45,15 @@ Language Models", 2020, sec. 2.1).
 Stragglers: a worker is slowed by `straggler_slowdown` with probability `straggler_fraction`
 per step. Lockstep modes wait for the slowest of W: E[max slowdown] = 1 + (k-1)(1 - (1-f)^W);
 ps-async workers do not wait, and run at the mean 1 + f (k-1).
+
+Calibrated extras (all 0 until `psrec calibrate` fits them, so the formulas above stand alone):
+per-step compute overhead (`compute_per_step`, T_compute = c0 + B c); collective library
+software cost per message and byte (`coll_alpha`, `coll_beta`) on every all-to-all and
+all-reduce; lockstep jitter: W workers whose step varies with coefficient of variation j wait
+for the slowest, E[max] - mean = j * E[max of W std normals] * step (`expected_max_normal`).
+Shared CPUs (`ClusterSpec.cores` > 0): every CPU part (compute, the software alpha/beta,
+apply) runs `cpu_slowdown(W, cores)` = max(1, W / cores) times slower (processor sharing);
+the emulated network's wire time does not.
 """
 from __future__ import annotations
 
@@ -53,13 +62,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from psrec.net import transfer_time
+from psrec.sim.calibration import cpu_slowdown, expected_max_normal
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.keys import KeyStats, key_stats, shard_load, touched_shards
 
 __all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_phases",
            "straggler_factors", "ps_sync_step", "ps_async_step", "hybrid_step", "collective_step",
-           "MODES", "simulate"]
+           "MODES", "simulate", "slowdown"]
 
 BACKWARD_SHARE = 2 / 3  # backward FLOPs = 2x forward (Kaplan et al. 2020)
 
@@ -80,16 +90,17 @@ class ComputeCost:
         return self.forward + self.backward
 
 
-def compute_cost(batch: int, seconds_per_sample: float, speed: float = 1.0) -> ComputeCost:
-    """Compute of one step: batch * seconds_per_sample / speed, 1/3 forward and 2/3 backward.
+def compute_cost(batch: int, seconds_per_sample: float, speed: float = 1.0, per_step: float = 0.0) -> ComputeCost:
+    """Compute of one step: (per_step + batch * seconds_per_sample) / speed, 1/3 forward and
+    2/3 backward.
 
     `seconds_per_sample` is the fitted constant of the model (`Calibration.compute_per_sample`);
     compute is linear in the batch, which is what the fit assumes (CPU GEMMs at CTR batch
     sizes are throughput-bound).
     """
-    if batch < 0 or seconds_per_sample < 0 or not speed > 0:
-        raise ValueError("batch and seconds_per_sample must be >= 0 and speed > 0")
-    total = batch * seconds_per_sample / speed
+    if batch < 0 or seconds_per_sample < 0 or per_step < 0 or not speed > 0:
+        raise ValueError("batch, seconds_per_sample and per_step must be >= 0 and speed > 0")
+    total = (per_step + batch * seconds_per_sample) / speed
     return ComputeCost(forward=total * (1 - BACKWARD_SHARE), backward=total * BACKWARD_SHARE)
 
 
@@ -254,7 +265,28 @@ def nic_time(spec: SimSpec, messages: float, nbytes: float) -> float:
     0.0024
     """
     cal = spec.calibration
-    return transfer_time(spec.cluster.net, nbytes, messages) + messages * cal.alpha + nbytes * cal.beta
+    return transfer_time(spec.cluster.net, nbytes, messages) + slowdown(spec) * (messages * cal.alpha + nbytes * cal.beta)
+
+
+def _wire_time(spec: SimSpec, messages: float, nbytes: float) -> float:
+    """The network's own share of `nic_time` (no software cost): `SimOptions.software_at_server` off."""
+    return transfer_time(spec.cluster.net, nbytes, messages)
+
+
+def slowdown(spec: SimSpec) -> float:
+    """CPU sharing factor of `spec` (1 on a cluster; W / cores on an oversubscribed machine)."""
+    return cpu_slowdown(spec.cluster.workers, spec.cluster.cores)
+
+
+def _compute(spec: SimSpec) -> ComputeCost:
+    c = spec.cluster
+    return compute_cost(spec.model.batch_size, spec.compute_per_sample(), c.worker_speed / slowdown(spec),
+                        spec.compute_per_step())
+
+
+def _jitter_wait(spec: SimSpec, step: float) -> float:
+    """Lockstep wait for the slowest of W workers whose step time varies (calibrated jitter)."""
+    return spec.calibration.jitter * expected_max_normal(spec.cluster.workers) * step
 
 
 @dataclass(frozen=True)
@@ -276,12 +308,13 @@ def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int) -> PSPhases:
     cal = spec.calibration
     k = concurrent
     req_w = nic_time(spec, t.messages, t.request_bytes)
-    req_s = nic_time(spec, k * t.shard_messages, k * t.shard_request_bytes)
+    srv = nic_time if spec.options.software_at_server else _wire_time
+    req_s = srv(spec, k * t.shard_messages, k * t.shard_request_bytes)
     resp_w = nic_time(spec, t.messages, t.response_bytes)
-    resp_s = nic_time(spec, k * t.shard_messages, k * t.shard_response_bytes)
+    resp_s = srv(spec, k * t.shard_messages, k * t.shard_response_bytes)
     push_w = nic_time(spec, t.messages, t.push_bytes)
-    push_s = nic_time(spec, k * t.shard_messages, k * t.shard_push_bytes)
-    apply_s = k * (t.shard_apply_rows * cal.apply_per_row + t.shard_apply_values * cal.apply_per_value)
+    push_s = srv(spec, k * t.shard_messages, k * t.shard_push_bytes)
+    apply_s = k * (t.shard_apply_rows * cal.apply_per_row + t.shard_apply_values * cal.apply_per_value) * slowdown(spec)
     return PSPhases(pull=max(req_w, req_s) + max(resp_w, resp_s), push=max(push_w, push_s),
                     pull_worker=req_w + resp_w, pull_server=req_s + resp_s,
                     push_worker=push_w, push_server=push_s, apply_server=apply_s)
@@ -310,12 +343,12 @@ def _ps_label(worker: float, server: float) -> str:
 def ps_sync_step(spec: SimSpec) -> StepCost:
     """ps-sync: T = compute + wait + pull + push + apply, all W workers at once (module doc)."""
     c, m = spec.cluster, spec.model
-    comp = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed).total
+    comp = _compute(spec).total
     slowest, _ = straggler_factors(spec)
     t = ps_traffic(spec)
     ph = ps_phases(spec, t, c.workers)
     parts = {"compute": comp, "pull": ph.pull, "push": ph.push, "apply": ph.apply_server,
-             "wait": comp * (slowest - 1)}
+             "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + ph.pull + ph.push + ph.apply_server)}
     label = _largest(parts)
     if label in ("pull", "push"):
         label += f" ({_ps_label(ph.pull_worker + ph.push_worker, ph.pull_server + ph.push_server)})"
@@ -331,7 +364,7 @@ def ps_async_step(spec: SimSpec) -> StepCost:
     """
     c, m, o = spec.cluster, spec.model, spec.options
     _, mean_slow = straggler_factors(spec)
-    comp = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed).total * mean_slow
+    comp = _compute(spec).total * mean_slow
     t = ps_traffic(spec)
     alone = ps_phases(spec, t, 1)  # no other worker at the PS
     comm = alone.pull + alone.push
@@ -340,8 +373,9 @@ def ps_async_step(spec: SimSpec) -> StepCost:
     pull, push = (comm - hidden) * pull_share, (comm - hidden) * (1 - pull_share)
     own = comp + pull + push
     # The busiest PS's demand per worker step: NIC (in and out are separate directions) and CPU.
-    nic_in = nic_time(spec, 2 * t.shard_messages, t.shard_request_bytes + t.shard_push_bytes)
-    nic_out = nic_time(spec, t.shard_messages, t.shard_response_bytes)
+    srv = nic_time if o.software_at_server else _wire_time
+    nic_in = srv(spec, 2 * t.shard_messages, t.shard_request_bytes + t.shard_push_bytes)
+    nic_out = srv(spec, t.shard_messages, t.shard_response_bytes)
     bound_nic = c.workers * max(nic_in, nic_out)
     bound_apply = alone.apply_server * c.workers
     apply, label = 0.0, _largest({"compute": comp, "pull": pull, "push": push})
@@ -362,9 +396,12 @@ def ps_async_step(spec: SimSpec) -> StepCost:
 
 def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     """(exposed, hidden) seconds of the dense all-reduce."""
-    c, o = spec.cluster, spec.options
-    ar = allreduce_cost(c.net, c.workers, spec.model.dense_params * VALUE_BYTES, o.allreduce,
-                        c.workers_per_node).time
+    c, o, cal = spec.cluster, spec.options, spec.calibration
+    size = spec.model.dense_params * VALUE_BYTES
+    ar = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node).time
+    if c.workers > 1:  # software per message and byte of a ring: 2(n-1) messages, 2 * 2(n-1)/n S bytes in + out
+        n = c.workers
+        ar += slowdown(spec) * (cal.coll_alpha * 2 * (n - 1) + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
     if not o.overlap_allreduce:
         return ar, 0.0
     return max(0.0, ar - backward), min(ar, backward)
@@ -374,14 +411,15 @@ def hybrid_step(spec: SimSpec) -> StepCost:
     """hybrid: embeddings on the PS (W concurrent), dense all-reduced; the PS applies embedding
     updates asynchronously (T >= W * apply demand), the dense update is local."""
     c, m, cal = spec.cluster, spec.model, spec.calibration
-    cc = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed)
+    cc = _compute(spec)
     slowest, _ = straggler_factors(spec)
     t = ps_traffic(spec, dense_on_ps=False)
     ph = ps_phases(spec, t, c.workers)
     ar, hidden = _dense_allreduce(spec, cc.backward)
-    apply = m.dense_params * cal.apply_per_value
+    apply = m.dense_params * cal.apply_per_value * slowdown(spec)
     parts = {"compute": cc.total, "pull": ph.pull, "push": ph.push, "allreduce": ar,
-             "wait": cc.total * (slowest - 1), "apply": apply}
+             "wait": cc.total * (slowest - 1) + _jitter_wait(spec, cc.total + ph.pull + ph.push + ar + apply),
+             "apply": apply}
     own = sum(parts.values())
     if ph.apply_server > own:  # the PS CPU cannot keep up with W workers' embedding updates
         parts["apply"] += ph.apply_server - own
@@ -400,21 +438,43 @@ def collective_step(spec: SimSpec) -> StepCost:
     Per rank: S_ids = B * sum_t keys_t * 8; S_emb = B * sum_t pooled_t * dim_t * 4;
     alltoall = a2a(S_ids) + 2 a2a(S_emb); apply = sum_t D_t(W B keys_t) / W * (apply_per_row +
     dim_t apply_per_value) + dense * apply_per_value.
+
+    With `options.alltoall_payload = "rows"` (psrec's collective: deduplicate, then exchange
+    rows), with D_t = distinct keys of one rank's batch: a2a(sizes, 8 n bytes) + a2a(S_keys =
+    sum_t D_t * 8) + a2a(S_rows = sum_t D_t dim_t 4) + a2a(S_rows + sum_t D_t * 4 counts).
+    Each call adds the calibrated software cost slowdown * ((n-1) coll_alpha + 2 (n-1)/n S
+    coll_beta) (bytes sent plus received). With a calibrated `coll_apply_per_row` the apply is
+    slowdown * coll_apply_per_row * sum_t D_t(W B keys_t) / W (lookups, updates and the dense
+    optimizer, as measured together).
     """
     c, m, o, cal = spec.cluster, spec.model, spec.options, spec.calibration
-    cc = compute_cost(m.batch_size, spec.compute_per_sample(), c.worker_speed)
+    n = c.workers
+    cc = _compute(spec)
     slowest, _ = straggler_factors(spec)
-    s_ids = m.batch_size * sum(t.keys_per_sample for t in m.tables) * KEY_BYTES
-    s_emb = m.batch_size * sum(t.pooled * t.dim for t in m.tables) * VALUE_BYTES
-    a2a = (alltoall_cost(c.net, c.workers, s_ids, o.alltoall, c.workers_per_node).time
-           + 2 * alltoall_cost(c.net, c.workers, s_emb, o.alltoall, c.workers_per_node).time)
+    if o.alltoall_payload == "rows":
+        own = _table_stats(spec)
+        s_keys = sum(st.distinct for st, _ in own) * KEY_BYTES
+        s_rows = sum(st.distinct * dim for st, dim in own) * VALUE_BYTES
+        s_grads = s_rows + sum(st.distinct for st, _ in own) * 4
+        sizes = [KEY_BYTES * n, s_keys, s_rows, s_grads]
+    else:
+        s_ids = m.batch_size * sum(t.keys_per_sample for t in m.tables) * KEY_BYTES
+        s_emb = m.batch_size * sum(t.pooled * t.dim for t in m.tables) * VALUE_BYTES
+        sizes = [s_ids, s_emb, s_emb]
+    a2a = sum(alltoall_cost(c.net, n, sz, o.alltoall, c.workers_per_node).time for sz in sizes)
+    if n > 1:
+        a2a += slowdown(spec) * sum(cal.coll_alpha * (n - 1) + cal.coll_beta * 2 * (n - 1) / n * sz for sz in sizes)
     ar, hidden = _dense_allreduce(spec, cc.backward)
-    union = _table_stats(spec, draws_factor=c.workers)
-    apply = sum(st.distinct / c.workers * (cal.apply_per_row + dim * cal.apply_per_value) for st, dim in union)
-    apply += m.dense_params * cal.apply_per_value
-    parts = {"compute": cc.total, "alltoall": a2a, "allreduce": ar, "wait": cc.total * (slowest - 1),
-             "apply": apply}
-    return StepCost("collective", compute=cc.total, alltoall=a2a, allreduce=ar, wait=parts["wait"],
+    union = _table_stats(spec, draws_factor=n)
+    if cal.coll_apply_per_row > 0:
+        apply = slowdown(spec) * cal.coll_apply_per_row * sum(st.distinct / n for st, _ in union)
+    else:
+        apply = sum(st.distinct / n * (cal.apply_per_row + dim * cal.apply_per_value) for st, dim in union)
+        apply += m.dense_params * cal.apply_per_value
+        apply *= slowdown(spec)
+    wait = cc.total * (slowest - 1) + _jitter_wait(spec, cc.total + a2a + ar + apply)
+    parts = {"compute": cc.total, "alltoall": a2a, "allreduce": ar, "wait": wait, "apply": apply}
+    return StepCost("collective", compute=cc.total, alltoall=a2a, allreduce=ar, wait=wait,
                     apply=apply, hidden=hidden, workers=c.workers, batch_size=m.batch_size,
                     memory_per_node=_memory(spec, c.workers), bottleneck=_largest(parts))
 

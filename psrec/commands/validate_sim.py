@@ -1,0 +1,212 @@
+"""`psrec validate-sim`: train small real configurations, predict each from a calibration fitted
+on the others (leave-one-out), and report how far the simulator is from the measurement.
+
+The configurations (`psrec.sim.validate.DEFAULT_RUNS`) vary workers, PS count, batch size,
+the emulated network and the mode (PS async, PS sync, collective); each trains for a few
+seconds. They run on Ray by default, the real path (PS and worker actors exchanging real
+messages, gloo for the collective), in one Ray session shared by every configuration; `--transport
+inprocess` runs the same code on threads (seconds instead of minutes; used by the tests).
+
+Measured step time = the mean of a worker's summed phases per step, plus the emulated
+network's seconds when `--net` is on (the runners book those apart); comm fraction the
+runner's (emulated) communication fraction. The table and the closing line
+`median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1 configs=N`
+go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
+directory go into the run directory. `--reuse DIR` predicts again from the runs of an
+earlier validation without training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+TABLE_COLUMNS = ["config", "mode", "measured_ms", "predicted_ms", "step_err_pct", "comm_measured_pct",
+                 "comm_predicted_pct", "comm_err_pts"]
+TABLE_HEADERS = ["config", "mode", "measured ms", "predicted ms", "step err %", "comm % meas", "comm % pred",
+                 "comm err pts"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate-sim", help="predict real runs from the others' calibration and report the error",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--transport", choices=["ray", "inprocess"], default="ray",
+                   help="ray (default: actors and gloo, the real path) or inprocess (threads; fast)")
+    p.add_argument("--quick", action="store_true", help="three tiny configurations (one per mode) instead of nine")
+    p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 15)")
+    p.add_argument("--only", help="comma list of configuration names to run (default all)")
+    p.add_argument("--reuse", metavar="DIR", help="predict from the runs of an earlier validate-sim run directory")
+    p.add_argument("--cores", type=float, default=0,
+                   help="CPU cores the runs share (default: this machine's, os.cpu_count())")
+    p.add_argument("--run-dir", default="runs", metavar="DIR", help="parent of the run directory")
+    p.set_defaults(func=run)
+
+
+def _config_for(rs, run_dir: Path, transport: str):
+    """The psrec Config of one RunSpec: synthetic data, DeepFM, a few seconds of training."""
+    from psrec.config import load_config
+
+    sets = [f"data.train_rows={rs.rows}", "data.eval_rows=1024", f"data.batch_size={rs.batch_size}",
+            "train.threads=1", "train.progress=false", f'run.dir="{run_dir}"', f'run.name="{rs.name}"']
+    if rs.mode == "collective":
+        sets += [f"collective.workers={rs.workers}", f'collective.net="{rs.net}"',
+                 f'collective.transport="{transport}"', "collective.metrics_port=-1"]
+    else:
+        sets += [f"ps.workers={rs.workers}", f"ps.num_ps={rs.ps}", f"ps.sync={str(rs.mode == 'ps-sync').lower()}",
+                 f'ps.net="{rs.net}"', f'ps.transport="{transport}"', "ps.metrics_port=-1"]
+    return load_config(None, sets)
+
+
+def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print) -> list[Path]:
+    """Train every RunSpec into `run_dir/<name>/`; returns their results.json paths."""
+    from collective.runner import run_collective
+    from psrec.ps.runner import run_ps
+
+    if transport == "ray":
+        from psrec.raysession import ensure_ray
+
+        t0 = time.perf_counter()
+        ensure_ray()  # once: every configuration's actors join the same session
+        log(f"  ray ready ({time.perf_counter() - t0:.0f} s)")
+    paths = []
+    for rs in runs:
+        cfg = _config_for(rs, run_dir, transport)
+        t0 = time.perf_counter()
+        res = run_collective(cfg) if rs.mode == "collective" else run_ps(cfg)
+        log(f"  {rs.name}: {res['train_seconds']:.1f} s training, {time.perf_counter() - t0:.0f} s in all")
+        paths.append(Path(res["run_dir"]) / "results.json")
+    return paths
+
+
+def spec_for(rs, cfg, cores: float):
+    """The simulator's description of RunSpec `rs` trained with Config `cfg` on `cores` cores.
+
+    Tables: one sim table per (model table, field) so that each field keeps its own key
+    distribution (the synthetic generator draws every field from its own bounded Zipf law,
+    the law `psrec.sim.keys` assumes); DeepFM's `emb` (dim 16) and `linear` (dim 1) tables
+    both hold every field's keys. Dense parameters from the model itself; psrec's wire format
+    (a count with every pushed row; rows, not pooled vectors, in the collective's all-to-all).
+    """
+    from psrec.net import NetConfig, parse_net
+    from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
+    from psrec.train.plan import plan_model
+
+    if cfg.data.source != "synthetic":
+        raise ValueError("validate-sim describes synthetic-data runs only (their key law is known)")
+    mp = plan_model(cfg)
+    syn = cfg.synthetic
+    cards, exps = syn.field_cardinalities, syn.field_zipf
+    tables, zipf = [], []
+    for t in mp.tables:
+        for f in t.fields:
+            tables.append(TableSpec(f"{t.name}_{f}", rows=int(cards[f]), dim=t.dim, keys_per_sample=1))
+            zipf.append(float(exps[f]))
+    dense = sum(p.numel() for p in mp.model.parameters())
+    # The collective's compute constant is its own (results_map: it books dedup and assembly there).
+    name = f"{cfg.model.name}/collective" if rs.mode == "collective" else cfg.model.name
+    model = ModelSpec(name=name, tables=tuple(tables), dense_params=int(dense), batch_size=rs.batch_size)
+    net = parse_net(rs.net, where=f"{rs.name}.net") if rs.net else NetConfig()
+    cluster = ClusterSpec(workers=rs.workers, ps=rs.ps, net=net, cores=cores)
+    options = SimOptions(partitioner=cfg.ps.partitioner, dense_on_ps=cfg.ps.dense == "ps", alltoall_payload="rows",
+                         overlap_allreduce=cfg.collective.overlap, software_at_server=False)
+    return SimSpec(cluster=cluster, model=model, data=DataSpec(zipf_per_table=tuple(zipf)), options=options)
+
+
+def _fit(runs):
+    from psrec.sim.calibration import fit_calibration
+
+    return fit_calibration(runs, compute_intercept=True)
+
+
+def validate(runs: Sequence[Any], paths: Sequence[Path], run_dir: Path, cores: float, transport: str):
+    """Map every run, build its spec, predict it leave-one-out; returns (predictions, summary)."""
+    from psrec.sim.results_map import load_run
+    from psrec.sim.validate import leave_one_out, summarize
+
+    mapped = [load_run(p, cores) for p in paths]
+    specs = [spec_for(rs, _config_for(rs, run_dir, transport), cores) for rs in runs]
+    preds = leave_one_out(mapped, specs, fit=_fit, names=[rs.name for rs in runs])
+    return mapped, preds, summarize(preds, [rs.group for rs in runs])
+
+
+def _runs_of(args: argparse.Namespace, reuse: Path | None):
+    import dataclasses
+
+    from psrec.sim.validate import DEFAULT_RUNS, QUICK_RUNS, RunSpec
+
+    if reuse is not None and (reuse / "validation.json").is_file():
+        saved = json.loads((reuse / "validation.json").read_text())
+        runs = [RunSpec(**r) for r in saved["runs"]]
+    elif reuse is not None:  # a directory of runs without our summary: the default set's that are there
+        runs = [r for r in (*DEFAULT_RUNS, *QUICK_RUNS) if (reuse / r.name / "results.json").is_file()]
+    else:
+        runs = list(QUICK_RUNS if args.quick else DEFAULT_RUNS)
+    if args.steps:
+        runs = [dataclasses.replace(r, steps=args.steps) for r in runs]
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in {r.name for r in runs}]
+        if unknown:
+            raise ValueError(f"--only: unknown configuration(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(r.name for r in runs)}")
+        runs = [r for r in runs if r.name in names]
+    if len(runs) < 3:
+        raise ValueError(f"leave-one-out over {len(runs)} configurations: need at least 3")
+    return runs
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from psrec.report.table import format_table
+    from psrec.sim.validate import summary_line
+
+    cores = args.cores or float(os.cpu_count() or 1)
+    reuse = Path(args.reuse) if args.reuse else None
+    try:
+        runs = _runs_of(args, reuse)
+    except (ValueError, OSError, KeyError) as e:
+        print(f"psrec validate-sim: {e}", file=sys.stderr)
+        return 2
+    base = Path(args.run_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-validate-sim"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    if reuse is not None:
+        paths = [reuse / rs.name / "results.json" for rs in runs]
+        print(f"validate-sim: predicting the {len(runs)} runs of {reuse} again; run directory {run_dir}",
+              file=sys.stderr)
+    else:
+        print(f"validate-sim: {len(runs)} configurations on {args.transport}, {cores:g} cores; run directory "
+              f"{run_dir}", file=sys.stderr)
+        paths = run_configs(runs, run_dir, args.transport, log=lambda m: print(m, file=sys.stderr, flush=True))
+    mapped, preds, summary = validate(runs, paths, run_dir, cores, args.transport)
+    # One decimal everywhere: run-to-run noise on a shared machine is larger than that.
+    rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in p.as_row().items()} for p in preds]
+    table = format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)
+    from psrec.sim.validate import ranking_groups
+
+    lines = [table, ""]
+    for g, meas, pred in ranking_groups(preds, [rs.group for rs in runs]):
+        w, b, net = g
+        lines.append(f"ranking (workers {w}, batch {b}, net {net or 'none'}): measured {' < '.join(meas)}; "
+                     f"predicted {' < '.join(pred)}")
+    line = summary_line(summary)
+    text = "\n".join(lines + [line])
+    (run_dir / "validation.txt").write_text(text + "\n")
+    (run_dir / "validation.json").write_text(json.dumps({
+        "runs": [dataclasses.asdict(r) for r in runs], "cores": cores, "transport": args.transport,
+        "reused": str(reuse) if reuse else None, "seconds": time.perf_counter() - t0,
+        "summary": dataclasses.asdict(summary),
+        "predictions": [{**p.as_row(), "cost": p.cost.as_row() if p.cost else None,
+                         "calibration": p.calibration.to_dict() if p.calibration else None} for p in preds],
+        "mapped": mapped}, indent=1, default=float) + "\n")
+    print(text)
+    return 0

@@ -1,0 +1,224 @@
+"""From a run's `results.json` to the fit schema of `psrec.sim.calibration` (one dict per run).
+
+Reads what `psrec.ps.runner.run_ps` and `collective.runner.run_collective` write (also inside
+`psrec compare` and `psrec validate-sim` directories). The mapping, per run (seconds are per
+worker step: phases summed over workers / worker steps summed, without each worker's first
+step when the runner recorded `steady_phases`; counters are per step over all steps):
+
+PS modes (ps-async, ps-sync, ps-*-hybrid):
+    compute          data + compute phases: both are CPU work per sample on the worker, and
+                     the simulator has one compute term
+    pull, push       the phases as measured (real time; the emulated network is booked apart
+                     by the client, so `net` is *not* set: the fit subtracts nothing); they
+                     include the client's dedup/assembly and the shard's lookup, which the
+                     fitted software alpha/beta absorb
+    bytes, messages  per_worker pull_bytes / push_bytes / pull_messages / push_messages; a
+                     pull call is two messages on the wire (request, response) as the
+                     simulator counts them, a push one
+    apply            the busiest shard's `apply_seconds` per apply (async: one apply per
+                     worker push; sync: one per global step)
+    apply_rows       rows (over tables) the shard applies per apply. psrec's wire format gives
+                     them without the config: a push carries (key 8 B, gradient, count 8 B)
+                     per row and a pull (key 8 B, row) per row, so rows = (push - pull) / 8
+                     bytes, and values = (pull - 8 rows - 4 dense) / 4
+    wait             the sync barrier, per worker step
+Collective:
+    compute          data + compute phases, under the model name `<model>/collective`: this
+                     runner books the batch's dedup and assembly as compute (the PS runner
+                     books them in pull), so the two paths get their own compute constants
+    alltoall         {seconds, bytes, messages} per rank step (ids, rows, gradients, sizes)
+    allreduce        {seconds (exposed + hidden), bytes, messages} per rank step (dense)
+    apply            lookup + apply phases: the EV work on the rows a rank owns, per
+                     `keys_applied` row (the shard's rows updated, over its tables)
+    wait             the first rendezvous, per rank step
+Both:
+    measured         {"step": mean step seconds + emulated network seconds per step,
+                      "comm_fraction": the runner's emulated_comm_fraction}
+    cores            CPU cores the run's processes shared (argument; results.json does not say)
+
+A results.json that lacks a key the mapping needs raises `CalibrationError` naming the file
+and the key.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from psrec.sim.calibration import CalibrationError
+
+__all__ = ["map_results", "load_run", "find_results", "mode_of"]
+
+_MODE = {"ps-async": "ps-async", "ps-sync": "ps-sync", "ps-async-hybrid": "hybrid", "ps-sync-hybrid": "hybrid",
+         "collective": "collective"}
+
+
+def mode_of(results: Mapping[str, Any], where: str) -> str:
+    """The simulator's mode name of a run (`ps-async-hybrid` -> `hybrid`)."""
+    m = _need(results, "mode", where)
+    if m not in _MODE:
+        raise CalibrationError(f"{where}: mode {m!r} is not a PS or collective run (known: {', '.join(_MODE)})")
+    return _MODE[m]
+
+
+def _need(d: Mapping[str, Any], key: str, where: str, prefix: str = "") -> Any:
+    if not isinstance(d, Mapping) or d.get(key) is None:
+        raise CalibrationError(f"{where}: missing key {prefix + key!r}")
+    return d[key]
+
+
+def _num(d: Mapping[str, Any], key: str, where: str, prefix: str = "") -> float:
+    v = _need(d, key, where, prefix)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CalibrationError(f"{where}: {prefix + key!r} must be a number, got {v!r}")
+    return float(v)
+
+
+def _workers(results: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
+    per = _need(results, "per_worker", where)
+    live = [w for w in per if isinstance(w, Mapping) and w.get("steps")]
+    if not live:
+        raise CalibrationError(f"{where}: per_worker has no worker with steps > 0")
+    return live
+
+
+def _steady(live: list[Mapping[str, Any]]) -> bool:
+    """Every worker reports its steady-state totals (the first step left out) and has some."""
+    return all(isinstance(w.get("steady_phases"), Mapping) and (w.get("steady_steps") or 0) > 0 for w in live)
+
+
+def _phase_means(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> tuple[dict[str, float], float]:
+    """(phase -> seconds per worker step, summed worker steps), steady state when recorded."""
+    key, steps_key = ("steady_phases", "steady_steps") if _steady(live) else ("phases", "steps")
+    steps = sum(_num(w, steps_key, where, "per_worker[].") for w in live)
+    out = {}
+    for n in names:
+        out[n] = sum(_num(_need(w, key, where, f"per_worker[].{key}."), n, where, f"per_worker[].{key}.")
+                     for w in live) / steps
+    return out, steps
+
+
+def _measured(results: Mapping[str, Any], live: list[Mapping[str, Any]], comm: tuple[str, ...],
+              where: str) -> dict[str, float]:
+    """Mean step seconds with the emulated network's seconds added, and the comm fraction
+    (comm phases + emulated seconds over the step), as the runners define it."""
+    steady = _steady(live)
+    key, steps_key, emu_key = (("steady_phases", "steady_steps", "steady_emulated_seconds") if steady
+                               else ("phases", "steps", "emulated_net_seconds"))
+    steps = sum(float(w[steps_key]) for w in live)
+    wall = sum(sum(float(v) for v in w[key].values()) for w in live)
+    comm_s = sum(float(w[key].get(c, 0.0)) for w in live for c in comm)
+    emu = sum(float(w.get(emu_key) or 0.0) for w in live)
+    return {"step": (wall + emu) / steps, "emulated": emu / steps,
+            "comm_fraction": (comm_s + emu) / (wall + emu) if wall + emu > 0 else 0.0, "steady": steady}
+
+
+def map_results(results: Mapping[str, Any], where: str = "results.json", cores: float = 0.0) -> dict[str, Any]:
+    """One run in the fit schema (module doc). `where` names the file in errors.
+
+    Example (a 1-worker, 1-PS async run, 2 steps; golden values in tests/test_calibrate.py):
+        >>> r = {"mode": "ps-async", "model": "lr", "workers": 1, "num_ps": 1, "batch_size": 4,
+        ...      "dense_params": 0, "emulated_comm_fraction": 0.5, "net": "",
+        ...      "per_worker": [{"steps": 2, "phases": {"data": 0.1, "compute": 0.3, "pull": 0.2, "push": 0.2,
+        ...                      "wait": 0, "allreduce": 0}, "pull_bytes": 2000, "push_bytes": 2800,
+        ...                      "pull_messages": 2, "push_messages": 2}],
+        ...      "per_ps": [{"apply_seconds": 0.02, "bytes_in": 0}]}
+        >>> m = map_results(r)
+        >>> m["phases"], m["bytes"], m["apply_rows"], m["apply_values"]
+        ({'compute': 0.2, 'pull': 0.1, 'push': 0.1, 'apply': 0.01}, {'pull': 1000.0, 'push': 1400.0}, 50.0, 150.0)
+    """
+    if not isinstance(results, Mapping):
+        raise CalibrationError(f"{where}: expected a JSON object")
+    mode = mode_of(results, where)
+    model = str(results.get("model") or "default")
+    workers = int(_num(results, "workers", where))
+    batch = _num(results, "batch_size", where)
+    live = _workers(results, where)
+    # Counters (bytes, messages, applies) cover every step; phase means may leave the first out.
+    all_steps = sum(_num(w, "steps", where, "per_worker[].") for w in live)
+    net = results.get("net") or ""
+    out: dict[str, Any] = {"name": Path(where).parent.name if where.endswith("results.json") else where,
+                           "mode": mode, "model": model, "workers": workers, "batch_size": batch,
+                           "cores": float(cores), "emulated_net": net}
+    if mode == "collective":
+        out["model"] = f"{model}/collective"
+        ph, steps = _phase_means(live, ("data", "compute", "wait", "alltoall", "allreduce", "lookup", "apply"), where)
+        ar_total = sum(_num(w, "allreduce_total_seconds", where, "per_worker[].") for w in live) / all_steps
+        tags = _need(results, "bytes_per_step_by_kind", where)
+        dense_bytes = float(tags.get("dense", 0.0))
+        a2a_bytes = sum(float(v) for k, v in tags.items() if k not in ("dense", "control"))
+        n = workers
+        ar_msgs = _num(results, "dense_buckets", where) * 2 * (n - 1)  # ring: 2(N-1) per call
+        a2a_msgs = max(0.0, _num(results, "messages_per_step", where) - ar_msgs)
+        shards = _need(results, "per_shard", where)
+        applied = sum(_num(s, "keys_applied", where, "per_shard[].") for s in shards)
+        out.update({
+            "ps": 0,
+            "phases": {"compute": ph["data"] + ph["compute"], "apply": ph["lookup"] + ph["apply"]},
+            "collective": {"alltoall": {"seconds": ph["alltoall"], "bytes": a2a_bytes, "messages": a2a_msgs},
+                           "allreduce": {"seconds": ar_total, "bytes": dense_bytes, "messages": ar_msgs}},
+            # rows (over tables) a rank updates per step: the distinct rows it owns among all
+            # ranks' batches (it also looks them up for every rank: one constant per row covers both)
+            "apply_rows": applied / all_steps,
+            "wait": ph["wait"],
+        })
+        out["apply_values"] = None  # the collective's apply is fitted per row only (mixed widths)
+    else:
+        ph, steps = _phase_means(live, ("data", "compute", "pull", "push", "wait"), where)
+        m = int(_num(results, "num_ps", where))
+        pull_b = sum(_num(w, "pull_bytes", where, "per_worker[].") for w in live) / all_steps
+        push_b = sum(_num(w, "push_bytes", where, "per_worker[].") for w in live) / all_steps
+        pull_m = sum(_num(w, "pull_messages", where, "per_worker[].") for w in live) / all_steps
+        push_m = sum(_num(w, "push_messages", where, "per_worker[].") for w in live) / all_steps
+        dense = _num(results, "dense_params", where) if mode != "hybrid" else 0.0
+        rows = max(0.0, (push_b - pull_b) / 8)  # one 8-byte count per pushed row (module doc)
+        values = max(0.0, (pull_b - 8 * rows - 4 * dense) / 4)
+        shards = _need(results, "per_ps", where)
+        if not shards:
+            raise CalibrationError(f"{where}: per_ps is empty")
+        apply_s = max(_num(s, "apply_seconds", where, "per_ps[].") for s in shards)
+        rounds = all_steps / workers  # steps per worker
+        sync = mode == "ps-sync"
+        applies = rounds if sync else all_steps  # per shard: one per global step (sync) or per push
+        per = workers if sync else 1  # worker pushes merged into one apply
+        out.update({
+            "ps": m,
+            "phases": {"compute": ph["data"] + ph["compute"], "pull": ph["pull"], "push": ph["push"],
+                       "apply": apply_s / applies},
+            "bytes": {"pull": pull_b, "push": push_b},
+            "messages": {"pull": 2 * pull_m, "push": push_m},
+            "apply_rows": per * rows / m,
+            "apply_values": per * (values + dense) / m,
+            "wait": ph["wait"],
+        })
+    comm = ("alltoall", "allreduce") if mode == "collective" else ("pull", "push", "allreduce")
+    out["measured"] = _measured(results, live, comm, where)
+    return out
+
+
+def find_results(path: str | Path) -> list[Path]:
+    """results.json files under `path`: the file itself, a run directory, or a directory of
+    runs (a `psrec compare` or `psrec validate-sim` directory: one level of subdirectories)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise CalibrationError(f"{p}: no such file or directory")
+    if (p / "results.json").is_file() and not any(p.glob("*/results.json")):
+        return [p / "results.json"]
+    found = sorted(p.glob("*/results.json"))
+    if not found:
+        raise CalibrationError(f"{p}: no results.json in it or in its subdirectories")
+    return found
+
+
+def load_run(path: str | Path, cores: float = 0.0) -> dict[str, Any]:
+    """Read one results.json and map it (errors name the file)."""
+    where = str(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"{where}: not JSON ({e})") from None
+    except OSError as e:
+        raise CalibrationError(f"{where}: {e.strerror}") from None
+    return map_results(data, where, cores)

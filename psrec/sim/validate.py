@@ -1,0 +1,238 @@
+"""Validating the simulator against real runs: leave-one-out calibration, errors, mode ranking.
+
+Pure functions over already measured runs (the fit schema of `psrec.sim.calibration`, as
+`psrec.sim.results_map.map_results` makes it) and already built `SimSpec`s: running the
+configurations is the command's job (`psrec validate-sim`), so that this module stays free of
+runtime imports and can be tested on synthetic numbers.
+
+For each configuration i:
+
+    calibration_i = fit_calibration(every run except i)          (leave-one-out)
+    predicted_i   = costs[mode_i](spec_i with calibration_i)
+    step error    = predicted step / measured step - 1
+    comm error    = predicted comm fraction - measured comm fraction   (percentage points)
+
+Ranking of modes: configurations that share workers, batch size and network but differ in
+mode form a group; within each group the order of modes by measured step time must equal the
+order by predicted step time (`ranking_preserved`).
+
+Example:
+    >>> errs = [0.05, -0.12, 0.02]
+    >>> round(median_abs(errs), 3), round(max(abs(e) for e in errs), 3)
+    (0.05, 0.12)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from psrec.sim.calibration import Calibration, fit_calibration
+from psrec.sim.config import SimSpec
+from psrec.sim.costs import MODES, StepCost
+
+__all__ = ["RunSpec", "DEFAULT_RUNS", "QUICK_RUNS", "Prediction", "Summary", "leave_one_out", "predict",
+           "summarize", "ranking_groups", "median_abs", "summary_line"]
+
+RunMode = Literal["ps-async", "ps-sync", "collective"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One real configuration that `psrec validate-sim` trains and then predicts.
+
+    Args:
+        name: short label (the run's directory name).
+        mode: ps-async, ps-sync or collective.
+        workers: training workers (collective: ranks).
+        ps: parameter servers (PS modes; ignored by collective).
+        batch_size: rows per worker per step.
+        net: emulated network (`--net` form, "" = none).
+        steps: steps per worker; a few seconds of training on 2 cores.
+
+    Example:
+        >>> RunSpec("a", "ps-async", workers=2, ps=2).rows
+        15360
+    """
+
+    name: str
+    mode: RunMode
+    workers: int
+    ps: int = 1
+    batch_size: int = 512
+    net: str = ""
+    # 15 steps: ~2-4 s of training per configuration on 2 shared cores; the first step's
+    # lazy set-up (~1 step's time) is then ~5% of the mean, the same in every configuration.
+    steps: int = 15
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("ps-async", "ps-sync", "collective"):
+            raise ValueError(f"run {self.name!r}: mode must be ps-async, ps-sync or collective, got {self.mode!r}")
+        if self.workers < 1 or self.ps < 1 or self.batch_size < 1 or self.steps < 2:
+            raise ValueError(f"run {self.name!r}: workers, ps, batch_size must be >= 1 and steps >= 2")
+
+    @property
+    def rows(self) -> int:
+        """Training rows: whole rounds of workers x batch."""
+        return self.steps * self.workers * self.batch_size
+
+    @property
+    def group(self) -> tuple[int, int, str]:
+        """Configurations with the same (workers, batch, net) are ranked against each other."""
+        return (self.workers, self.batch_size, self.net)
+
+
+_SLOW_NET = "bandwidth=1Gbit,latency=100us"  # a 1 GbE-class link: its bytes cost ~as much as the software
+# Nine configurations: every mode at 2 workers / batch 512 on the bare machine and on the slow
+# network (two ranking groups), then one input varied per run: workers (2 -> 3, 4: CPU
+# oversubscription on 2 cores), PS count (1 vs 2) and batch size (512 vs 1024). Each mode keeps
+# >= 2 runs after any one is left out, so every constant has equations in every fold.
+DEFAULT_RUNS: tuple[RunSpec, ...] = (
+    RunSpec("async-w2-ps2-b512", "ps-async", 2, 2, 512),
+    RunSpec("sync-w2-ps2-b512", "ps-sync", 2, 2, 512),
+    RunSpec("coll-w2-b512", "collective", 2, 1, 512),
+    RunSpec("async-w2-ps2-b512-1g", "ps-async", 2, 2, 512, _SLOW_NET),
+    RunSpec("coll-w2-b512-1g", "collective", 2, 1, 512, _SLOW_NET),
+    RunSpec("async-w4-ps2-b512", "ps-async", 4, 2, 512),
+    RunSpec("async-w2-ps1-b1024", "ps-async", 2, 1, 1024),
+    RunSpec("sync-w3-ps1-b1024", "ps-sync", 3, 1, 1024),
+    RunSpec("coll-w3-b1024", "collective", 3, 1, 1024),
+)
+# The end-to-end test's tiny set: one run per mode at the same shape (one ranking group).
+QUICK_RUNS: tuple[RunSpec, ...] = (
+    RunSpec("async-w2", "ps-async", 2, 1, 64, steps=4),
+    RunSpec("sync-w2", "ps-sync", 2, 1, 64, steps=4),
+    RunSpec("coll-w2", "collective", 2, 1, 64, steps=4),
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Measured and predicted figures of one configuration.
+
+    Args:
+        name, mode: the configuration.
+        measured_step, predicted_step: seconds per worker step.
+        measured_comm, predicted_comm: communication fraction of the step (0..1).
+        cost: the simulator's breakdown.
+        calibration: the leave-one-out calibration used.
+    """
+
+    name: str
+    mode: str
+    measured_step: float
+    predicted_step: float
+    measured_comm: float
+    predicted_comm: float
+    cost: StepCost | None = None
+    calibration: Calibration | None = None
+
+    @property
+    def step_err(self) -> float:
+        """Relative error of the step time (+0.1 = predicted 10% slower than measured)."""
+        return self.predicted_step / self.measured_step - 1 if self.measured_step > 0 else math.nan
+
+    @property
+    def comm_err_pts(self) -> float:
+        """Predicted minus measured communication fraction, percentage points."""
+        return 100 * (self.predicted_comm - self.measured_comm)
+
+    def as_row(self) -> dict[str, Any]:
+        return {"config": self.name, "mode": self.mode, "measured_ms": 1e3 * self.measured_step,
+                "predicted_ms": 1e3 * self.predicted_step, "step_err_pct": 100 * self.step_err,
+                "comm_measured_pct": 100 * self.measured_comm, "comm_predicted_pct": 100 * self.predicted_comm,
+                "comm_err_pts": self.comm_err_pts}
+
+
+def predict(spec: SimSpec, mode: str, calibration: Calibration) -> StepCost:
+    """The simulator's StepCost of `mode` for `spec` under `calibration`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    return MODES[mode](dataclasses.replace(spec, calibration=calibration))
+
+
+def leave_one_out(runs: Sequence[Mapping[str, Any]], specs: Sequence[SimSpec],
+                  fit: Callable[[Sequence[Mapping[str, Any]]], Calibration] = fit_calibration,
+                  names: Sequence[str] | None = None) -> list[Prediction]:
+    """Predict each run from a calibration fitted on all the others.
+
+    Args:
+        runs: measured runs in the fit schema, each with `mode` and `measured` =
+            {"step": seconds per worker step, "comm_fraction": 0..1}.
+        specs: the simulator's description of each run (same order; its calibration is replaced).
+        fit: the fitting function (default `fit_calibration`).
+        names: labels (default: each run's `name`, else its index).
+    """
+    if len(runs) != len(specs):
+        raise ValueError(f"{len(runs)} runs but {len(specs)} specs")
+    if len(runs) < 2:
+        raise ValueError("leave-one-out needs at least 2 runs")
+    out = []
+    for i, (run, spec) in enumerate(zip(runs, specs)):
+        cal = fit([r for j, r in enumerate(runs) if j != i])
+        cost = predict(spec, str(run["mode"]), cal)
+        m = run["measured"]
+        name = names[i] if names is not None else str(run.get("name", i))
+        out.append(Prediction(name, str(run["mode"]), float(m["step"]), cost.total, float(m["comm_fraction"]),
+                              cost.comm_fraction, cost, cal))
+    return out
+
+
+def median_abs(values: Sequence[float]) -> float:
+    return float(statistics.median(abs(v) for v in values)) if values else math.nan
+
+
+def ranking_groups(preds: Sequence[Prediction], groups: Sequence[Any]) -> list[tuple[Any, list[str], list[str]]]:
+    """(group, modes by measured step, modes by predicted step) for each group with >= 2 modes."""
+    by: dict[Any, list[Prediction]] = {}
+    for p, g in zip(preds, groups):
+        by.setdefault(g, []).append(p)
+    out = []
+    for g, ps in by.items():
+        if len({p.mode for p in ps}) < 2:
+            continue
+        out.append((g, [p.mode for p in sorted(ps, key=lambda p: p.measured_step)],
+                    [p.mode for p in sorted(ps, key=lambda p: p.predicted_step)]))
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The validation's headline figures (errors as fractions; comm error in points)."""
+
+    median_step_err: float
+    max_step_err: float
+    max_commfrac_err_pts: float
+    ranking_preserved: bool
+    configs: int
+
+
+def summarize(preds: Sequence[Prediction], groups: Sequence[Any]) -> Summary:
+    """Median and max |step error|, max |comm error| and whether every group's ranking holds.
+
+    >>> ps = [Prediction("a", "ps-async", 1.0, 1.1, 0.5, 0.52), Prediction("b", "collective", 2.0, 1.9, 0.3, 0.25)]
+    >>> s = summarize(ps, [1, 1])
+    >>> round(s.median_step_err, 3), round(s.max_step_err, 3), round(s.max_commfrac_err_pts, 1), s.ranking_preserved
+    (0.075, 0.1, 5.0, True)
+    """
+    ranks = ranking_groups(preds, groups)
+    return Summary(
+        median_step_err=median_abs([p.step_err for p in preds]),
+        max_step_err=max((abs(p.step_err) for p in preds), default=math.nan),
+        max_commfrac_err_pts=max((abs(p.comm_err_pts) for p in preds), default=math.nan),
+        ranking_preserved=all(m == q for _, m, q in ranks),
+        configs=len(preds),
+    )
+
+
+def summary_line(s: Summary) -> str:
+    """The line `psrec validate-sim` ends with.
+
+    >>> summary_line(Summary(0.05, 0.12, 3.0, True, 9))
+    'median_step_err=0.050 max_step_err=0.120 max_commfrac_err_pts=3.0 ranking_preserved=1 configs=9'
+    """
+    return (f"median_step_err={s.median_step_err:.3f} max_step_err={s.max_step_err:.3f} "
+            f"max_commfrac_err_pts={s.max_commfrac_err_pts:.1f} ranking_preserved={int(s.ranking_preserved)} "
+            f"configs={s.configs}")

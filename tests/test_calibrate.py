@@ -1,0 +1,207 @@
+"""`psrec calibrate`: results.json -> fit schema (golden values by hand), the fit recovering
+known constants (CPU sharing, collective alpha-beta, per-step compute, jitter), errors that
+name the file and the key, and the CLI writing a file `psrec simulate` reads."""
+import json
+
+import pytest
+
+from psrec.cli import main
+from psrec.sim.calibration import CalibrationError, cpu_slowdown, expected_max_normal, fit_calibration, \
+    load_calibration
+from psrec.sim.results_map import find_results, load_run, map_results
+
+
+def _phases(data, compute, pull, push, wait=0.0):
+    return {"data": data, "compute": compute, "pull": pull, "push": push, "wait": wait, "allreduce": 0.0}
+
+
+def ps_results(mode="ps-async", net=""):
+    """2 workers x 3 steps, 2 PS, batch 4, 10 dense parameters; steady = steps 2-3."""
+    w = []
+    for i, (d, c, pl, ps) in enumerate([(0.02, 0.04, 0.03, 0.05), (0.04, 0.06, 0.05, 0.07)]):
+        w.append({"worker": i, "steps": 3, "phases": _phases(1, 1, 1, 1, 0.5),  # first step included: ignored
+                  "steady_steps": 2, "steady_phases": _phases(d, c, pl, ps, 0.01 * i),
+                  "steady_emulated_seconds": 0.004 * (i + 1), "emulated_net_seconds": 9.0,
+                  "pull_bytes": 3000, "push_bytes": 3600, "pull_messages": 6, "push_messages": 6})
+    return {"mode": mode, "model": "lr", "workers": 2, "num_ps": 2, "batch_size": 4, "dense_params": 10,
+            "net": net, "emulated_comm_fraction": 0.99, "per_worker": w,
+            "per_ps": [{"apply_seconds": 0.06}, {"apply_seconds": 0.12}]}
+
+
+def test_map_ps_async_golden():
+    m = map_results(ps_results(), "runs/x/results.json", cores=2)
+    assert m["name"] == "x" and m["mode"] == "ps-async" and m["model"] == "lr" and m["cores"] == 2
+    # steady phases over 4 worker steps: compute = (0.02+0.04+0.04+0.06)/4, pull = 0.08/4, push = 0.12/4
+    assert m["phases"]["compute"] == pytest.approx(0.04)
+    assert m["phases"]["pull"] == pytest.approx(0.02)
+    assert m["phases"]["push"] == pytest.approx(0.03)
+    # counters over all 6 worker steps: 1000 and 1200 bytes; messages 2 per step, a pull counted twice
+    assert m["bytes"] == {"pull": 1000.0, "push": 1200.0}
+    assert m["messages"] == {"pull": 4.0, "push": 2.0}
+    # rows = (1200 - 1000) / 8 = 25; values = (1000 - 8*25 - 4*10) / 4 = 190; per PS: / 2, dense + 10
+    assert m["apply_rows"] == pytest.approx(12.5)
+    assert m["apply_values"] == pytest.approx(100.0)
+    # async: one apply per push, 6 pushes per shard; the busier shard: 0.12 / 6
+    assert m["phases"]["apply"] == pytest.approx(0.02)
+    assert m["wait"] == pytest.approx(0.01 / 4)
+    # measured step: (worker 0: 0.14 + worker 1: 0.23 + 0.012 emulated) / 4 steps;
+    # comm = (pull 0.08 + push 0.12 + emulated 0.012) / 0.382
+    assert m["measured"]["step"] == pytest.approx(0.382 / 4)
+    assert m["measured"]["comm_fraction"] == pytest.approx(0.212 / 0.382)
+    assert "net" not in m  # phases exclude the emulated network: the fit must subtract nothing
+
+
+def test_map_ps_sync_applies_per_global_step():
+    m = map_results(ps_results("ps-sync"), "r.json")
+    # sync: one apply per global step (3) of both workers' rows: 0.12 / 3; rows 2 * 25 / 2
+    assert m["phases"]["apply"] == pytest.approx(0.04)
+    assert m["apply_rows"] == pytest.approx(25.0)
+    assert m["apply_values"] == pytest.approx(200.0)
+
+
+def test_map_without_steady_totals_uses_all_steps():
+    r = ps_results()
+    for w in r["per_worker"]:
+        del w["steady_phases"]
+    m = map_results(r, "r.json")
+    assert m["phases"]["compute"] == pytest.approx(2.0 * 2 / 6)  # (data 1 + compute 1) * 2 workers / 6 steps
+    assert m["measured"]["steady"] is False
+
+
+def coll_results():
+    w = [{"worker": i, "steps": 5, "phases": {}, "steady_steps": 4, "allreduce_total_seconds": 0.05,
+          "steady_phases": {"data": 0.04, "compute": 0.2, "wait": 0.02, "alltoall": 0.08, "allreduce": 0.01,
+                            "lookup": 0.02, "apply": 0.06},
+          "steady_emulated_seconds": 0.0} for i in range(2)]
+    return {"mode": "collective", "model": "deepfm", "workers": 2, "batch_size": 256, "net": "",
+            "dense_buckets": 1, "messages_per_step": 6.0, "emulated_comm_fraction": 0.2,
+            "bytes_per_step_by_kind": {"sizes": 32.0, "keys": 800.0, "rows": 6000.0, "grads": 6400.0, "dense": 4000.0},
+            "per_worker": w, "per_shard": [{"keys_applied": 500}, {"keys_applied": 700}]}
+
+
+def test_map_collective_golden():
+    m = map_results(coll_results(), "c.json")
+    assert m["model"] == "deepfm/collective"
+    assert m["phases"]["compute"] == pytest.approx(0.24 * 2 / 8)  # (data + compute) per steady rank step
+    assert m["phases"]["apply"] == pytest.approx(0.08 * 2 / 8)  # lookup + apply
+    a2a, ar = m["collective"]["alltoall"], m["collective"]["allreduce"]
+    assert a2a == {"seconds": pytest.approx(0.02), "bytes": 13232.0, "messages": 4.0}  # 6 - 2(N-1)
+    assert ar == {"seconds": pytest.approx(0.01), "bytes": 4000.0, "messages": 2.0}  # 0.1 s / 10 steps
+    assert m["apply_rows"] == pytest.approx(120.0)  # 1200 rows / 10 rank steps
+    assert m["wait"] == pytest.approx(0.005)
+    assert m["measured"]["comm_fraction"] == pytest.approx(0.18 / 0.86)
+
+
+def test_bad_results_name_file_and_key(tmp_path):
+    r = ps_results()
+    del r["per_worker"][1]["push_bytes"]
+    path = tmp_path / "run1" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(r))
+    with pytest.raises(CalibrationError, match=r"run1/results.json: missing key 'per_worker\[\].push_bytes'"):
+        load_run(path)
+    path.write_text(json.dumps({"mode": "local", "model": "lr"}))
+    with pytest.raises(CalibrationError, match=r"results.json: mode 'local' is not a PS or collective run"):
+        load_run(path)
+    path.write_text("{not json")
+    with pytest.raises(CalibrationError, match="results.json: not JSON"):
+        load_run(path)
+    r = coll_results()
+    del r["dense_buckets"]
+    with pytest.raises(CalibrationError, match="c.json: missing key 'dense_buckets'"):
+        map_results(r, "c.json")
+    with pytest.raises(CalibrationError, match="no results.json"):
+        find_results(tmp_path / "run1" / "empty") if (tmp_path / "run1" / "empty").mkdir() is None else None
+
+
+# --- the fit --------------------------------------------------------------------------------
+
+TRUE = {"alpha": 2e-3, "beta": 8e-9, "coll_alpha": 5e-4, "coll_beta": 3e-9, "apply_per_row": 1e-6,
+        "apply_per_value": 2e-8, "coll_apply_per_row": 4e-6}
+C0, C1 = 0.02, 6e-5  # compute: 20 ms per step + 60 us per sample, per core
+
+
+def synthetic_runs(cores=2.0):
+    """Runs generated from TRUE on `cores` shared cores: every CPU time times max(1, W / cores)."""
+    runs = []
+    for mode, w, b, nbytes, dim in [("ps-async", 2, 256, 4e5, 17), ("ps-async", 4, 512, 9e5, 9),
+                                    ("ps-sync", 3, 1024, 2e6, 33), ("collective", 2, 512, 6e5, 17),
+                                    ("collective", 4, 1024, 1.5e6, 17)]:
+        s = cpu_slowdown(w, cores)
+        run = {"mode": mode, "model": "m" if mode != "collective" else "m/collective", "workers": w,
+               "cores": cores, "batch_size": b}
+        comp = s * (C0 + C1 * b)
+        rows = nbytes / 100
+        if mode == "collective":
+            a2a = s * (TRUE["coll_alpha"] * 4 * (w - 1) + TRUE["coll_beta"] * nbytes)
+            ar = s * (TRUE["coll_alpha"] * 2 * (w - 1) + TRUE["coll_beta"] * 1e6)
+            run["collective"] = {"alltoall": {"seconds": a2a, "bytes": nbytes, "messages": 4 * (w - 1)},
+                                 "allreduce": {"seconds": ar, "bytes": 1e6, "messages": 2 * (w - 1)}}
+            run["phases"] = {"compute": comp, "apply": s * TRUE["coll_apply_per_row"] * rows}
+            run["apply_rows"] = rows
+        else:
+            msgs = {"pull": 4.0, "push": 2.0}
+            byts = {"pull": nbytes, "push": 1.2 * nbytes}
+            run["phases"] = {p: s * (TRUE["alpha"] * msgs[p] + TRUE["beta"] * byts[p]) for p in msgs}
+            run["phases"]["compute"] = comp
+            run["phases"]["apply"] = s * (TRUE["apply_per_row"] * rows + TRUE["apply_per_value"] * dim * rows)
+            run.update(bytes=byts, messages=msgs, apply_rows=rows, apply_values=dim * rows)
+        runs.append(run)
+    return runs
+
+
+def test_fit_recovers_constants_on_shared_cores():
+    cal = fit_calibration(synthetic_runs(), compute_intercept=True)
+    for k, v in TRUE.items():
+        assert getattr(cal, k) == pytest.approx(v, rel=1e-6), k
+    for model in ("m", "m/collective"):
+        assert cal.compute_per_step[model] == pytest.approx(C0, rel=1e-6)
+        assert cal.compute_per_sample[model] == pytest.approx(C1, rel=1e-6)
+
+
+def test_fit_ignoring_shared_cores_is_biased():
+    """The same runs read as if every worker had its own core: the constants come out too large."""
+    runs = synthetic_runs()
+    for r in runs:
+        r["cores"] = 0
+    cal = fit_calibration(runs, compute_intercept=True)
+    assert cal.beta > 1.2 * TRUE["beta"]
+    assert cal.compute_per_sample["m"] > 1.2 * C1
+
+
+def test_fit_jitter_from_lockstep_waits():
+    j = 0.1
+    runs = []
+    for w, step in [(2, 0.2), (4, 0.5), (8, 0.3)]:
+        wait = j * expected_max_normal(w) * step  # the wait adds to the rest of the step
+        runs.append({"mode": "collective", "workers": w, "wait": wait, "measured": {"step": step + wait}})
+    runs.append({"mode": "ps-async", "workers": 4, "wait": 1.0, "measured": {"step": 2.0}})  # not lockstep
+    assert fit_calibration(runs).jitter == pytest.approx(j, rel=1e-9)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def test_calibrate_cli_writes_a_calibration_simulate_reads(tmp_path, capsys):
+    for i, mode in enumerate(["ps-async", "ps-sync"]):
+        d = tmp_path / "runs" / f"r{i}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(ps_results(mode)))
+    c = tmp_path / "runs" / "c"
+    c.mkdir()
+    (c / "results.json").write_text(json.dumps(coll_results()))
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", str(tmp_path / "runs"), "-o", str(out), "--cores", "2"]) == 0
+    cal = load_calibration(out)
+    assert "3 runs" in cal.source and cal.compute_per_sample["lr"] >= 0
+    capsys.readouterr()
+    assert main(["simulate", "--calibration", str(out), "--set", "model.name=lr", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"ps-async", "ps-sync", "hybrid", "collective"}
+
+
+def test_calibrate_cli_bad_file(tmp_path, capsys):
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({"mode": "ps-async", "workers": 2}))
+    assert main(["calibrate", str(bad), "-o", str(tmp_path / "c.json")]) == 2
+    assert f"{bad}: missing key 'batch_size'" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
