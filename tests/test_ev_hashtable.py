@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from psrec.ev import hashtable
 from psrec.ev.hashtable import HashTable
 
 
@@ -123,8 +124,11 @@ def test_heavy_churn_in_a_small_table_matches_oracle():
     assert table.high_water <= len(universe)
 
 
-def test_long_probe_sequences_are_found():
-    # A nearly full small table forces probes across many buckets (the windowed tail).
+@pytest.mark.parametrize("switch", [0, 1 << 30])
+def test_long_probe_sequences_are_found(monkeypatch, switch):
+    # A nearly full small table forces probes across many buckets, through both tails: windows
+    # of buckets (switch 0) and one bucket per round (switch above any batch).
+    monkeypatch.setattr(hashtable, "_WINDOW_SWITCH", switch)
     table = HashTable(capacity=1 << 12, max_load=0.9)
     keys = np.random.default_rng(3).integers(-(1 << 62), 1 << 62, 3600, dtype=np.int64)
     keys = np.unique(keys)
@@ -134,3 +138,51 @@ def test_long_probe_sequences_are_found():
     table.delete(keys[::2])
     np.testing.assert_array_equal(table.find(keys[1::2]), rows[1::2])
     assert (table.find(keys[::2]) == -1).all()
+
+
+def _same_home(table: HashTable, n: int) -> np.ndarray:
+    """n distinct keys that share one home bucket in `table`."""
+    cand = np.arange(1, 1 << 14, dtype=np.int64)
+    home = table._home(cand)
+    return cand[home == home[0]][:n]
+
+
+def test_key_in_slot_zero_with_its_own_tombstone_behind_it():
+    # X in slot 0, K in slot 1; delete K then X; K comes back into slot 0, its old tombstone in
+    # slot 1: both slots of the home bucket carry K's key, and slot 0 is the live one.
+    table = HashTable(capacity=64)
+    x, k = _same_home(table, 2)
+    table.insert(np.array([x, k]))
+    table.delete(np.array([k]))
+    table.delete(np.array([x]))
+    row = table.insert(np.array([k]))
+    np.testing.assert_array_equal(table.find(np.array([k, x])), [row[0], -1])
+    np.testing.assert_array_equal(table.delete(np.array([k])), row)
+    assert (table.find(np.array([k, x])) == -1).all()
+
+
+def test_key_zero_next_to_empty_slots():
+    # An EMPTY slot's key field is 0, so key 0 "matches" empty slots; only a live slot counts.
+    table = HashTable(capacity=64)
+    assert table.find(np.array([0], dtype=np.int64)).tolist() == [-1]
+    row = table.insert(np.array([0], dtype=np.int64))
+    assert table.find(np.array([0, 0], dtype=np.int64)).tolist() == [row[0], row[0]]
+    table.delete(np.array([0], dtype=np.int64))
+    assert table.find(np.array([0], dtype=np.int64)).tolist() == [-1]
+
+
+def test_generation_changes_exactly_when_rows_may_change():
+    table = HashTable(capacity=16)
+    g = table.generation
+    table.find(np.arange(5, dtype=np.int64))
+    assert table.generation == g
+    table.insert(np.arange(100, dtype=np.int64))  # grows: a rebuild, rows kept
+    assert table.generation > g
+    g = table.generation
+    table.delete(np.array([1000], dtype=np.int64))  # absent: nothing changes
+    assert table.generation == g
+    table.delete(np.array([3], dtype=np.int64))
+    assert table.generation > g
+    g = table.generation
+    table.clear()
+    assert table.generation > g

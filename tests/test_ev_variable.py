@@ -122,6 +122,56 @@ def test_duplicate_keys_are_summed_before_one_update(opt):
     assert not np.allclose(seq.lookup(_k(7)), dup.lookup(_k(7)))
 
 
+def test_duplicate_sum_matches_add_at():
+    from psrec.ev.variable import _sum_duplicates
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 50, 2000).astype(np.int64)
+    grads = rng.standard_normal((2000, 8)).astype(np.float32)
+    counts = rng.integers(1, 5, 2000).astype(np.int64)
+    g, c, r = _sum_duplicates(rows, grads, counts)
+    uniq, inv = np.unique(rows, return_inverse=True)
+    want = np.zeros((len(uniq), 8), np.float32)
+    np.add.at(want, inv, grads)
+    np.testing.assert_array_equal(r, uniq)
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+    assert g.tobytes() == _sum_duplicates(rows, grads, counts)[0].tobytes()  # deterministic
+    np.testing.assert_array_equal(c, np.bincount(inv, weights=counts).astype(np.int64))
+
+
+def _twin_updates(reuse: bool):
+    cfg = EVConfig(dim=4, optimizer=OptimizerConfig(name="adagrad", lr=0.1))
+    ev = EmbeddingVariable(cfg)
+    rng = np.random.default_rng(5)
+    for step in range(1, 6):
+        keys = rng.integers(0, 40, 30).astype(np.int64)
+        if reuse:
+            ev.lookup(keys)
+        ev.apply_gradients(keys, rng.standard_normal((30, 4)).astype(np.float32), step=step)
+    return ev.snapshot()
+
+
+def test_apply_after_lookup_reuses_rows_and_changes_nothing():
+    _same_state(_twin_updates(reuse=False), _twin_updates(reuse=True))
+
+
+def test_rows_remembered_by_a_lookup_are_not_used_once_stale():
+    cfg = EVConfig(dim=2, optimizer=OptimizerConfig(name="sgd", lr=1.0), steps_to_live=1,
+                   initializer=InitializerConfig(kind="zeros"))
+    ev = EmbeddingVariable(cfg)
+    ev.apply_gradients(_k(5), np.ones((1, 2), np.float32), step=1)
+    keys = _k(5)
+    ev.lookup(keys)  # remembers key 5's row
+    ev.evict(step=10)  # frees it ...
+    ev.apply_gradients(_k(6), np.zeros((1, 2), np.float32), step=10)  # ... and key 6 takes it
+    ev.apply_gradients(keys, np.ones((1, 2), np.float32), step=11)
+    np.testing.assert_array_equal(ev.lookup(_k(5, 6)), [[-1, -1], [0, 0]])
+    # The caller reusing its key array for other keys after the lookup:
+    ev.lookup(keys)
+    keys[0] = 6
+    ev.apply_gradients(keys, np.ones((1, 2), np.float32), step=12)
+    np.testing.assert_array_equal(ev.lookup(_k(5, 6)), [[-1, -1], [-1, -1]])
+
+
 def test_unsorted_unique_keys_take_the_general_path():
     cfg = EVConfig(dim=2, optimizer=OptimizerConfig(name="sgd", lr=1.0), initializer=InitializerConfig(kind="zeros"))
     ev = EmbeddingVariable(cfg)

@@ -41,7 +41,11 @@ __all__ = ["HashTable"]
 _EMPTY = -1  # never used: ends every probe sequence
 _TOMB = -2  # deleted: probes continue past it, inserts may reuse it
 _BUCKET = np.dtype((np.void, 32))  # two (key, row) slots moved by np.take as one item
-_WINDOW_SWITCH = 512  # unresolved keys below which probing reads windows of buckets
+# Unresolved keys below which probing reads windows of buckets: a window round costs a dozen
+# array calls whatever its size, so for the ~2% of a batch that overflow their home bucket at
+# load 0.5 one round of 8 buckets (256 bytes each) ends almost every search at once.
+_WINDOW_SWITCH = 4096
+_FIRST_WINDOW = 8
 
 
 class HashTable:
@@ -62,6 +66,7 @@ class HashTable:
         self._next_row = 0
         self._free = np.empty(64, dtype=np.int64)  # stack of released rows; top at _nfree - 1
         self._nfree = 0
+        self._generation = 0
         self._alloc(_pow2(max(16, capacity)))
 
     # ---- sizes ---------------------------------------------------------------------------
@@ -79,6 +84,12 @@ class HashTable:
     def high_water(self) -> int:
         """One past the largest row ever handed out: row arrays need this many entries."""
         return self._next_row
+
+    @property
+    def generation(self) -> int:
+        """Counts the inserts and deletes so far: while it is unchanged, `find` of the same keys
+        gives the same rows, so a caller may keep resolved rows and reuse them."""
+        return self._generation
 
     @property
     def nbytes(self) -> int:
@@ -104,6 +115,7 @@ class HashTable:
         rows = self._alloc_rows(n)
         self._place(keys, rows)
         self._live += n
+        self._generation += 1
         return rows
 
     def delete(self, keys: np.ndarray) -> np.ndarray:
@@ -122,6 +134,7 @@ class HashTable:
             self._tombs += len(slots)
             self._live -= len(slots)
             self._release_rows(rows)
+            self._generation += 1
         return rows
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +145,9 @@ class HashTable:
 
     def clear(self) -> None:
         """Remove every key and forget every row."""
+        generation = self._generation
         self.__init__(16, self._max_load)
+        self._generation = generation + 1
 
     # ---- internals -----------------------------------------------------------------------
 
@@ -161,21 +176,40 @@ class HashTable:
     def _probe(self, keys: np.ndarray, want_slots: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(rows (N,), slots (N,) or None): row and slot index (2 * bucket + j) of each live
         key, -1 for absent keys. A search stops at the first slot that holds the key (a
-        tombstone of it means absent) or is EMPTY (see the module invariants)."""
+        tombstone of it means absent) or is EMPTY (see the module invariants).
+
+        The common case (key in its home bucket) costs one gather and five whole-batch passes
+        (two compares, one select, one test, one nonzero); everything else touches only the
+        few keys that need it, because on a 4M-row table those passes cost about as much as
+        the gather of the embedding rows itself.
+        """
         n = len(keys)
         home = self._home(keys)
         rec = np.take(self._flat, home).view(np.int64).reshape(n, 4)  # (N, 4): one gather
         m0 = rec[:, 0] == keys
         m1 = rec[:, 2] == keys
-        rows = np.where(m0, rec[:, 1], np.where(m1, rec[:, 3], _EMPTY))
-        slots = np.where(m0, 2 * home, np.where(m1, 2 * home + 1, -1)) if want_slots else None
-        # Slot 1 is filled only after slot 0, so a bucket whose slot 1 is not EMPTY is full.
-        pend = np.flatnonzero(~(m0 | m1) & (rec[:, 3] != _EMPTY))
+        rows = np.where(m0, rec[:, 1], rec[:, 3])  # slot 0 first: it precedes slot 1 on the probe
+        # Neither slot matched, or (rarely: a tombstone of the key behind it, or key 0 against an
+        # EMPTY slot's zeroed key) both did; those few are sorted out below.
+        odd = np.flatnonzero(m0 == m1)
+        if odd.size:
+            odd = odd[~m0[odd]]  # both matched: slot 0 holds the answer already in `rows`
+            rows[odd] = _EMPTY
+            # Slot 1 is filled only after slot 0, so a bucket whose slot 1 is not EMPTY is full
+            # and the search goes on past it.
+            pend = odd[rec[odd, 3] != _EMPTY]
+        else:
+            pend = odd
+        slots = None
+        if want_slots:
+            slots = 2 * home + ~m0
+            slots[odd] = -1
         if pend.size:
             self._probe_tail(keys, home, pend, rows, slots)
-        np.maximum(rows, _EMPTY, out=rows)  # a matching tombstone (-2) means absent (-1)
-        if want_slots:
-            slots[rows < 0] = -1
+        if self._tombs:
+            np.maximum(rows, _EMPTY, out=rows)  # a matching tombstone (-2) means absent (-1)
+            if want_slots:
+                slots[rows < 0] = -1
         return rows, slots
 
     def _probe_tail(self, keys: np.ndarray, home: np.ndarray, pend: np.ndarray, rows: np.ndarray,
@@ -197,20 +231,20 @@ class HashTable:
             go = np.flatnonzero(~(m0 | m1) & (rec[:, 3] != _EMPTY))
             pend, cur, kp = pend[go], cur[go], kp[go]
         cur = cur + 1
-        width = 8
+        width = _FIRST_WINDOW
         while pend.size:
             p = len(pend)
             pos = (cur[:, None] + np.arange(width)) & self._mask  # (P, W) buckets
             rec = np.take(self._flat, pos).view(np.int64).reshape(p, 2 * width, 2)  # (P, 2W) slots
             match = rec[:, :, 0] == kp[:, None]
             stop = match | (rec[:, :, 1] == _EMPTY)
-            done = stop.any(axis=1)
             first = stop.argmax(axis=1)  # (P,) the first slot that ends the search
-            hit = np.flatnonzero(done & match[np.arange(p), first])
+            ended = stop[np.arange(p), first]
+            hit = np.flatnonzero(ended & match[np.arange(p), first])
             rows[pend[hit]] = rec[hit, first[hit], 1]
             if slots is not None:
                 slots[pend[hit]] = 2 * pos[hit, first[hit] >> 1] + (first[hit] & 1)
-            go = ~done
+            go = ~ended
             pend, cur, kp = pend[go], cur[go] + width, kp[go]
             width *= 2
 

@@ -92,6 +92,45 @@ class EVStats:
     step: int
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    """Rows a training lookup resolved: `keys` (N,) int64 (a private copy, so a caller that
+    reuses its array cannot make them stale), `rows` (N,) int64, valid while the hash table's
+    `generation` is unchanged."""
+
+    keys: np.ndarray
+    rows: np.ndarray
+    generation: int
+
+
+def _sum_duplicates(rows: np.ndarray, grads: np.ndarray, counts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge repeated rows: (rows (N,) int64 >= 0, grads (N, D) float32, counts (N,) int64)
+    -> (grads (U, D), counts (U,), rows (U,)) with each row once, ordered by row.
+
+    One sort of `row << b | position` (b bits hold a position) groups equal rows with their
+    entries in batch order, and np.add.reduceat sums each group: about half the time of
+    np.unique's argsort plus np.add.at (128K Zipf draws, 4M rows: 15 vs 34 ms). The sums are
+    deterministic; numpy adds a long group pairwise, so their last bits may differ from a
+    front-to-back sum.
+    """
+    n = len(rows)
+    b = max(1, (n - 1).bit_length())
+    if int(rows.max()) >= 1 << (63 - b):  # cannot pack: never for a table that fits in memory
+        uniq, inv = np.unique(rows, return_inverse=True)
+        summed = np.zeros((len(uniq), grads.shape[1]), dtype=np.float32)
+        np.add.at(summed, inv, grads)
+        return summed, np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64), uniq
+    packed = np.sort((rows << b) | np.arange(n, dtype=np.int64))
+    pos = packed & ((1 << b) - 1)
+    packed >>= b  # the rows, sorted
+    starts = np.flatnonzero(np.concatenate(([True], packed[1:] != packed[:-1])))
+    if len(starts) == n:  # no duplicates after all
+        return grads, counts, rows
+    return (np.add.reduceat(np.take(grads, pos, axis=0), starts, axis=0),
+            np.add.reduceat(counts[pos], starts), packed[starts])
+
+
 def _rows_view(a: np.ndarray) -> np.ndarray:
     """(R, ...) array -> (R,) view whose items are whole rows, so `np.put` moves a row per index."""
     if a.ndim == 1:
@@ -138,6 +177,7 @@ class EmbeddingVariable:
         self._grow(capacity)
         self._step = -1
         self._evicted_total = 0
+        self._resolved: _Resolved | None = None  # the last training lookup's rows, for its apply
 
     def _grow(self, need: int) -> None:
         """Make row arrays hold at least `need` rows (doubling: amortised O(1) per row)."""
@@ -188,13 +228,16 @@ class EmbeddingVariable:
     def lookup(self, keys: np.ndarray, train: bool = True) -> np.ndarray:
         """Rows of `keys` (N,) int64 -> (N, D) float32, a fresh array.
 
-        Creates and counts nothing (see the module docstring); `train` is accepted for the
-        EmbeddingStore interface. Absent keys read as their initial row, or zeros when the
-        table has an admission filter.
+        Creates and counts nothing (see the module docstring). Absent keys read as their
+        initial row, or zeros when the table has an admission filter. A training lookup
+        (`train=True`) also remembers the rows it resolved, so that the `apply_gradients` of
+        the same step, on the same keys, need not probe the hash table again.
         """
         keys = self._check_keys(keys)
         with self._lock:
             rows = self._table.find(keys)
+            if train:
+                self._resolved = _Resolved(keys.copy(), rows, self._table.generation)
             if len(rows) and rows.min() >= 0:
                 return np.take(self._values, rows, axis=0)
             out = np.take(self._values, np.maximum(rows, 0), axis=0)
@@ -298,7 +341,7 @@ class EmbeddingVariable:
         self._step = max(self._step, step)
         if len(keys) == 0:
             return
-        rows = self._table.find(keys)
+        rows = self._rows(keys)
         missing = rows < 0
         if missing.any():
             rows[missing] = self._admit(keys[missing], counts[missing])
@@ -309,11 +352,7 @@ class EmbeddingVariable:
                     return
         if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
             # Not strictly ascending (np.unique's output always is): there may be duplicates.
-            uniq, inv = np.unique(rows, return_inverse=True)
-            if len(uniq) < len(rows):
-                summed = np.zeros((len(uniq), self.dim), dtype=np.float32)
-                np.add.at(summed, inv, grads)
-                grads, counts, rows = summed, np.bincount(inv, weights=counts).astype(np.int64), uniq
+            grads, counts, rows = _sum_duplicates(rows, grads, counts)
         meta = np.take(self._views["meta"], rows).view(np.int64).reshape(len(rows), 2)
         meta[:, _FREQ] += counts
         meta[:, _VERSION] = step
@@ -324,6 +363,16 @@ class EmbeddingVariable:
         self._put("values", rows, w)
         for k, block in slots.items():
             self._put(k, rows, block)
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of `keys` (N,) -> (N,) int64 (-1: absent), a fresh array: the last training
+        lookup's when it asked for exactly these keys and no key was inserted or deleted
+        since (checked in one pass over the keys), else a probe of the hash table."""
+        r = self._resolved
+        if (r is not None and r.generation == self._table.generation and len(r.keys) == len(keys)
+                and np.array_equal(r.keys, keys)):
+            return r.rows.copy()
+        return self._table.find(keys)
 
     def _put(self, name: str, rows: np.ndarray, block: np.ndarray) -> None:
         view = self._views[name]
