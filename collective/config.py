@@ -31,6 +31,12 @@ class CollectiveConfig:
         metrics_port: Prometheus endpoint on the driver; 0 picks a free port, -1 turns it off.
         timeout_s: a collective that waits longer than this fails instead of hanging (a dead
             peer would otherwise block the others for gloo's default 30 minutes).
+        data: how rows reach the ranks: `interleaved` (rank r takes batch r of every round of
+            N batches) or `queue` (each rank takes row-range tasks from the work queue,
+            `[workqueue]`, under its policy; ranks still step in lockstep, see
+            `CollectiveWorker.run_tasks`). The queue balances data (uneven task sizes, shares
+            that do not split evenly); it cannot shorten a synchronous step, which still
+            waits for the slowest rank (docs/longtail.md).
 
     Example:
         >>> CollectiveConfig(workers=4, sharding="table").sharding
@@ -54,6 +60,7 @@ class CollectiveConfig:
     net: str = ""
     metrics_port: int = 0
     timeout_s: float = 300.0
+    data: Literal["interleaved", "queue"] = "interleaved"  # the fixed split equals local training step by step
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -66,6 +73,8 @@ class CollectiveConfig:
             raise ValueError(f"collective.metrics_port must be -1, 0 or a port, got {self.metrics_port}")
         if self.timeout_s <= 0:
             raise ValueError(f"collective.timeout_s must be > 0, got {self.timeout_s}")
+        if self.data not in ("interleaved", "queue"):
+            raise ValueError(f"collective.data must be interleaved or queue, got {self.data!r}")
         if self.net:
             from psrec.net import parse_net
 

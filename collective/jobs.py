@@ -1,5 +1,9 @@
 """Running the ranks of a collective job: on threads over a ThreadGroup (tests, debugging)
-or in Ray actors joined in a torch.distributed group; both behind `CollectiveJob`."""
+or in Ray actors joined in a torch.distributed group; both behind `CollectiveJob`.
+
+With `collective.data = "queue"` the ranks take row-range tasks from a work queue: the
+`workqueue` Ray actor on Ray, the same state machine (`WorkQueueCore`) behind a lock in
+process. One queue per `train()` call; its accounting ends up in `queue_stats`."""
 from __future__ import annotations
 
 import threading
@@ -22,6 +26,8 @@ class CollectiveJob(ABC):
     """The ranks of one job, started and set up; every call involves all ranks."""
 
     plan: CollectivePlan
+    # after a queue-fed `train()`: {"accounting": ..., "stats": ...} of its work queue
+    queue_stats: dict | None = None
 
     @abstractmethod
     def train(self, bar=None, metrics: JobMetrics | None = None) -> list[WorkerReport]:
@@ -69,6 +75,26 @@ def _shard_stats(worker: CollectiveWorker) -> dict:
     return to_mapping(worker.store.stats())
 
 
+class _LockedQueue:
+    """A `WorkQueueCore` shared by the rank threads (the in-process stand-in for the queue
+    actor, which serialises calls by being one actor)."""
+
+    def __init__(self, core) -> None:
+        self.core = core
+        self._lock = threading.Lock()
+
+    def complete_and_take(self, worker: int, task):
+        """As the queue actor's: report `task` done (None: nothing to report), take the next."""
+        with self._lock:
+            if task is not None:
+                self.core.done(worker, task)
+            return self.core.take(worker), self.core.finished
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"accounting": self.core.accounting(), "stats": self.core.stats()}
+
+
 class InProcessJob(CollectiveJob):
     """Ranks on threads over a ThreadGroup (same worker code as on Ray)."""
 
@@ -100,15 +126,19 @@ class InProcessJob(CollectiveJob):
 
     def train(self, bar=None, metrics=None):
         p = self.plan
+        tick = (lambda: bar.update(1)) if bar is not None else None
+        if p.coll.data == "queue":
+            from workqueue.queue import WorkQueueCore
 
-        def run(w: CollectiveWorker) -> WorkerReport:
-            for r in range(p.rounds):
-                w.train_rows(*w.rows_of(r, p.batch_size, p.base_row), r + 1)
-                if bar is not None:
-                    bar.update(1)
-            return w.report
+            cfg = p.cfg.workqueue
+            queue = _LockedQueue(WorkQueueCore(cfg, p.coll.workers, *p.queue_rows))
+            out = self._on_all(lambda w: w.run_tasks(lambda done: queue.complete_and_take(w.rank, done),
+                                                     p.batch_size, poll_interval_s=cfg.poll_interval_s,
+                                                     on_step=tick))
+            self.queue_stats = queue.stats()
+            return out
 
-        return self._on_all(run)
+        return self._on_all(lambda w: w.run(p.rounds, p.batch_size, p.base_row, on_step=tick))
 
     def evaluate(self, start, end, batch_size):
         parts = self._on_all(lambda w: w.evaluate(start, end, batch_size))
@@ -170,9 +200,14 @@ def _actor_class():
             self.worker = self.plan.build_worker(comm)
             return comm.backend
 
-        def run(self) -> WorkerReport:
+        def run(self, queue=None) -> WorkerReport:
+            """Train: the interleaved rows, or tasks from the work-queue actor `queue`."""
             p = self.plan
-            return self.worker.run(p.rounds, p.batch_size, p.base_row)
+            if queue is None:
+                return self.worker.run(p.rounds, p.batch_size, p.base_row)
+            r = self.rank
+            return self.worker.run_tasks(lambda done: ray.get(queue.complete_and_take.remote(r, done)),
+                                         p.batch_size, poll_interval_s=p.cfg.workqueue.poll_interval_s)
 
         def progress(self) -> dict:
             return _progress_of(self.worker)
@@ -235,9 +270,24 @@ class RayJob(CollectiveJob):
         return ray.get(refs, timeout=timeout or self.plan.coll.timeout_s)
 
     def train(self, bar=None, metrics=None):
+        p = self.plan
+        if p.coll.data != "queue":
+            return self._train(None, bar, metrics)
+        from workqueue.actor import WorkQueue
+
+        queue = WorkQueue.start(p.cfg.workqueue, p.coll.workers, *p.queue_rows,
+                                ready_timeout_s=p.coll.timeout_s)
+        try:
+            reports = self._train(queue.actor, bar, metrics)
+            self.queue_stats = {"accounting": queue.accounting(), "stats": queue.stats()}
+        finally:
+            queue.shutdown(patience_s=min(self.patience_s, 10.0))
+        return reports
+
+    def _train(self, queue, bar, metrics) -> list[WorkerReport]:
         import ray
 
-        runs = [a.run.remote() for a in self.actors]
+        runs = [a.run.remote(queue) for a in self.actors]
         done_steps, t0 = 0, time.perf_counter()
         pending = list(runs)
         while pending:

@@ -29,9 +29,23 @@ class CollectivePlan:
     ev_configs: dict  # table -> EVConfig
     dense_init: np.ndarray  # (P,) the driver model's initial dense parameters
     param_numels: list[int]  # elements of each trainable dense parameter, registration order
-    rounds: int
+    rounds: int  # steps per rank (interleaved); with the queue an estimate, for progress bars
     batch_size: int
     base_row: int
+    # rows [start, end) of every work-queue epoch (collective.data = "queue"): the whole
+    # training range (capped by train.max_steps), its last task shorter when task_rows does
+    # not divide it; the interleaved split drops the rows short of a full round instead
+    queue_rows: tuple[int, int] = (0, 0)
+
+    def stragglers(self):
+        """The configured straggler model ([stragglers]) for the ranks, or None when nobody
+        is slowed (the PS workers' model: `workqueue.stragglers`)."""
+        sc = self.cfg.stragglers
+        if not (sc.factors or sc.dist != "none" or sc.period_rate_per_s > 0):
+            return None
+        from workqueue.stragglers import Stragglers
+
+        return Stragglers(sc, self.coll.workers)
 
     def build_worker(self, comm, source=None) -> CollectiveWorker:
         """Rank `comm.rank`'s worker: a replica with the plan's initial parameters, its shard."""
@@ -55,7 +69,8 @@ class CollectivePlan:
         store = ShardedStore(comm, self.ev_configs, make_sharding(c.sharding, comm.world_size, self.tables),
                              average=False)
         return CollectiveWorker(comm.rank, comm.world_size, model, layer, store, dense, source,
-                                cfg.train.optimizer, cfg.train.lr, parse_net(c.net) if c.net else None)
+                                cfg.train.optimizer, cfg.train.lr, parse_net(c.net) if c.net else None,
+                                self.stragglers())
 
 
 def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=None) -> CollectivePlan:
@@ -67,7 +82,20 @@ def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=No
     source, spec, model, tables, ev_configs = mp.source, mp.spec, mp.model, mp.tables, mp.ev_configs
     rr = row_ranges(cfg, source)
     bs = cfg.data.batch_size
-    rounds = count_rounds(cfg, rr.train_end - rr.train_start, coll.workers)
     numels = [p.numel() for p in model.parameters() if p.requires_grad]
+    queue_rows = (0, 0)
+    if coll.data == "queue":
+        end = rr.train_end
+        if cfg.train.max_steps:
+            end = min(end, rr.train_start + cfg.train.max_steps * coll.workers * bs)
+        queue_rows = (rr.train_start, end)
+        # Every rank trains a batch a step while tasks last: about rows x epochs / (N x batch).
+        rounds = max(1, -(-(end - rr.train_start) * cfg.workqueue.epochs // (coll.workers * bs)))
+    else:
+        rounds = count_rounds(cfg, rr.train_end - rr.train_start, coll.workers)
+    if cfg.stragglers.factors:
+        from workqueue.stragglers import Stragglers
+
+        Stragglers(cfg.stragglers, coll.workers)  # a rank out of range fails here, on the driver
     return CollectivePlan(cfg, coll, spec, tables, ev_configs, flat_params(model), numels, rounds, bs,
-                          rr.train_start)
+                          rr.train_start, queue_rows)

@@ -70,13 +70,16 @@ def aggregate_collective(summaries: list[dict]) -> dict[str, Any]:
         "step_p50": float(np.median([s["step_p50"] for s in live])) if live else nan,
         "step_p95": float(max(s["step_p95"] for s in live)) if live else nan,
         "bytes_per_step": float(sum(s["bytes_sent"] + s["bytes_received"] for s in live) / steps),
-        "bytes_per_step_by_kind": tags,  # sizes, keys, rows, grads, dense
+        "bytes_per_step_by_kind": tags,  # sizes, keys, rows, grads, dense (+ control with the queue)
         "messages_per_step": float(sum(s["messages"] for s in live) / steps),
         "alltoall_seconds": phases["alltoall"],
         "allreduce_total_seconds": float(sum(s["allreduce_total_seconds"] for s in live)),
         "allreduce_exposed_seconds": phases["allreduce"],
         "allreduce_hidden_seconds": float(sum(s["allreduce_hidden_seconds"] for s in live)),
         "emulated_net_seconds": float(emu),
+        # seconds a rank waited at the steps' first rendezvous for the slowest (lockstep)
+        "sync_wait_seconds": float(sum(s["sync_wait_seconds"] for s in live)),
+        "idle_steps": int(sum(s["idle_steps"] for s in live)),
     }
 
 
@@ -150,7 +153,7 @@ def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
         "train_seconds": train_wall,
         "startup_seconds": startup,
         "train_rows": rows,
-        "steps": plan.rounds,
+        "steps": max((s.get("steps", 0) for s in summaries), default=0),  # the same on every rank: lockstep
         "batch_size": plan.batch_size,
         "workers": coll.workers,
         "sharding": coll.sharding,
@@ -161,6 +164,7 @@ def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
         "dense_params": int(len(plan.dense_init)),
         "dense_buckets": len(plan_buckets(plan.param_numels, coll.bucket_bytes)),
         "net": coll.net,
+        "data": coll.data,
         **aggregate_collective(summaries),
         "per_worker": summaries,
         "per_shard": shards,
@@ -170,6 +174,7 @@ def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
             "keys_served": _imbalance(s["keys_served"] for s in shards),
         },
         "metrics_port": prom.port,
+        "workqueue": job.queue_stats,  # accounting and counters of the queue (collective.data = "queue")
         "run_dir": str(run_dir),
     }
     write_results(run_dir, results)

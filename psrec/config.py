@@ -7,7 +7,7 @@
     [train]       TrainConfig      steps, dense optimizer, seed
     [ps]          PSConfig         parameter servers, workers, sync, dense placement, network
     [collective]  CollectiveConfig collective workers: sharding, buckets, overlap
-    [workqueue]   WorkQueueConfig  row-range tasks handed to workers (ps.data = "queue")
+    [workqueue]   WorkQueueConfig  row-range tasks handed to workers (ps.data / collective.data = "queue")
     [stragglers]  StragglerConfig  injected slowdowns (applied as extra compute time)
     [run]         RunConfig        where results go
 

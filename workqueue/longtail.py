@@ -16,6 +16,11 @@ From those records (`summarize`, a pure function):
   compute seconds of a task.
 
 `draw_gantt` draws one chart per policy on a common time axis (Agg backend, PNG).
+
+`summarize_lockstep` is the same reading of a synchronous (collective) job, whose ranks
+all step together: there a rank's lost time is not idle time at the end but a wait at every
+step's rendezvous for the slowest rank, and the makespan is the slowest rank's busy time
+whatever the policy (docs/longtail.md).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from workqueue.actor import WorkerGroup, WorkFn, WorkQueue
 from workqueue.config import WorkQueueConfig
 from workqueue.stragglers import StragglerConfig, Stragglers
 
-__all__ = ["LongtailConfig", "run_longtail", "run_policy", "summarize", "draw_gantt"]
+__all__ = ["LongtailConfig", "run_longtail", "run_policy", "summarize", "summarize_lockstep", "draw_gantt"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,58 @@ def summarize(records: Sequence[dict[str, Any]], num_workers: int) -> dict[str, 
         "task_s_mean": _mean([r["t_end"] - r["t_start"] for r in records]),
         "take_overhead": take_mean / compute_mean if compute_mean and compute_mean > 0 else math.nan,
         "workers": workers,
+    }
+
+
+def summarize_lockstep(ranks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Makespan, ideal makespan and per-rank busy/wait of one synchronous (lockstep) run.
+
+    `ranks`: one dict per rank with `worker`, `rows`, `steps`, `idle_steps` (steps without
+    rows of its own), `run_s` (seconds in its training loop), `sync_wait_s` (seconds it
+    waited at the steps' first rendezvous for the slowest rank) and `straggler_s` (injected
+    slowdown seconds).
+
+    busy = run - sync wait: what the rank spent on its own steps. In lockstep every step
+    lasts as long as its slowest rank, so the makespan is about the largest busy time
+    (`slowest_busy_s`; `vs_slowest_busy` ~ 1), and the others' difference is their wait.
+    Ideal makespan = total rows / sum of the ranks' rows per busy second: a split in
+    proportion to speed with nobody waiting (what asynchronous workers with a dynamic queue
+    approach); `vs_ideal` is then the price of the lockstep. `peer_wait_fraction` is the
+    mean sync-wait / makespan of every rank but the slowest.
+
+    Example (two ranks, 10 steps of 100 rows each; rank 1 is 3x slower):
+        >>> s = summarize_lockstep([
+        ...     {"worker": 0, "rows": 1000, "steps": 10, "idle_steps": 0, "run_s": 3.0, "sync_wait_s": 2.0,
+        ...      "straggler_s": 0.0},
+        ...     {"worker": 1, "rows": 1000, "steps": 10, "idle_steps": 0, "run_s": 3.0, "sync_wait_s": 0.0,
+        ...      "straggler_s": 2.0}])
+        >>> s["makespan_s"], s["ideal_makespan_s"], s["vs_ideal"], s["slowest"], round(s["peer_wait_fraction"], 4)
+        (3.0, 1.5, 2.0, 1, 0.6667)
+    """
+    makespan = max((r["run_s"] for r in ranks), default=0.0)
+    out_ranks = []
+    for r in ranks:
+        busy = max(0.0, r["run_s"] - r["sync_wait_s"])
+        out_ranks.append({**r, "busy_s": busy, "rows_per_busy_s": r["rows"] / busy if busy > 0 else 0.0,
+                          "wait_fraction": r["sync_wait_s"] / makespan if makespan > 0 else math.nan})
+    total_rows = sum(r["rows"] for r in out_ranks)
+    speed = sum(r["rows_per_busy_s"] for r in out_ranks)
+    ideal = total_rows / speed if speed > 0 else math.nan
+    slowest = max(out_ranks, key=lambda r: r["busy_s"], default=None)
+    peers = [r["wait_fraction"] for r in out_ranks if r is not slowest]
+    return {
+        "makespan_s": makespan,
+        "ideal_makespan_s": ideal,
+        "vs_ideal": makespan / ideal if ideal and ideal > 0 else math.nan,
+        "slowest": slowest["worker"] if slowest else None,
+        "slowest_busy_s": slowest["busy_s"] if slowest else math.nan,
+        "vs_slowest_busy": makespan / slowest["busy_s"] if slowest and slowest["busy_s"] > 0 else math.nan,
+        "slowest_rows_share": slowest["rows"] / total_rows if slowest and total_rows else math.nan,
+        "peer_wait_fraction": _mean(peers),
+        "steps": max((r["steps"] for r in out_ranks), default=0),
+        "idle_steps": sum(r["idle_steps"] for r in out_ranks),
+        "total_rows": total_rows,
+        "workers": out_ranks,
     }
 
 

@@ -1,8 +1,15 @@
 """`psrec longtail`: the same job under static and dynamic work assignment, with stragglers.
 
-Each worker is a Ray actor that trains its own local model (default DeepFM) on the rows of
-every task it takes: `SyntheticSource().read(start, end)` in batches, forward/backward, dense
-and sparse optimizer steps. A straggler's extra time is added after that real compute.
+`--mode async` (the default): each worker is a Ray actor that trains its own local model
+(default DeepFM) on the rows of every task it takes: `SyntheticSource().read(start, end)` in
+batches, forward/backward, dense and sparse optimizer steps; nobody waits for anybody (the
+asynchronous PS pattern). A straggler's extra time is added after that real compute.
+
+`--mode collective`: the same rows, stragglers and policies, trained by collective ranks
+(all-to-all embeddings, all-reduced dense) fed by the same work queue
+(`collective.data = "queue"`), which step in lockstep: every step waits for the slowest
+rank, so no policy can shorten it. `--mode both` runs the two and prints what the queue
+can and cannot fix (docs/longtail.md).
 """
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ import argparse
 import dataclasses
 import math
 import sys
-from typing import Any
+import time
+from typing import Any, Callable
 
 from psrec.commands import add_config_args, config_from
 
@@ -18,6 +26,26 @@ WORKER_COLUMNS = ["policy", "worker", "slowdown", "tasks", "rows", "busy_s", "id
                   "straggler_s", "rows_per_s", "all_busy_rows_per_s", "finish_s"]
 POLICY_COLUMNS = ["policy", "makespan_s", "ideal_makespan_s", "vs_ideal", "tasks", "requeues",
                   "duplicates", "exactly_once", "take_ms", "task_ms", "take_overhead"]
+RANK_COLUMNS = ["policy", "worker", "slowdown", "tasks", "rows", "steps", "idle_steps", "run_s", "busy_s",
+                "sync_wait_s", "wait_fraction", "straggler_s"]
+LOCKSTEP_COLUMNS = ["policy", "makespan_s", "ideal_makespan_s", "vs_ideal", "slowest_busy_s", "vs_slowest_busy",
+                    "peer_wait_fraction", "steps", "idle_steps", "requeues", "duplicates", "exactly_once"]
+MODE_COLUMNS = ["mode", "policy", "makespan_s", "vs_ideal", "straggler_rows_share", "others_lost_fraction"]
+
+EXPLAIN = """\
+What the work queue can and cannot fix:
+- async workers ({a_static} -> {a_dynamic}: speedup {a_speedup}): nobody waits for anybody,
+  so a fast worker simply comes back for more tasks; under `dynamic` the straggler's share of
+  the rows fell from {a_share_static} to {a_share_dynamic} and the others stopped idling at the end.
+- collective ranks ({c_static} -> {c_dynamic}: speedup {c_speedup}): every step all-reduces, so
+  each step lasts as long as its slowest rank under any policy. Every rank trains one batch
+  per step, the straggler included, so its share stays {c_share_dynamic} and its peers spend
+  {c_wait} of the makespan waiting at the barrier. The queue balances data there (uneven
+  shares, a short last task, tasks of uneven cost: ranks run out of work closer together, so
+  fewer empty steps; here {c_idle_static} under static, {c_idle_dynamic} under dynamic) and
+  would let fast ranks take more rows only if batch sizes varied with speed; it cannot
+  shorten a lockstep step. Remedies for that are elsewhere: drop or replace the slow rank,
+  backup workers, or asynchronous / bounded-staleness updates."""
 
 
 def register(sub) -> None:
@@ -41,6 +69,10 @@ def register(sub) -> None:
     p.add_argument("--straggle", choices=["sleep", "spin"], default="sleep",
                    help="how a straggler spends its extra time (default sleep)")
     p.add_argument("--lease-timeout", type=float, help="seconds before a taken task is re-queued (default 60)")
+    p.add_argument("--mode", choices=["async", "collective", "both"], default="async",
+                   help="async: independent workers, nobody waits (default); collective: ranks in lockstep "
+                        "(all-to-all + all-reduce) fed by the same queue, stragglers sleep; both: the two, "
+                        "and what the queue can and cannot fix")
     p.add_argument("--name", help="run directory name (run.name)")
     add_config_args(p)
     p.set_defaults(func=run)
@@ -128,9 +160,67 @@ def _fmt(v: float) -> str:
     return "nan" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
-def run(args: argparse.Namespace) -> int:
-    import ray
+def _collective_ranks(summaries: list[dict]) -> list[dict[str, Any]]:
+    """Per-rank inputs of `summarize_lockstep` from `WorkerReport.summary()` dicts."""
+    return [{"worker": x["worker"], "tasks": x.get("tasks", 0), "rows": x.get("rows", 0), "steps": x["steps"],
+             "idle_steps": x.get("idle_steps", 0), "run_s": x.get("run_seconds", 0.0),
+             "sync_wait_s": x.get("sync_wait_seconds", 0.0), "straggler_s": x.get("straggler_seconds", 0.0)}
+            for x in summaries]
 
+
+def run_collective_policies(cfg, workers: int, policies: tuple[str, ...], queue_cfg, stragglers,
+                            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train `cfg` collectively once per policy, ranks fed by the work queue, with the same
+    stragglers; returns `{"policies": {name: {"summary", "queue", "per_rank"}}, "comparison"}`.
+
+    Each policy gets fresh ranks (fresh tables and replicas) and a fresh queue; Ray (for
+    `collective.transport = "ray"`) must be up. Only training is timed: no evaluation.
+    """
+    from collective.jobs import start_job
+    from collective.plan import plan_collective
+    from workqueue.longtail import summarize_lockstep
+
+    coll = dataclasses.replace(cfg.collective, workers=workers, data="queue", metrics_port=-1)
+    runs: dict[str, Any] = {}
+    for policy in policies:
+        c = dataclasses.replace(cfg, collective=coll, stragglers=stragglers,
+                                workqueue=dataclasses.replace(queue_cfg, policy=policy))
+        t = time.perf_counter()
+        job = start_job(plan_collective(c, coll))
+        try:
+            log(f"[collective {policy}] {workers} ranks ready in {time.perf_counter() - t:.1f} s; running")
+            reports = job.train()
+            queue = job.queue_stats
+        finally:
+            job.close()
+        per_rank = [r.summary() for r in reports]
+        summary = summarize_lockstep(_collective_ranks(per_rank))
+        log(f"[collective {policy}] makespan {summary['makespan_s']:.1f} s, "
+            f"ideal {summary['ideal_makespan_s']:.1f} s")
+        for p in per_rank:  # step lists are long; the per-rank summary keeps every figure
+            p.pop("bytes_by_tag", None)
+        runs[policy] = {"policy": policy, "summary": summary, "queue": queue, "per_rank": per_rank}
+
+    def get(policy: str, key: str) -> float:
+        return runs[policy]["summary"][key] if policy in runs else math.nan
+
+    comparison = {f"{p}_vs_ideal": get(p, "vs_ideal") for p in runs}
+    dyn = get("dynamic", "makespan_s")
+    comparison["speedup"] = get("static", "makespan_s") / dyn if dyn and dyn > 0 else math.nan
+    comparison.update({f"{p}_peer_wait_fraction": get(p, "peer_wait_fraction") for p in runs})
+    return {"policies": runs, "comparison": comparison}
+
+
+def _share(rows: list[float], who: int | None) -> float:
+    total = sum(rows)
+    return rows[who] / total if who is not None and total else math.nan
+
+
+def _pct(v: float) -> str:
+    return "nan" if v is None or not math.isfinite(v) else f"{100 * v:.0f}%"
+
+
+def run(args: argparse.Namespace) -> int:
     from psrec.data.factory import make_source
     from psrec.report.table import format_table
     from psrec.runs import make_run_dir, write_results
@@ -159,46 +249,116 @@ def run(args: argparse.Namespace) -> int:
         rows = min(cfg.data.train_rows, make_source(cfg).num_rows)
         lt = LongtailConfig(workers=args.workers, policies=tuple(_split(args.policy) or ["static", "dynamic"]),
                             rows=rows, straggle=args.straggle)
-        Stragglers(stragglers, lt.workers)  # a worker out of range fails here, before Ray starts
+        model = Stragglers(stragglers, lt.workers)  # a worker out of range fails here, before Ray starts
     except ValueError as e:
         print(f"psrec longtail: {e}", file=sys.stderr)
         return 2
+    do_async, do_coll = args.mode in ("async", "both"), args.mode in ("collective", "both")
 
     run_dir = make_run_dir(cfg, "longtail")
     started_ray = False
-    if not ray.is_initialized():
-        # Logical CPUs: enough for the fractional requests of the workers and the queue.
-        ray.init(num_cpus=max(8, 2 * args.workers), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-        started_ray = True
+    if do_async or cfg.collective.transport == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            # Logical CPUs: enough for the fractional requests of the workers and the queue.
+            ray.init(num_cpus=max(8, 2 * args.workers), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+            started_ray = True
+    res: dict[str, Any] = {"mode": args.mode}
     try:
-        print(f"longtail: {args.workers} workers, {rows:,} rows x {queue_cfg.epochs} epoch(s), "
+        print(f"longtail ({args.mode}): {args.workers} workers, {rows:,} rows x {queue_cfg.epochs} epoch(s), "
               f"{queue_cfg.task_rows} rows/task, model {cfg.model.name}, stragglers "
               f"{stragglers.factors or 'none'}; run directory {run_dir}")
-        res = run_longtail(lt, queue_cfg, stragglers, lambda w: TrainRows(cfg), run_dir)
+        if do_async:
+            res.update(run_longtail(lt, queue_cfg, stragglers, lambda w: TrainRows(cfg), run_dir))
+        if do_coll:
+            # The collective queue covers the training range itself: the same rows as `rows`.
+            ccfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_rows=rows))
+            res["collective"] = run_collective_policies(ccfg, lt.workers, lt.policies, queue_cfg, stragglers)
     finally:
         if started_ray:
+            import ray
+
             ray.shutdown()
 
-    base = res["stragglers"]["base_factors"]
-    worker_rows, policy_rows = [], []
-    for policy, r in res["policies"].items():
-        s, st = r["summary"], r["queue"]["stats"]
-        for wk in s["workers"]:
-            worker_rows.append({"policy": policy, "slowdown": base[wk["worker"]], **wk})
-        policy_rows.append({"policy": policy, **s, "requeues": st["requeues"], "duplicates": st["duplicates"],
-                            "exactly_once": r["queue"]["accounting"]["exactly_once"],
-                            "take_ms": 1e3 * s["take_s_mean"], "task_ms": 1e3 * s["task_compute_s_mean"]})
-    print(format_table(worker_rows, WORKER_COLUMNS))
-    print()
-    print(format_table(policy_rows, POLICY_COLUMNS))
+    base = [float(x) for x in model.base]
+    res.setdefault("stragglers", model.describe())
+    straggler = max(range(len(base)), key=base.__getitem__) if max(base) > 1 else None
+    modes: list[dict[str, Any]] = []
+    if do_async:
+        worker_rows, policy_rows = [], []
+        for policy, r in res["policies"].items():
+            s, st = r["summary"], r["queue"]["stats"]
+            for wk in s["workers"]:
+                worker_rows.append({"policy": policy, "slowdown": base[wk["worker"]], **wk})
+            policy_rows.append({"policy": policy, **s, "requeues": st["requeues"], "duplicates": st["duplicates"],
+                                "exactly_once": r["queue"]["accounting"]["exactly_once"],
+                                "take_ms": 1e3 * s["take_s_mean"], "task_ms": 1e3 * s["task_compute_s_mean"]})
+            others = [w["idle_s"] / s["makespan_s"] for w in s["workers"] if w["worker"] != straggler]
+            modes.append({"mode": "async", "policy": policy, "makespan_s": s["makespan_s"], "vs_ideal": s["vs_ideal"],
+                          "straggler_rows_share": _share([w["rows"] for w in s["workers"]], straggler),
+                          "others_lost_fraction": sum(others) / len(others) if others else math.nan})
+        print("async workers (each its own model; nobody waits):")
+        print(format_table(worker_rows, WORKER_COLUMNS))
+        print()
+        print(format_table(policy_rows, POLICY_COLUMNS))
+    if do_coll:
+        rank_rows, lock_rows = [], []
+        for policy, r in res["collective"]["policies"].items():
+            s, st = r["summary"], r["queue"]["stats"]
+            for wk in s["workers"]:
+                rank_rows.append({"policy": policy, "slowdown": base[wk["worker"]], **wk})
+            lock_rows.append({"policy": policy, **s, "requeues": st["requeues"], "duplicates": st["duplicates"],
+                              "exactly_once": r["queue"]["accounting"]["exactly_once"]})
+            others = [w["wait_fraction"] for w in s["workers"] if w["worker"] != straggler]
+            modes.append({"mode": "collective", "policy": policy, "makespan_s": s["makespan_s"],
+                          "vs_ideal": s["vs_ideal"],
+                          "straggler_rows_share": _share([w["rows"] for w in s["workers"]], straggler),
+                          "others_lost_fraction": sum(others) / len(others) if others else math.nan})
+        print()
+        print("collective ranks in lockstep, fed by the same queue (busy = run - sync wait):")
+        print(format_table(rank_rows, RANK_COLUMNS))
+        print()
+        print(format_table(lock_rows, LOCKSTEP_COLUMNS))
+    if do_async and do_coll:
+        print()
+        print("others_lost_fraction: async = idle / makespan, collective = sync wait / makespan (mean over "
+              "the non-stragglers)")
+        print(format_table(modes, MODE_COLUMNS))
+        by = {(m["mode"], m["policy"]): m for m in modes}
+
+        def fig(mode: str, policy: str, key: str, fmt=lambda v: f"{v:.1f} s") -> str:
+            m = by.get((mode, policy))
+            return "n/a" if m is None or not math.isfinite(m[key]) else fmt(m[key])
+
+        ca, cc = res["comparison"], res["collective"]["comparison"]
+        idle = {p: str(r["summary"]["idle_steps"]) for p, r in res["collective"]["policies"].items()}
+        print()
+        print(EXPLAIN.format(
+            a_static=fig("async", "static", "makespan_s"), a_dynamic=fig("async", "dynamic", "makespan_s"),
+            a_speedup=_fmt(ca["speedup"]), a_share_static=fig("async", "static", "straggler_rows_share", _pct),
+            a_share_dynamic=fig("async", "dynamic", "straggler_rows_share", _pct),
+            c_static=fig("collective", "static", "makespan_s"),
+            c_dynamic=fig("collective", "dynamic", "makespan_s"), c_speedup=_fmt(cc["speedup"]),
+            c_share_dynamic=fig("collective", "dynamic", "straggler_rows_share", _pct),
+            c_wait=fig("collective", "dynamic", "others_lost_fraction", _pct),
+            c_idle_static=idle.get("static", "n/a"), c_idle_dynamic=idle.get("dynamic", "n/a")))
+    res["modes"] = modes
     res["run_dir"] = str(run_dir)
     write_results(run_dir, res)
-    c = res["comparison"]
-    print(f"gantt charts: {', '.join(res['gantt'])}")
-    print(f"on dedicated cores the straggler factors alone would give static_vs_ideal="
-          f"{_fmt(c['static_vs_ideal_dedicated_cores'])}; here cores are shared and a straggler left alone "
-          f"runs faster (compare rows_per_s with all_busy_rows_per_s)")
-    print(f"static_vs_ideal={_fmt(c['static_vs_ideal'])} dynamic_vs_ideal={_fmt(c['dynamic_vs_ideal'])} "
-          f"speedup={_fmt(c['speedup'])} take_overhead={_fmt(c['take_overhead'])}")
+    if do_coll:
+        cc = res["collective"]["comparison"]
+        print(f"collective_static_vs_ideal={_fmt(cc.get('static_vs_ideal', math.nan))} "
+              f"collective_dynamic_vs_ideal={_fmt(cc.get('dynamic_vs_ideal', math.nan))} "
+              f"collective_speedup={_fmt(cc['speedup'])} "
+              f"collective_peer_wait_fraction={_fmt(cc.get('dynamic_peer_wait_fraction', math.nan))}")
+    if do_async:
+        c = res["comparison"]
+        print(f"gantt charts: {', '.join(res['gantt'])}")
+        print(f"on dedicated cores the straggler factors alone would give static_vs_ideal="
+              f"{_fmt(c['static_vs_ideal_dedicated_cores'])}; here cores are shared and a straggler left alone "
+              f"runs faster (compare rows_per_s with all_busy_rows_per_s)")
+        print(f"static_vs_ideal={_fmt(c['static_vs_ideal'])} dynamic_vs_ideal={_fmt(c['dynamic_vs_ideal'])} "
+              f"speedup={_fmt(c['speedup'])} take_overhead={_fmt(c['take_overhead'])}")
     return 0
