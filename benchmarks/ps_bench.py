@@ -1,7 +1,9 @@
 """Parameter-server transport overhead and load balance.
 
 1. Pull+push of B distinct keys (dim 16) through one Ray PS actor vs the same PSShard called
-   in process, B = 1K..128K. R = in-process time / Ray time (0.5 = Ray adds 1x on top).
+   in process, B = 1K..128K. R = in-process time / Ray time (0.5 = Ray adds 1x on top). Ray
+   is the default transport (same-node arrays through shared memory, psrec/ps/shm.py); the
+   same calls through Ray's object store are printed beside it.
 2. Aggregate pull+push throughput of a PSClient over 1, 2 and 4 Ray PS actors.
 3. Load imbalance (max/mean bytes served) over 4 PS on Zipf(1.1) keys: hash-mod vs balanced.
 
@@ -57,6 +59,18 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each fn, timed in turns (a load change on this shared machine then
+    hits every path alike instead of whichever ran during it)."""
+    ts = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+
 def warm_up(go, bytes_per_call: int) -> None:
     """Call `go` until its payloads have cycled through the object store twice."""
     for _ in range(math.ceil(2 * LOCAL_OBJECT_STORE_BYTES / bytes_per_call)):
@@ -73,29 +87,37 @@ def round_trip(transport, keys: np.ndarray, grads: np.ndarray, step=[0]):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--sizes", default="1024,4096,16384,65536,131072")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     ensure_ray()
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = {}
-    print("keys      in-process (ms)   ray (ms)   inproc/ray")
-    # One shard per path for every size (both tables grow alike), the Ray one warmed once
+    print("pull+push of B distinct keys, one PS; ray = the default transport (arrays through shared")
+    print("memory on the same node), objstore = the same calls through Ray's object store")
+    print("keys      in-process (ms)   ray (ms)   inproc/ray   objstore (ms)   inproc/objstore")
+    # One shard per path for every size (both tables grow alike), the Ray ones warmed once
     # with the largest batch: pull (keys 8 B + rows 4*DIM B) + push (keys, grads, counts).
-    local = InProcessTransport([PSShard(0, TABLES)])
-    remote = RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5))
+    paths = {"in": InProcessTransport([PSShard(0, TABLES)]),
+             "ray": RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5)),
+             "obj": RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5), shared_memory=False)}
     big = distinct_keys(rng, max(sizes))
     big_grads = rng.standard_normal((len(big), DIM)).astype(np.float32) * 1e-3
-    warm_up(round_trip(remote, big, big_grads), len(big) * (8 + 4 * DIM) * 2 + len(big) * 16)
+    for name in ("ray", "obj"):
+        warm_up(round_trip(paths[name], big, big_grads), len(big) * (8 + 4 * DIM) * 2 + len(big) * 16)
     for n in sizes:
         keys = distinct_keys(rng, n)
         grads = rng.standard_normal((n, DIM)).astype(np.float32) * 1e-3
-        t_in = median_time(round_trip(local, keys, grads), args.repeats)
-        t_ray = median_time(round_trip(remote, keys, grads), args.repeats)
-        ratios[n] = t_in / t_ray
-        print(f"{n:>7}   {1e3 * t_in:14.2f}   {1e3 * t_ray:8.2f}   {ratios[n]:10.3f}")
-    remote.shutdown()
+        fns = {k: round_trip(t, keys, grads) for k, t in paths.items()}
+        for fn in fns.values():
+            fn()  # first touch of these keys: creates their rows
+        t = interleaved_medians(fns, args.repeats)
+        ratios[n] = t["in"] / t["ray"]
+        print(f"{n:>7}   {1e3 * t['in']:14.2f}   {1e3 * t['ray']:8.2f}   {ratios[n]:10.3f}   "
+              f"{1e3 * t['obj']:13.2f}   {t['in'] / t['obj']:15.3f}")
+    for name in ("ray", "obj"):
+        paths[name].shutdown()
 
     print("\naggregate pull+push of 65536 keys through a PSClient")
     keys = distinct_keys(rng, 65536)
