@@ -3,6 +3,7 @@
 Every expected value is written out as the arithmetic that produces it, from the formulas
 in the modules' docstrings, so that a change of formula shows up as a failing line here.
 """
+import dataclasses
 import doctest
 import json
 import math
@@ -243,24 +244,59 @@ def test_ps_sync_step_golden():
     req = max(2 * LAT + 14 / BW, 4 * 1 * LAT + 4 * 7 / BW)        # max(0.016, 0.032)
     resp = max(2 * LAT + 30 / BW, 4 * LAT + 4 * 15 / BW)           # max(0.032, 0.064)
     push = max(2 * LAT + 44 / BW, 4 * LAT + 4 * 22 / BW)           # max(0.046, 0.092)
-    apply = 4 * (D / 2 * APPLY_ROW + 3.75 * APPLY_VAL)             # 4 * (0.000875 + 0.000375)
+    # the shard merges the 4 pushes: the distinct rows of 4 workers x 2 keys = 8 draws over 4 rows,
+    # DU = 4 (1 - (3/4)^8) = 3.5995..., half on each shard; its 2-wide values, the dense slice once
+    du = 4 * (1 - (3 / 4) ** 8)
+    apply = du / 2 * APPLY_ROW + (du * 2 / 2 + 4 / 2) * APPLY_VAL   # 0.0017998 + 0.0005600 = 0.0023597
     assert s.compute == pytest.approx(2 * 0.01)
     assert s.pull == pytest.approx(req + resp) and s.pull == pytest.approx(0.096)
-    assert s.push == pytest.approx(push) and s.push == pytest.approx(0.092)
-    assert s.apply == pytest.approx(apply) and s.apply == pytest.approx(0.005)
-    assert s.total == pytest.approx(0.02 + 0.096 + 0.092 + 0.005)
-    assert s.comm_fraction == pytest.approx((0.096 + 0.092) / 0.213)
-    assert s.throughput == pytest.approx(4 * 2 / 0.213)
+    # the last of the 4 pushes returns after the merged apply, the other 3 workers wait for it
+    # at their next pull: per worker 1/4 of the apply in push, 3/4 in apply
+    assert push == pytest.approx(0.092)
+    assert s.push == pytest.approx(push + apply / 4)
+    assert s.apply == pytest.approx(apply * 3 / 4)
+    assert apply == pytest.approx(0.00235973, rel=1e-6)
+    total = 0.02 + 0.096 + 0.092 + apply                            # 0.2103597
+    assert s.total == pytest.approx(total)
+    assert s.comm_fraction == pytest.approx((0.096 + 0.092 + apply / 4) / total)
+    assert s.throughput == pytest.approx(4 * 2 / total)
     assert s.bottleneck == "pull (ps nic)"
     # memory: 4 rows * 2 values * 4 B * 2 slots / 2 PS
     assert s.memory_per_node == pytest.approx(4 * 2 * 4 * 2 / 2)
 
 
+def test_ps_sync_apply_on_shared_cores_golden():
+    """ps-sync on 2 shared cores: compute runs on the 4 workers at once (4/2 = 2x slower), the
+    apply on the 2 PS while the workers wait at the barrier (2/2: not slowed)."""
+    base = tiny(workers=4)
+    shared = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, cores=2.0))
+    a, b = ps_sync_step(base), ps_sync_step(shared)
+    assert b.compute == pytest.approx(2 * a.compute) and b.compute == pytest.approx(0.04)
+    assert b.apply == pytest.approx(a.apply) and b.apply == pytest.approx(0.00235973 * 3 / 4, rel=1e-6)
+    one_core = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, cores=1.0))
+    assert ps_sync_step(one_core).apply == pytest.approx(2 * a.apply)  # 2 PS on 1 core
+
+
+def test_collective_emulated_net_exposes_the_allreduce_wire():
+    """psrec's --net emulation adds the wire time after the fact: the all-reduce's wire part
+    (0.030 s on 4 workers, below) cannot hide under the backward pass (0.0133 s)."""
+    s = collective_step(tiny(workers=4, emulated_net=True))
+    ar = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW
+    assert s.allreduce == pytest.approx(ar) and s.hidden == 0.0  # no software cost to hide
+    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)   # software: 2 * 3 messages * 1 ms
+    spec = dataclasses.replace(tiny(workers=4, emulated_net=True), calibration=cal)
+    s2 = collective_step(spec)
+    assert s2.hidden == pytest.approx(0.006)                          # all of it hides (< 0.0133)
+    assert s2.allreduce == pytest.approx(ar)
+
+
 def test_ps_async_step_golden():
     s = ps_async_step(tiny(workers=4))
     # alone at the PS (k = 1): pull = max(0.016, 0.008) + max(0.032, 0.016); push = max(0.046, 0.023)
-    pull, push = 0.016 + 0.032, 0.046
-    own = 0.02 + pull + push                                        # 0.114
+    # plus the shard's apply of this push, which the push waits for: D/2 rows, 3.75 values
+    apply = D / 2 * APPLY_ROW + 3.75 * APPLY_VAL                    # 0.000875 + 0.000375 = 0.00125
+    pull, push = 0.016 + 0.032, 0.046 + apply
+    own = 0.02 + pull + push                                        # 0.11525
     # busiest PS per worker step: in = 2 msgs + (7 + 22) B, out = 1 msg + 15 B; 4 workers share it
     nic_in = 2 * LAT + (7 + 22) / BW                                # 0.031
     nic_out = LAT + 15 / BW                                         # 0.016

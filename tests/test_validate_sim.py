@@ -11,7 +11,7 @@ from psrec.cli import main
 from psrec.net import NetConfig
 from psrec.sim.calibration import Calibration, fit_calibration
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
-from psrec.sim.costs import ps_async_step, ps_traffic
+from psrec.sim.costs import ps_async_step, ps_phases, ps_traffic
 from psrec.sim.validate import Prediction, RunSpec, leave_one_out, ranking_groups, summarize, summary_line
 
 TRUE = Calibration(alpha=1.5e-3, beta=6e-9, compute_per_sample={"m": 5e-5}, compute_per_step={"m": 0.01})
@@ -28,9 +28,10 @@ def spec(workers, ps, batch, cores=2.0):
 def measured_from_sim(s: SimSpec) -> dict:
     """What a ps-async run of `s` would report (fit schema) if the simulator were exact."""
     cost, t = ps_async_step(s), ps_traffic(s)
+    apply = ps_phases(s, t, 1).apply_server  # the push waited for it: the fit takes it out
     return {"mode": "ps-async", "model": "m", "workers": s.cluster.workers, "cores": s.cluster.cores,
-            "batch_size": s.model.batch_size,
-            "phases": {"compute": cost.compute, "pull": cost.pull, "push": cost.push},
+            "batch_size": s.model.batch_size, "apply_rows": t.shard_apply_rows, "apply_values": t.shard_apply_values,
+            "phases": {"compute": cost.compute, "pull": cost.pull, "push": cost.push, "apply": apply},
             "bytes": {"pull": t.request_bytes + t.response_bytes, "push": t.push_bytes},
             "messages": {"pull": 2 * t.messages, "push": t.messages},
             "measured": {"step": cost.total, "comm_fraction": cost.comm_fraction}}

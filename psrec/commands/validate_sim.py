@@ -7,9 +7,12 @@ seconds. They run on Ray by default, the real path (PS and worker actors exchang
 messages, gloo for the collective), in one Ray session shared by every configuration; `--transport
 inprocess` runs the same code on threads (seconds instead of minutes; used by the tests).
 
-Measured step time = the mean of a worker's summed phases per step, plus the emulated
-network's seconds when `--net` is on (the runners book those apart); comm fraction the
-runner's (emulated) communication fraction. The table and the closing line
+Measured step time = the sum of each phase's median seconds over a worker's steps after a
+two-step warm-up (`psrec.sim.results_map`: robust to a few steps that another job's load
+stretches), plus the emulated network's seconds when `--net` is on (the runners book those
+apart); comm fraction likewise. `--repeats R` trains every configuration R times in
+interleaved passes (so that a slow period of the machine hits different configurations'
+repeats) and keeps the repeat with the median step. The table and the closing line
 `median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1 configs=N`
 go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
 directory go into the run directory. `--reuse DIR` predicts again from the runs of an
@@ -36,8 +39,12 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--transport", choices=["ray", "inprocess"], default="ray",
                    help="ray (default: actors and gloo, the real path) or inprocess (threads; fast)")
-    p.add_argument("--quick", action="store_true", help="three tiny configurations (one per mode) instead of nine")
-    p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 15)")
+    p.add_argument("--quick", action="store_true", help="three tiny configurations (one per mode) instead of twelve")
+    p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 30)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="train every configuration this many times, in interleaved passes, and keep the "
+                        "repeat with the median measured step (the lower of two: another job's load only "
+                        "adds time); default 1")
     p.add_argument("--only", help="comma list of configuration names to run (default all)")
     p.add_argument("--reuse", metavar="DIR", help="predict from the runs of an earlier validate-sim run directory")
     p.add_argument("--cores", type=float, default=0,
@@ -46,12 +53,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _config_for(rs, run_dir: Path, transport: str):
+def _config_for(rs, run_dir: Path, transport: str, name: str | None = None):
     """The psrec Config of one RunSpec: synthetic data, DeepFM, a few seconds of training."""
     from psrec.config import load_config
 
     sets = [f"data.train_rows={rs.rows}", "data.eval_rows=1024", f"data.batch_size={rs.batch_size}",
-            "train.threads=1", "train.progress=false", f'run.dir="{run_dir}"', f'run.name="{rs.name}"']
+            "train.threads=1", "train.progress=false", f'run.dir="{run_dir}"', f'run.name="{name or rs.name}"']
     if rs.mode == "collective":
         sets += [f"collective.workers={rs.workers}", f'collective.net="{rs.net}"',
                  f'collective.transport="{transport}"', "collective.metrics_port=-1"]
@@ -61,8 +68,14 @@ def _config_for(rs, run_dir: Path, transport: str):
     return load_config(None, sets)
 
 
-def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print) -> list[Path]:
-    """Train every RunSpec into `run_dir/<name>/`; returns their results.json paths."""
+def repeat_name(rs, k: int) -> str:
+    """Run directory of repeat k (0-based) of RunSpec `rs`: its name, then `<name>-r2`, ..."""
+    return rs.name if k == 0 else f"{rs.name}-r{k + 1}"
+
+
+def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, repeats: int = 1) -> list[list[Path]]:
+    """Train every RunSpec into `run_dir/<name>/` (repeats: `<name>-r2/`, ... in interleaved
+    passes); returns each RunSpec's results.json paths."""
     from collective.runner import run_collective
     from psrec.ps.runner import run_ps
 
@@ -72,13 +85,15 @@ def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print) -
         t0 = time.perf_counter()
         ensure_ray()  # once: every configuration's actors join the same session
         log(f"  ray ready ({time.perf_counter() - t0:.0f} s)")
-    paths = []
-    for rs in runs:
-        cfg = _config_for(rs, run_dir, transport)
-        t0 = time.perf_counter()
-        res = run_collective(cfg) if rs.mode == "collective" else run_ps(cfg)
-        log(f"  {rs.name}: {res['train_seconds']:.1f} s training, {time.perf_counter() - t0:.0f} s in all")
-        paths.append(Path(res["run_dir"]) / "results.json")
+    paths: list[list[Path]] = [[] for _ in runs]
+    for k in range(repeats):
+        for i, rs in enumerate(runs):
+            cfg = _config_for(rs, run_dir, transport, repeat_name(rs, k))
+            t0 = time.perf_counter()
+            res = run_collective(cfg) if rs.mode == "collective" else run_ps(cfg)
+            log(f"  {repeat_name(rs, k)}: {res['train_seconds']:.1f} s training, "
+                f"{time.perf_counter() - t0:.0f} s in all")
+            paths[i].append(Path(res["run_dir"]) / "results.json")
     return paths
 
 
@@ -112,7 +127,8 @@ def spec_for(rs, cfg, cores: float):
     net = parse_net(rs.net, where=f"{rs.name}.net") if rs.net else NetConfig()
     cluster = ClusterSpec(workers=rs.workers, ps=rs.ps, net=net, cores=cores)
     options = SimOptions(partitioner=cfg.ps.partitioner, dense_on_ps=cfg.ps.dense == "ps", alltoall_payload="rows",
-                         overlap_allreduce=cfg.collective.overlap, software_at_server=False)
+                         overlap_allreduce=cfg.collective.overlap, software_at_server=False,
+                         emulated_net=bool(rs.net))
     return SimSpec(cluster=cluster, model=model, data=DataSpec(zipf_per_table=tuple(zipf)), options=options)
 
 
@@ -122,13 +138,32 @@ def _fit(runs):
     return fit_calibration(runs, compute_intercept=True)
 
 
-def validate(runs: Sequence[Any], paths: Sequence[Path], run_dir: Path, cores: float, transport: str):
-    """Map every run, build its spec, predict it leave-one-out; returns (predictions, summary)."""
+def _fill_sync_apply(run: dict, spec) -> dict:
+    """A ps-sync run's merged apply counts, which results.json lacks (`psrec.sim.results_map`):
+    the key law's distinct rows of the union of the W batches on the busiest shard
+    (`psrec.sim.costs.ps_sync_apply_load`), the run's own values per row, its dense slice."""
+    from psrec.sim.costs import ps_sync_apply_load
+
+    known = run.get("sync_apply")
+    if run.get("mode") != "ps-sync" or not known or run.get("apply_rows") is not None:
+        return run
+    rows, _ = ps_sync_apply_load(spec)
+    return {**run, "apply_rows": rows, "apply_values": rows * known["row_width"] + known["dense_values"]}
+
+
+def _pick_repeat(mapped: list[dict]) -> dict:
+    """The repeat with the median measured step (the lower of an even count)."""
+    return sorted(mapped, key=lambda m: m["measured"]["step"])[(len(mapped) - 1) // 2]
+
+
+def validate(runs: Sequence[Any], paths: Sequence[Sequence[Path]], run_dir: Path, cores: float, transport: str):
+    """Map every run (each RunSpec's repeats: the median one), build its spec, predict it
+    leave-one-out; returns (mapped, predictions, summary)."""
     from psrec.sim.results_map import load_run
     from psrec.sim.validate import leave_one_out, summarize
 
-    mapped = [load_run(p, cores) for p in paths]
     specs = [spec_for(rs, _config_for(rs, run_dir, transport), cores) for rs in runs]
+    mapped = [_fill_sync_apply(_pick_repeat([load_run(p, cores) for p in ps]), sp) for ps, sp in zip(paths, specs)]
     preds = leave_one_out(mapped, specs, fit=_fit, names=[rs.name for rs in runs])
     return mapped, preds, summarize(preds, [rs.group for rs in runs])
 
@@ -154,6 +189,8 @@ def _runs_of(args: argparse.Namespace, reuse: Path | None):
             raise ValueError(f"--only: unknown configuration(s) {', '.join(unknown)}; known: "
                              f"{', '.join(r.name for r in runs)}")
         runs = [r for r in runs if r.name in names]
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if len(runs) < 3:
         raise ValueError(f"leave-one-out over {len(runs)} configurations: need at least 3")
     return runs
@@ -180,13 +217,16 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True)
     t0 = time.perf_counter()
     if reuse is not None:
-        paths = [reuse / rs.name / "results.json" for rs in runs]
+        paths = [[reuse / repeat_name(rs, k) / "results.json" for k in range(100)
+                  if (reuse / repeat_name(rs, k) / "results.json").is_file()] or [reuse / rs.name / "results.json"]
+                 for rs in runs]
         print(f"validate-sim: predicting the {len(runs)} runs of {reuse} again; run directory {run_dir}",
               file=sys.stderr)
     else:
         print(f"validate-sim: {len(runs)} configurations on {args.transport}, {cores:g} cores; run directory "
               f"{run_dir}", file=sys.stderr)
-        paths = run_configs(runs, run_dir, args.transport, log=lambda m: print(m, file=sys.stderr, flush=True))
+        paths = run_configs(runs, run_dir, args.transport, log=lambda m: print(m, file=sys.stderr, flush=True),
+                            repeats=args.repeats)
     mapped, preds, summary = validate(runs, paths, run_dir, cores, args.transport)
     # One decimal everywhere: run-to-run noise on a shared machine is larger than that.
     rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in p.as_row().items()} for p in preds]
@@ -203,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
     (run_dir / "validation.txt").write_text(text + "\n")
     (run_dir / "validation.json").write_text(json.dumps({
         "runs": [dataclasses.asdict(r) for r in runs], "cores": cores, "transport": args.transport,
+        "repeats": args.repeats, "picked": [m["name"] for m in mapped],
         "reused": str(reuse) if reuse else None, "seconds": time.perf_counter() - t0,
         "summary": dataclasses.asdict(summary),
         "predictions": [{**p.as_row(), "cost": p.cost.as_row() if p.cost else None,

@@ -20,7 +20,11 @@ def summarize_steps(worker: int, steps: Sequence[Any], phases: Sequence[str], co
 
     `steady_phases` / `steady_emulated_seconds` / `steady_steps` repeat the totals without the
     first step, which carries one-off set-up (lazy tables, first connections, allocator
-    warm-up: several steps' worth in short runs); `psrec calibrate` fits on them."""
+    warm-up: several steps' worth in short runs); `psrec calibrate` fits on them.
+
+    `step_seconds` (one {phase: seconds} per step) and `step_emulated` (emulated seconds per
+    step) keep every step, so that a reader can take robust statistics (medians over steps
+    after a warm-up: `psrec.sim.results_map`) where another job's load spikes some steps."""
     if not steps:
         return {"worker": worker, "steps": 0}
     totals = {p: float(sum(r.seconds.get(p, 0.0) for r in steps)) for p in phases}
@@ -47,4 +51,6 @@ def summarize_steps(worker: int, steps: Sequence[Any], phases: Sequence[str], co
         "steady_steps": len(steps) - 1,
         "steady_phases": {p: float(sum(r.seconds.get(p, 0.0) for r in steps[1:])) for p in phases},
         "steady_emulated_seconds": float(emu[1:].sum()),
+        "step_seconds": [{p: float(r.seconds.get(p, 0.0)) for p in phases} for r in steps],
+        "step_emulated": [float(e) for e in emu],
     }

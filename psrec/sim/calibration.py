@@ -17,7 +17,8 @@ per parameter server per step:
       "phases":   {"pull": 0.012, "push": 0.009, "compute": 0.051, "apply": 0.004},
       "bytes":    {"pull": 2.1e6, "push": 1.9e6},
       "messages": {"pull": 4, "push": 2},
-      "apply_rows": 30000,           # embedding rows updated (or accumulated) per PS per step
+      "apply_rows": 30000,           # embedding rows updated per PS per apply (ps-sync: the
+                                     # distinct rows of the W merged pushes)
       "apply_values": 480000,        # float values updated per PS per step (rows * dim + dense)
       "net": "bandwidth=10Gbit,latency=50us"   # optional: the phases include this emulated
                                                # network's time, which the fit subtracts
@@ -55,7 +56,7 @@ import numpy as np
 from psrec.net import NetConfig, transfer_time
 
 __all__ = ["Calibration", "fit_calibration", "load_calibration", "save_calibration", "CalibrationError",
-           "cpu_slowdown", "expected_max_normal"]
+           "cpu_slowdown", "busy_processes", "expected_max_normal"]
 
 
 class CalibrationError(ValueError):
@@ -216,6 +217,25 @@ def cpu_slowdown(workers: float, cores: float) -> float:
     return max(1.0, workers / cores) if cores > 0 else 1.0
 
 
+def busy_processes(mode: str, phase: str, workers: float, ps: float) -> float:
+    """Processes busy on the CPU during `phase` of a `mode` step, the n of `cpu_slowdown`.
+
+    What runs at once, phase by phase:
+    - ps-sync apply: the M shards merge and apply the step's pushes while every worker waits
+      at the barrier (its next pull is held until the apply is done): n = M;
+    - everything else: n = W. Lockstep compute runs on all W workers at once, the
+      collective's all-to-all and apply on all W ranks at once; a ps-async worker is either
+      computing or has a PS thread working for it, so W workers keep W processes busy
+      (Lazowska et al. 1984, ch. 5: the CPU-bound asymptote of W customers).
+
+    >>> busy_processes("ps-sync", "apply", 3, 1), busy_processes("ps-sync", "compute", 3, 1)
+    (1.0, 3.0)
+    """
+    if mode == "ps-sync" and phase == "apply":
+        return float(ps)
+    return float(workers)
+
+
 def expected_max_normal(n: int) -> float:
     """E[max of n independent standard normals], Blom's approximation
     Phi^-1((n - 0.375) / (n + 0.25)) (G. Blom, Statistical Estimates and Transformed Beta
@@ -229,6 +249,19 @@ def expected_max_normal(n: int) -> float:
     return statistics.NormalDist().inv_cdf((n - 0.375) / (n + 0.25)) if n > 1 else 0.0
 
 
+def _inline_apply(mode: str, apply: float | None, workers: float) -> float:
+    """Seconds of a PS run's push phase that are the shard's apply, not communication: the
+    whole apply in ps-async (applied inline before the push returns), 1/W of the merged apply
+    in ps-sync (only the last of W pushes waits for it); see `psrec.sim.costs`."""
+    if apply is None:
+        return 0.0
+    if mode == "ps-async":
+        return apply
+    if mode == "ps-sync":
+        return apply / max(workers, 1.0)
+    return 0.0
+
+
 def _scaled_lstsq(rows: list[tuple[float, ...]], y: list[float]) -> np.ndarray:
     a = np.array(rows, dtype=np.float64)
     # Scale the columns: messages ~1-100 and bytes ~1e6 differ by orders of magnitude.
@@ -240,11 +273,13 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
                     compute_intercept: bool = False) -> Calibration:
     """Least-squares constants from per-run measured phases (schema in the module docstring).
 
-    Every CPU time t of a run is first divided by its `cpu_slowdown(workers, cores)` (1 when
-    the run gives no `cores`), so that the constants are those of one worker on its own core.
+    Every CPU time t of a run is first divided by its `cpu_slowdown(n, cores)` (1 when the run
+    gives no `cores`), n = `busy_processes` of the phase (W, or M for ps-sync's apply), so that
+    the constants are those of one process on its own core.
 
     - communication: every measured pull and push phase is one equation
-      `t - t_net = alpha * messages + beta * bytes` (alpha-beta, Hockney 1994), with `t_net`
+      `t - t_net = alpha * messages + beta * bytes` (alpha-beta, Hockney 1994), the push less
+      the shard's apply it waited for (ps-async: the apply; ps-sync: apply / W), with `t_net`
       the emulated network's own `transfer_time` when the run names its `net`; likewise the
       collective's all-to-all and all-reduce for `coll_alpha`, `coll_beta`;
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
@@ -253,7 +288,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     - apply: `t_apply = apply_per_row * apply_rows + apply_per_value * apply_values` (PS runs);
       collective runs: `t_apply = coll_apply_per_row * apply_rows`;
     - jitter: lockstep runs, `wait = jitter * expected_max_normal(W) * (step - wait)`
-      (ps-sync: its wait less its apply, which the barrier also waits for).
+      (ps-sync: its wait less (W - 1) / W of the apply, which W - 1 workers wait for).
 
     The fits are constrained to constants >= 0. A constant without any equation keeps its
     value from `base` (default: `Calibration()`).
@@ -279,13 +314,19 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             netcfg = NetConfig.from_mapping(net, where=f"results[{i}].net")
         cores, workers = _get(run, "cores") or 0.0, _get(run, "workers") or 1.0
         slow = cpu_slowdown(workers, cores)
+        apply_slow = cpu_slowdown(busy_processes(str(run.get("mode", "")), "apply", workers,
+                                                 _get(run, "ps") or 1.0), cores)
         collective = run.get("mode") == "collective"
+        mode = str(run.get("mode", ""))
+        inline_apply = _inline_apply(mode, _get(run, "phases", "apply"), workers)
         for phase in ("pull", "push"):
             t = _get(run, "phases", phase)
             nbytes = _get(run, "bytes", phase)
             msgs = _get(run, "messages", phase)
             if t is None or nbytes is None or msgs is None:
                 continue
+            if phase == "push":
+                t -= inline_apply  # the push waited for the shard's apply (psrec.sim.costs)
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes, msgs)
             comm_rows.append((msgs, nbytes))
@@ -308,13 +349,15 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
         t, r, v = _get(run, "phases", "apply"), _get(run, "apply_rows"), _get(run, "apply_values")
         if collective and t is not None and r is not None:
             capply_x.append(r)
-            capply_y.append(t / slow)
+            capply_y.append(t / apply_slow)
         elif t is not None and r is not None and v is not None:
             apply_rows.append((r, v))
-            apply_y.append(t / slow)
+            apply_y.append(t / apply_slow)
         wait, step = _get(run, "wait"), _get(run, "measured", "step")
         if run.get("mode") in ("ps-sync", "hybrid", "collective") and wait is not None and step is not None:
-            excess = wait - ((_get(run, "phases", "apply") or 0.0) if run.get("mode") == "ps-sync" else 0.0)
+            # ps-sync: W - 1 of W workers wait at their next pull for the apply the last push started
+            excess = wait - ((_get(run, "phases", "apply") or 0.0) * (workers - 1) / workers
+                             if run.get("mode") == "ps-sync" else 0.0)
             jit_x.append(expected_max_normal(max(1, round(workers))) * (step - wait))
             jit_y.append(max(0.0, excess))
 

@@ -17,14 +17,27 @@ rows back; it pushes (key, gradient) pairs the same way. A phase lasts as long a
 end: the worker's NIC (all its bytes) or the busiest PS NIC (its share of every concurrent
 worker's bytes, times the partitioner's imbalance). The dense parameters live on the PS too
 (`SimOptions.dense_on_ps`, split evenly) and are pulled and pushed whole every step. A PS
-applies every received gradient row (async: directly; sync: accumulated, at the same
-per-row cost), `apply_per_row + dim * apply_per_value` each.
+applies every received gradient row, `apply_per_row + dim * apply_per_value` each, and its
+slice of the dense parameters (`apply_per_value` each). Async: each push is applied on its
+own. Sync: the shard concatenates the W pushes of a step and merges duplicate keys (psrec's
+EV: sort + reduceat, `psrec.ps.shard`) before one update, so it updates the distinct rows of
+the union of the W batches, D(W B keys) from `psrec.sim.keys`, not W D(B keys), and the dense
+slice once (`ps_sync_apply_load`); the merge itself is vectorised and left in the per-row cost.
+
+A push returns when the shard has taken it in: in async mode after the shard applied it
+(psrec's `PSShard.push` applies inline, as TF's apply ops complete before the worker's train
+op does), so the worker's push includes the busiest shard's apply of its rows; in sync mode
+the last of the W pushes triggers the merged apply and returns after it, and the other W - 1
+workers wait for it at their next pull (the pull is held until the step is applied). Per
+worker and step that is apply / W inside the push and (W - 1) / W apply as waiting.
 
 - ps-sync: all W workers pull, compute, push in lockstep; the step waits for the slowest
   worker and the slowest shard, then for the apply:
-  T = compute + wait + pull(W concurrent) + push(W concurrent) + apply(W workers' rows).
-- ps-async: each worker runs on its own: T_w = compute + pull + push with no contention
-  (or max(compute, pull + push) with prefetch, `overlap_ps`). The PS's NIC and CPU are shared:
+  T = compute + wait + pull(W concurrent) + push(W concurrent) + apply(union of W batches),
+  the apply booked 1/W in `push` and (W-1)/W in `apply` (above).
+- ps-async: each worker runs on its own: T_w = compute + pull + push + its apply with no
+  contention (or max(compute, pull + push + apply) with prefetch, `overlap_ps`); the apply is
+  booked in `push`, where the worker waits for it. The PS's NIC and CPU are shared:
   by the asymptotic bounds of operational analysis (E. Lazowska et al., Quantitative System
   Performance, 1984, ch. 5: cycle time >= N * D_max), T >= W * (busiest PS NIC's demand per
   worker step) and T >= W * (its apply demand). The excess over T_w is queueing: shown in
@@ -51,9 +64,16 @@ per-step compute overhead (`compute_per_step`, T_compute = c0 + B c); collective
 software cost per message and byte (`coll_alpha`, `coll_beta`) on every all-to-all and
 all-reduce; lockstep jitter: W workers whose step varies with coefficient of variation j wait
 for the slowest, E[max] - mean = j * E[max of W std normals] * step (`expected_max_normal`).
-Shared CPUs (`ClusterSpec.cores` > 0): every CPU part (compute, the software alpha/beta,
-apply) runs `cpu_slowdown(W, cores)` = max(1, W / cores) times slower (processor sharing);
-the emulated network's wire time does not.
+Shared CPUs (`ClusterSpec.cores` > 0): a CPU part runs `cpu_slowdown(n, cores)` =
+max(1, n / cores) times slower (processor sharing), n = the processes busy during it: W for
+compute, the software alpha/beta and the collective's apply (every worker or rank works at
+once; in ps-async a worker waiting on a PS has the PS working for it); the PS count M for
+ps-sync's apply, which the shards run while every worker waits at the barrier
+(`psrec.sim.calibration.busy_processes`). The network's wire time is not CPU.
+
+Emulated networks (`SimOptions.emulated_net`, psrec's `--net`): the runtime books each call's
+wire time apart and adds it to the step in full, so the wire part of the dense all-reduce is
+never hidden under the backward pass; only its software part overlaps.
 """
 from __future__ import annotations
 
@@ -62,13 +82,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from psrec.net import transfer_time
-from psrec.sim.calibration import cpu_slowdown, expected_max_normal
+from psrec.sim.calibration import busy_processes, cpu_slowdown, expected_max_normal
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.keys import KeyStats, key_stats, shard_load, touched_shards
 
 __all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_phases",
-           "straggler_factors", "ps_sync_step", "ps_async_step", "hybrid_step", "collective_step",
+           "straggler_factors", "ps_sync_apply_load", "ps_sync_step", "ps_async_step", "hybrid_step", "collective_step",
            "MODES", "simulate", "slowdown"]
 
 BACKWARD_SHARE = 2 / 3  # backward FLOPs = 2x forward (Kaplan et al. 2020)
@@ -340,19 +360,52 @@ def _ps_label(worker: float, server: float) -> str:
     return "ps nic" if server >= worker else "worker nic"
 
 
+def ps_sync_apply_load(spec: SimSpec) -> tuple[float, float]:
+    """(rows, float values) the busiest shard updates in one ps-sync step: the distinct rows of
+    the union of the W workers' batches, D_t(W B keys_t) per table, times the busiest shard's
+    share imbalance / M (hash-mod placement of one merged batch, `psrec.sim.keys.shard_load`),
+    their values (rows * dim), and its dense slice once, dense / M (when the dense parameters
+    live on the PS).
+
+    Example: one table of 4 rows, uniform keys, dim 2, 2 workers x batch 2 x 1 key, 1 PS, no dense:
+        the union is 4 draws, D = 4 (1 - (3/4)^4) = 175/64 rows (not 2 * 1.75 = 3.5), 2 D values.
+        >>> from psrec.sim.config import *
+        >>> spec = SimSpec(cluster=ClusterSpec(workers=2, ps=1), data=DataSpec(zipf=0),
+        ...                model=ModelSpec(tables=(TableSpec(rows=4, dim=2, keys_per_sample=1),),
+        ...                                dense_params=0, batch_size=2))
+        >>> [round(x * 64, 9) for x in ps_sync_apply_load(spec)]
+        [175.0, 350.0]
+    """
+    c, o = spec.cluster, spec.options
+    union = _table_stats(spec, draws_factor=c.workers)
+    imbalance = c.ps_imbalance or shard_load([(st, 1.0) for st, _ in union], c.ps, 1, o.partitioner).imbalance
+    share = imbalance / c.ps
+    dense = spec.model.dense_params if o.dense_on_ps else 0
+    rows = sum(st.distinct for st, _ in union) * share
+    values = sum(st.distinct * dim for st, dim in union) * share + dense / c.ps
+    return rows, values
+
+
 def ps_sync_step(spec: SimSpec) -> StepCost:
-    """ps-sync: T = compute + wait + pull + push + apply, all W workers at once (module doc)."""
-    c, m = spec.cluster, spec.model
+    """ps-sync: T = compute + wait + pull + push + apply, all W workers at once (module doc).
+
+    apply = cpu_slowdown(M, cores) * (rows * apply_per_row + values * apply_per_value) with
+    (rows, values) = `ps_sync_apply_load`: the M shards apply while the workers wait."""
+    c, m, cal = spec.cluster, spec.model, spec.calibration
     comp = _compute(spec).total
     slowest, _ = straggler_factors(spec)
     t = ps_traffic(spec)
     ph = ps_phases(spec, t, c.workers)
-    parts = {"compute": comp, "pull": ph.pull, "push": ph.push, "apply": ph.apply_server,
-             "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + ph.pull + ph.push + ph.apply_server)}
+    rows, values = ps_sync_apply_load(spec)
+    apply = (rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
+        busy_processes("ps-sync", "apply", c.workers, c.ps), c.cores)
+    parts = {"compute": comp, "pull": ph.pull, "push": ph.push, "apply": apply,
+             "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + ph.pull + ph.push + apply)}
     label = _largest(parts)
     if label in ("pull", "push"):
         label += f" ({_ps_label(ph.pull_worker + ph.push_worker, ph.pull_server + ph.push_server)})"
-    return StepCost("ps-sync", compute=comp, pull=ph.pull, push=ph.push, apply=ph.apply_server,
+    w = c.workers
+    return StepCost("ps-sync", compute=comp, pull=ph.pull, push=ph.push + apply / w, apply=apply * (w - 1) / w,
                     wait=parts["wait"], workers=c.workers, batch_size=m.batch_size,
                     memory_per_node=_memory(spec, c.ps), bottleneck=label)
 
@@ -360,14 +413,15 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
 def ps_async_step(spec: SimSpec) -> StepCost:
     """ps-async: T = max(T_worker, W * PS NIC demand, W * PS apply demand) (module doc).
 
-    T_worker = compute + pull + push (uncontended) or, with prefetch, max(compute, pull + push).
+    T_worker = compute + pull + push + apply (uncontended; the push waits for the shard's apply,
+    booked in `push`) or, with prefetch, max(compute, pull + push + apply).
     """
     c, m, o = spec.cluster, spec.model, spec.options
     _, mean_slow = straggler_factors(spec)
     comp = _compute(spec).total * mean_slow
     t = ps_traffic(spec)
     alone = ps_phases(spec, t, 1)  # no other worker at the PS
-    comm = alone.pull + alone.push
+    comm = alone.pull + alone.push + alone.apply_server  # the push returns after the shard's apply
     hidden = min(comp, comm) if o.overlap_ps else 0.0
     pull_share = alone.pull / comm if comm > 0 else 0.5
     pull, push = (comm - hidden) * pull_share, (comm - hidden) * (1 - pull_share)
@@ -398,12 +452,16 @@ def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     """(exposed, hidden) seconds of the dense all-reduce."""
     c, o, cal = spec.cluster, spec.options, spec.calibration
     size = spec.model.dense_params * VALUE_BYTES
-    ar = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node).time
+    wire = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node).time
+    soft = 0.0
     if c.workers > 1:  # software per message and byte of a ring: 2(n-1) messages, 2 * 2(n-1)/n S bytes in + out
         n = c.workers
-        ar += slowdown(spec) * (cal.coll_alpha * 2 * (n - 1) + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
+        soft = slowdown(spec) * (cal.coll_alpha * 2 * (n - 1) + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
     if not o.overlap_allreduce:
-        return ar, 0.0
+        return wire + soft, 0.0
+    if o.emulated_net:  # the emulation adds the wire time after the fact: only software overlaps
+        return wire + max(0.0, soft - backward), min(soft, backward)
+    ar = wire + soft
     return max(0.0, ar - backward), min(ar, backward)
 
 

@@ -5,6 +5,14 @@ Reads what `psrec.ps.runner.run_ps` and `collective.runner.run_collective` write
 worker step: phases summed over workers / worker steps summed, without each worker's first
 step when the runner recorded `steady_phases`; counters are per step over all steps):
 
+Robust per-step statistics. When every worker recorded its steps one by one
+(`step_seconds`, `step_emulated`: `psrec.metrics.steps`), a phase's seconds per step are the
+median over that worker's steps after the first `WARMUP_STEPS` (lazy tables, first
+connections), averaged over the workers; the measured step is the sum of those medians. On a
+shared machine another job's burst stretches a few steps by 2-5x (step_p95 / step_p50 ~ 4 in
+the runs of issue 8): a mean over 15 steps moves by tens of percent, a median does not.
+Without per-step records the steady totals (first step left out) or the totals are averaged.
+
 PS modes (ps-async, ps-sync, ps-*-hybrid):
     compute          data + compute phases: both are CPU work per sample on the worker, and
                      the simulator has one compute term
@@ -20,7 +28,15 @@ PS modes (ps-async, ps-sync, ps-*-hybrid):
     apply_rows       rows (over tables) the shard applies per apply. psrec's wire format gives
                      them without the config: a push carries (key 8 B, gradient, count 8 B)
                      per row and a pull (key 8 B, row) per row, so rows = (push - pull) / 8
-                     bytes, and values = (pull - 8 rows - 4 dense) / 4
+                     bytes, and values = (pull - 8 rows - 4 dense) / 4 + dense / M.
+                     ps-sync: the shard concatenates the W pushes of a step and the EV merges
+                     duplicate keys before one update, so it updates the distinct rows of the
+                     union of W batches, which results.json does not hold: `apply_rows` and
+                     `apply_values` are then None (the run does not enter the apply fit) and
+                     `sync_apply` gives what is known, {"pushed_rows": W rows / M, "row_width":
+                     values / rows, "dense_values": dense / M}; `psrec validate-sim`, which
+                     knows the key law, fills the merged counts in from `psrec.sim.keys`
+                     (`psrec.sim.costs.ps_sync_apply_load`)
     wait             the sync barrier, per worker step
 Collective:
     compute          data + compute phases, under the model name `<model>/collective`: this
@@ -87,8 +103,44 @@ def _steady(live: list[Mapping[str, Any]]) -> bool:
     return all(isinstance(w.get("steady_phases"), Mapping) and (w.get("steady_steps") or 0) > 0 for w in live)
 
 
+WARMUP_STEPS = 2  # steps left out of the per-step medians: lazy set-up shows in the first one or two
+
+
+def _per_step(live: list[Mapping[str, Any]]) -> bool:
+    """Every worker kept its steps one by one, more of them than the warm-up."""
+    return all(isinstance(w.get("step_seconds"), list) and len(w["step_seconds"]) > WARMUP_STEPS
+               and isinstance(w.get("step_emulated"), list) for w in live)
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def _phase_medians(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> dict[str, float]:
+    """phase -> the workers' mean of the median seconds over their steps after the warm-up
+    ("emulated" too)."""
+    out = {n: 0.0 for n in (*names, "emulated")}
+    for w in live:
+        steps = w["step_seconds"][WARMUP_STEPS:]
+        for n in names:
+            vals = []
+            for r in steps:
+                if not isinstance(r, Mapping) or isinstance(r.get(n), bool) or not isinstance(r.get(n), (int, float)):
+                    raise CalibrationError(f"{where}: per_worker[].step_seconds[].{n} must be a number")
+                vals.append(float(r[n]))
+            out[n] += _median(vals) / len(live)
+        out["emulated"] += _median([float(e) for e in w["step_emulated"][WARMUP_STEPS:]]) / len(live)
+    return out
+
+
 def _phase_means(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> tuple[dict[str, float], float]:
-    """(phase -> seconds per worker step, summed worker steps), steady state when recorded."""
+    """(phase -> seconds per worker step, summed worker steps): per-step medians when recorded
+    (module doc), else steady-state means when recorded, else means."""
+    if _per_step(live):
+        med = _phase_medians(live, names, where)
+        return {n: med[n] for n in names}, float(sum(len(w["step_seconds"]) - WARMUP_STEPS for w in live))
     key, steps_key = ("steady_phases", "steady_steps") if _steady(live) else ("phases", "steps")
     steps = sum(_num(w, steps_key, where, "per_worker[].") for w in live)
     out = {}
@@ -101,7 +153,16 @@ def _phase_means(live: list[Mapping[str, Any]], names: tuple[str, ...], where: s
 def _measured(results: Mapping[str, Any], live: list[Mapping[str, Any]], comm: tuple[str, ...],
               where: str) -> dict[str, float]:
     """Mean step seconds with the emulated network's seconds added, and the comm fraction
-    (comm phases + emulated seconds over the step), as the runners define it."""
+    (comm phases + emulated seconds over the step), as the runners define it. With per-step
+    records: the sum of the phases' medians (module doc)."""
+    if _per_step(live):
+        names = tuple(live[0]["step_seconds"][0].keys()) if live[0]["step_seconds"] else ()
+        med = _phase_medians(live, names, where)
+        wall, emu = sum(med[n] for n in names), med["emulated"]
+        comm_s = sum(med.get(c, 0.0) for c in comm)
+        return {"step": wall + emu, "emulated": emu,
+                "comm_fraction": (comm_s + emu) / (wall + emu) if wall + emu > 0 else 0.0, "steady": True,
+                "statistic": f"median over steps after {WARMUP_STEPS}"}
     steady = _steady(live)
     key, steps_key, emu_key = (("steady_phases", "steady_steps", "steady_emulated_seconds") if steady
                                else ("phases", "steps", "emulated_net_seconds"))
@@ -144,6 +205,10 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         out["model"] = f"{model}/collective"
         ph, steps = _phase_means(live, ("data", "compute", "wait", "alltoall", "allreduce", "lookup", "apply"), where)
         ar_total = sum(_num(w, "allreduce_total_seconds", where, "per_worker[].") for w in live) / all_steps
+        if _per_step(live):
+            # The total is only kept summed: the robust exposed part plus the mean hidden part.
+            exposed = sum(float((w.get("phases") or {}).get("allreduce", 0.0)) for w in live) / all_steps
+            ar_total = ph["allreduce"] + max(0.0, ar_total - exposed)
         tags = _need(results, "bytes_per_step_by_kind", where)
         dense_bytes = float(tags.get("dense", 0.0))
         a2a_bytes = sum(float(v) for k, v in tags.items() if k not in ("dense", "control"))
@@ -187,10 +252,14 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
                        "apply": apply_s / applies},
             "bytes": {"pull": pull_b, "push": push_b},
             "messages": {"pull": 2 * pull_m, "push": push_m},
-            "apply_rows": per * rows / m,
-            "apply_values": per * (values + dense) / m,
+            # sync: the merged rows of W pushes are not in results.json (module doc)
+            "apply_rows": None if sync else rows / m,
+            "apply_values": None if sync else (values + dense) / m,
             "wait": ph["wait"],
         })
+        if sync:
+            out["sync_apply"] = {"pushed_rows": per * rows / m, "row_width": values / rows if rows else 0.0,
+                                 "dense_values": dense / m}
     comm = ("alltoall", "allreduce") if mode == "collective" else ("pull", "push", "allreduce")
     out["measured"] = _measured(results, live, comm, where)
     return out
