@@ -122,22 +122,6 @@ def test_duplicate_keys_are_summed_before_one_update(opt):
     assert not np.allclose(seq.lookup(_k(7)), dup.lookup(_k(7)))
 
 
-def test_duplicate_sum_matches_add_at():
-    from psrec.ev.variable import _sum_duplicates
-    rng = np.random.default_rng(4)
-    rows = rng.integers(0, 50, 2000).astype(np.int64)
-    grads = rng.standard_normal((2000, 8)).astype(np.float32)
-    counts = rng.integers(1, 5, 2000).astype(np.int64)
-    g, c, r = _sum_duplicates(rows, grads, counts)
-    uniq, inv = np.unique(rows, return_inverse=True)
-    want = np.zeros((len(uniq), 8), np.float32)
-    np.add.at(want, inv, grads)
-    np.testing.assert_array_equal(r, uniq)
-    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
-    assert g.tobytes() == _sum_duplicates(rows, grads, counts)[0].tobytes()  # deterministic
-    np.testing.assert_array_equal(c, np.bincount(inv, weights=counts).astype(np.int64))
-
-
 def _twin_updates(reuse: bool):
     cfg = EVConfig(dim=4, optimizer=OptimizerConfig(name="adagrad", lr=0.1))
     ev = EmbeddingVariable(cfg)

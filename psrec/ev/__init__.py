@@ -6,6 +6,8 @@ store all sit on top of it.
 * `EmbeddingVariable`: lookup / apply_gradients / evict / snapshot / export / restore.
 * `EVConfig` and its sections: initializer, sparse optimizer, admission filter, eviction.
 * `HashTable`: the vectorised int64 -> row map underneath.
+* The hot loops (hash probe, lookup gather, fused SGD/Adagrad apply) are compiled with numba
+  in the private `_kernels` module, cached on disk after a process's first call.
 * Export format (`save_snapshot`, `load_snapshot`; docs/ev-format.md) and re-sharding.
 * Warm start of tables (`warm_start`) and of dense torch parameters (`warm_start_dense`).
 """

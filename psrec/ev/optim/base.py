@@ -1,9 +1,11 @@
 """The sparse-optimizer interface and its registry.
 
-An optimizer updates only the rows a step touched. The embedding variable gathers those
-rows' values and slots into dense, contiguous blocks, calls `update` on the blocks and
-scatters them back, so an optimizer is plain dense math on `(U, D)` arrays and never sees
-row indices or the hash table.
+An optimizer updates only the rows a step touched. The embedding variable calls
+`apply_rows` with its whole state and the touched rows. By default that gathers those rows'
+values and slots into dense, contiguous blocks, calls `update` on the blocks and scatters
+them back, so an optimizer is plain dense math on `(U, D)` arrays and never sees row indices
+or the hash table. An optimizer with a compiled kernel (SGD, Adagrad) overrides `apply_rows`
+instead and updates each row where it lies, in one pass.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from psrec.ev import _kernels
 from psrec.ev.config import OptimizerConfig
 
 __all__ = ["SlotSpec", "SparseOptimizer", "register_optimizer", "make_optimizer", "optimizer_names"]
@@ -62,6 +65,30 @@ class SparseOptimizer(ABC):
         """Adjust fresh rows' slots (already filled with `SlotSpec.init`) to their initial
         `values` (n, D) float32, in place. Most optimizers need nothing here."""
 
+    def apply_rows(self, values: np.ndarray, slots: dict[str, np.ndarray], meta: np.ndarray,
+                   rows: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
+        """One step on the distinct `rows` of the whole state, in place, recording the touch.
+
+        values: (R, D) float32; slots: name -> (R, D) or (R,) arrays; meta: (R, 2) int64
+        freq and version, updated as freq += counts, version = step; rows: (U,) int64
+        distinct; grads: (U, D) float32 summed per row; counts: (U,) int64. All C-contiguous.
+
+        The freq/version update belongs here rather than in the variable so that a fused
+        kernel can do it in the same pass as the optimizer math: on a table far larger than
+        the cache every pass over the touched rows costs a round of misses. This default
+        gathers blocks, runs `update` and scatters them back.
+        """
+        _kernels.touch(meta, rows, counts, int(step))
+        w = _gather(values, rows)
+        blocks = {k: _gather(a, rows) if a.ndim == 2 else a[rows] for k, a in slots.items()}
+        self.update(w, grads, blocks)
+        _kernels.scatter_rows(values, rows, w)
+        for k, a in slots.items():
+            if a.ndim == 2:
+                _kernels.scatter_rows(a, rows, blocks[k])
+            else:
+                a[rows] = blocks[k]
+
     @abstractmethod
     def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
         """One step on distinct rows, in place.
@@ -69,6 +96,13 @@ class SparseOptimizer(ABC):
         w: (U, D) float32 weights; g: (U, D) float32 summed gradients; slots: name ->
         (U, D) or (U,) blocks of those rows' state. All C-contiguous.
         """
+
+
+def _gather(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """a[rows] for (R, D) `a` and (U,) int64 `rows` -> (U, D), a new C-contiguous array."""
+    out = np.empty((len(rows), a.shape[1]), dtype=a.dtype)
+    _kernels.gather_rows(a, rows, out)
+    return out
 
 
 def register_optimizer(name: str):
