@@ -15,7 +15,7 @@ import torch.nn.functional as fn
 from psrec.models import FeatureSpec, ModelInput, build_model
 from psrec.models.can import CAN, CANParams
 from psrec.models.dynint import DynInt, DynIntParams
-from psrec.models.eulernet import EulerInteraction
+from psrec.models.eulernet import IMPLICIT_INIT_STD, EulerInteraction
 from psrec.models.pin import subspace_merge, subspace_split
 from psrec.models.rfm import RFM, RFMParams, rotation_scores
 from psrec.models.xdeepint import XDeepInt, XDeepIntParams
@@ -271,6 +271,43 @@ def test_eulernet_layer_adds_implicit_part():
     torch.testing.assert_close(out_p, ex_p + torch.relu(layer.implicit(p.reshape(4, -1))).view(4, 2, 3))
 
 
+def test_eulernet_defaults_start_from_the_authors_implicit_init():
+    torch.manual_seed(0)
+    model = build_model("eulernet", FeatureSpec(26, (16,) * 26, 13), {})
+    assert not model.params.layer_norm
+    for layer in model.layers:
+        w = layer.implicit.weight  # (416, 416): 173K draws
+        assert abs(w.std().item() - IMPLICIT_INIT_STD) < 0.0005  # xavier_uniform would be 0.049
+        assert isinstance(layer.norm_r, torch.nn.Identity) and isinstance(layer.norm_p, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_eulernet_near_zero_row_contributes_near_nothing_without_layernorm(layer_norm):
+    # A barely trained row sits near 0 (init N(0, 0.01^2)). Without LayerNorm its contribution
+    # shrinks with its length, as in LR or a DNN; LayerNorm over d blows it up to unit scale.
+    torch.manual_seed(4)
+    model = build_model("eulernet", FeatureSpec(4, (8,) * 4, 0), {"layer_norm": layer_norm})
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(64, 4, 8, generator=g)
+    noise = torch.randn(64, 8, generator=g)
+    zero_dense = torch.zeros(64, 0)
+
+    def logits(scale: float) -> torch.Tensor:
+        emb = base.clone()
+        emb[:, 3] = noise * scale  # field 3 holds a near-zero row
+        return model(ModelInput.from_stacked(emb, zero_dense))
+
+    with torch.no_grad():
+        at_zero = logits(0.0)
+        moved = (logits(0.01) - at_zero).abs().mean().item()
+        spread = (logits(1.0) - at_zero).abs().mean().item()
+    # measured: 0.011 without LayerNorm (linear in the length), 0.14 with it
+    if layer_norm:
+        assert moved > 0.1 * spread
+    else:
+        assert moved < 0.03 * spread
+
+
 # ---------------------------------------------------------------- RFM
 
 
@@ -281,6 +318,31 @@ def test_rfm_score_for_one_pair():
     i, j = 0, 2
     logit = sum(w[c].item() * math.cos(q[0, i, c].item() - k[0, j, c].item()) for c in range(4))
     assert s[0, i, j].item() == pytest.approx(1.0 / (1.0 + math.exp(-logit)), rel=1e-5)
+
+
+def test_rfm_init_keeps_fields_apart():
+    # The reference's std ~ 1/sqrt(m d_out) for Q, K, V. At init (angles near 0) every score is
+    # the same, so the mixed term is one vector for all fields; the field's own theta_i P must
+    # stay comparable to it or the fields' outputs collapse onto one direction.
+    torch.manual_seed(0)
+    m, d = 26, 16
+    model = RFM(FeatureSpec(m, (d,) * m), RFMParams())
+    assert not hasattr(model, "first")  # no first-order residual by default (see RFMParams)
+    layer = model.layers[0]
+    want = 1.414 * math.sqrt(2.0 / (d * d + m * d))
+    for w in (layer.q, layer.k, layer.v):
+        assert abs(w.std().item() - want) < 0.004  # 6,656 draws; a per-field xavier std is 0.35
+    theta = torch.randn(512, m, d, generator=torch.Generator().manual_seed(1)) * 0.01
+    with torch.no_grad():
+        v = torch.einsum("bfi,fio->bfo", theta, layer.v)
+        q = torch.einsum("bfi,fio->bfo", theta, layer.q)
+        k = torch.einsum("bfi,fio->bfo", theta, layer.k)
+        mixed = rotation_scores(q, k, layer.w) @ v  # (B, m, d)
+        ratio = (mixed.norm(dim=-1) / layer.proj(theta).norm(dim=-1)).mean().item()
+        out = layer(theta)
+        cos = fn.cosine_similarity(out[:, 0], out[:, 5], dim=-1).mean().item()
+    assert 0.5 < ratio < 1.5  # 4.1 with the per-field xavier std
+    assert cos < 0.6  # 0.93 with the per-field xavier std
 
 
 def test_rfm_rotation_layer_known_answer():

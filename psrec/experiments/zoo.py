@@ -311,8 +311,10 @@ _STRUCTURE = {
     "fm": "no MLP: one dot product per field pair, so the planted third-order term is out of reach",
     "xdeepint": "no MLP: polynomial (PIN) layers with a linear read-out; dense features enter linearly",
     "dynint": "no MLP: gated polynomial (PIN) layers with a linear read-out",
-    "eulernet": "interactions in polar form (log-modulus, atan2 angle) of small initial embeddings",
-    "rfm": "embeddings act as rotation angles through cosines; linear read-out of cos/sin (amp_hidden=())",
+    "eulernet": "embeddings are phases, so a key acts through cos/sin of its row; two Euler layers, "
+                "each with one implicit ReLU Linear, and no MLP",
+    "rfm": "embeddings act as rotation angles through cosines, LayerNorm-ed in every rotation layer; "
+           "linear read-out of cos/sin (amp_hidden=())",
     "fibinet": "bilinear products of all field pairs, on E and on SENET-reweighted E, feed one wide MLP",
     "xdeepfm": "CIN: outer products of all field pairs in every layer",
     "dcn": "its cross layers add only rank-one terms x0 (x_l . w); the parallel MLP does the rest, as in DNN",
