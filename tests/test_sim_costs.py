@@ -15,7 +15,9 @@ import psrec.sim.calibration
 import psrec.sim.collective
 import psrec.sim.costs
 import psrec.sim.keys
+import psrec.sim.results_map
 import psrec.sim.sweep
+import psrec.sim.validate
 from psrec.net import NetConfig
 from psrec.sim import (Calibration, ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, StepCost, TableSpec,
                        allgather_cost, allreduce_cost, alltoall_cost, bus_factor, collective_step, compute_cost,
@@ -29,7 +31,7 @@ from psrec.sim.sweep import parse_values, sweep
 
 
 @pytest.mark.parametrize("mod", [psrec.sim.keys, psrec.sim.collective, psrec.sim.costs, psrec.sim.calibration,
-                                 psrec.sim.sweep])
+                                 psrec.sim.sweep, psrec.sim.validate, psrec.sim.results_map])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0
 

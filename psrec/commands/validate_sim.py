@@ -231,13 +231,16 @@ def run(args: argparse.Namespace) -> int:
     # One decimal everywhere: run-to-run noise on a shared machine is larger than that.
     rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in p.as_row().items()} for p in preds]
     table = format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)
-    from psrec.sim.validate import ranking_groups
+    from psrec.sim.validate import TIE, ranking_groups, ranking_holds
 
     lines = [table, ""]
-    for g, meas, pred in ranking_groups(preds, [rs.group for rs in runs]):
+    groups = [rs.group for rs in runs]
+    for g, meas, pred in ranking_groups(preds, groups):
         w, b, net = g
+        ok, ties = ranking_holds([p for p, pg in zip(preds, groups) if pg == g])
+        tied = f"; within {TIE:.0%} (tie): {', '.join(f'{x} ~ {y}' for x, y in ties)}" if ties else ""
         lines.append(f"ranking (workers {w}, batch {b}, net {net or 'none'}): measured {' < '.join(meas)}; "
-                     f"predicted {' < '.join(pred)}")
+                     f"predicted {' < '.join(pred)}{tied} -> {'holds' if ok else 'FLIPPED'}")
     line = summary_line(summary)
     text = "\n".join(lines + [line])
     (run_dir / "validation.txt").write_text(text + "\n")
