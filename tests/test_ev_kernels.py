@@ -285,3 +285,28 @@ def test_default_apply_rows_is_gather_update_scatter(name):
     for k in slots:
         np.testing.assert_array_equal(slots[k], want_s[k])
     np.testing.assert_array_equal(meta, want_m)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+def test_any_nonfinite_matches_isfinite(bad):
+    g = np.full((257, 16), 3e38, dtype=np.float32)  # finite, yet a float32 sum overflows to inf
+    g[::2] *= -1
+    if bad is not None:
+        g[200, 11] = bad
+    assert bool(_kernels.any_nonfinite(g.reshape(-1).view(np.int32))) == (not np.isfinite(g).all())
+
+
+def test_apply_with_huge_finite_gradients_is_not_rejected_and_nan_rejects_everything():
+    from psrec.ev import EVConfig
+    from psrec.ev.variable import EmbeddingVariable
+
+    ev = EmbeddingVariable(EVConfig(dim=4, optimizer=OptimizerConfig(name="sgd", lr=1e-40)), name="t")
+    keys = np.arange(1, 9, dtype=np.int64)
+    ev.apply_gradients(keys, np.full((8, 4), 3e38, np.float32), step=1)  # sums past float32 max
+    before = ev.lookup(keys, train=False).copy()
+    g = np.zeros((8, 4), np.float32)
+    g[5, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite gradient .* for 1 of 8 keys"):
+        ev.apply_gradients(keys, g, step=2)
+    np.testing.assert_array_equal(ev.lookup(keys, train=False), before)
+    assert (ev.metadata(keys)[1] == 1).all()  # versions untouched by the rejected update

@@ -280,14 +280,6 @@ class EmbeddingVariable:
         if grads.dtype.kind != "f":
             raise TypeError(f"table {self.name!r}: grads must be floating point, got {grads.dtype}")
         grads = np.ascontiguousarray(grads, dtype=np.float32)
-        # A finite sum proves every element finite (NaN and inf propagate); only a non-finite
-        # sum, which may also be a finite overflow, pays for the element-wise check.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = grads.sum()
-        if not np.isfinite(total) and not np.isfinite(grads).all():
-            bad = int(np.count_nonzero(~np.isfinite(grads).all(axis=1)))
-            raise ValueError(f"table {self.name!r}: non-finite gradient (NaN or inf) for {bad} of {n} keys; "
-                             "update rejected, state unchanged")
         if counts is None:
             counts = np.ones(n, dtype=np.int64)
         else:
@@ -305,10 +297,15 @@ class EmbeddingVariable:
             self._apply(keys, grads, counts, step)
 
     def _apply(self, keys: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
+        # Resolve rows and check the gradients before anything changes: a NaN or an inf
+        # rejects the whole update.
+        rows, bad = self._rows_checked(keys, grads)
+        if bad:
+            raise ValueError(f"table {self.name!r}: non-finite gradient (NaN or inf) for {bad} of {len(keys)} "
+                             "keys; update rejected, state unchanged")
         self._step = max(self._step, step)
         if len(keys) == 0:
             return
-        rows = self._rows(keys)
         missing = rows < 0
         if missing.any():
             rows[missing] = self._admit(keys[missing], counts[missing])
@@ -322,15 +319,19 @@ class EmbeddingVariable:
             rows, grads, counts = _kernels.merge_duplicates(rows, grads, counts)
         self._opt.apply_rows(self._values, self._slots, self._meta, rows, grads, counts, step)
 
-    def _rows(self, keys: np.ndarray) -> np.ndarray:
-        """Rows of `keys` (N,) -> (N,) int64 (-1: absent), a fresh array: the last training
-        lookup's when it asked for exactly these keys and no key was inserted or deleted
-        since (checked in one pass over the keys), else a probe of the hash table."""
+    def _rows_checked(self, keys: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, int]:
+        """(rows of `keys` (N,) -> (N,) int64, -1: absent, a fresh array; number of rows of
+        `grads` (N, D) float32 C-contiguous with a NaN or an inf). The rows are the last
+        training lookup's when it asked for exactly these keys and no key was inserted or
+        deleted since (checked in one pass over the keys), else a probe of the hash table."""
+        bad = 0
+        if _kernels.any_nonfinite(grads.reshape(-1).view(np.int32)):  # rare: then count the rows
+            bad = int(np.count_nonzero(~np.isfinite(grads).all(axis=1)))
         r = self._resolved
         if (r is not None and r.generation == self._table.generation and len(r.keys) == len(keys)
                 and np.array_equal(r.keys, keys)):
-            return r.rows.copy()
-        return self._table.find(keys)
+            return r.rows.copy(), bad
+        return self._table.find(keys), bad
 
     def _admit(self, keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Rows for row-less `keys` (M,) (duplicates allowed): the admission filter decides,
