@@ -32,12 +32,18 @@ class FTRL(SparseOptimizer):
         w = values.astype(np.float64)
         slots["z"][...] = -(w * d + np.sign(w) * self.cfg.l1)
 
-    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
-        c = self.cfg
+    def _accumulate(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """sigma = (sqrt(n + g^2) - sqrt(n)) / alpha; z += g - sigma * w; n += g^2 (in place);
+        returns the updated (z, n). Shared by FTRL and G-FTRL, which differ only in the shrink."""
         z, n = slots["z"], slots["n"]
         n_new = n + g * g
-        sigma = (np.sqrt(n_new) - np.sqrt(n)) / np.float32(c.lr)
+        sigma = (np.sqrt(n_new) - np.sqrt(n)) / np.float32(self.cfg.lr)
         z += g - sigma * w
         n[...] = n_new
+        return z, n
+
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+        c = self.cfg
+        z, n = self._accumulate(w, g, slots)
         shrunk = z - np.sign(z) * np.float32(c.l1)
         w[...] = np.where(np.abs(z) <= c.l1, np.float32(0.0), -shrunk / self._denom(n).astype(np.float32))

@@ -36,11 +36,7 @@ class GFTRL(FTRL):  # same slots (z, n) and per-coordinate denominator; row-wise
 
     def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
         c = self.cfg
-        z, n = slots["z"], slots["n"]
-        n_new = n + g * g
-        sigma = (np.sqrt(n_new) - np.sqrt(n)) / np.float32(c.lr)
-        z += g - sigma * w
-        n[...] = n_new
+        z, n = self._accumulate(w, g, slots)
         thresh = np.float32(c.l1 * math.sqrt(self.dim))
         norm = np.linalg.norm(z, axis=1, keepdims=True)  # (U, 1)
         keep = norm > thresh
