@@ -33,7 +33,7 @@ a step delays every rank by the same amount, so where it falls does not change t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -44,7 +44,7 @@ from collective.group import CommRecord
 from collective.sharded_store import ShardedStore
 from psrec.data.base import DataSource
 from psrec.embedding.layer import EmbeddingLayer, LookupResult
-from psrec.metrics.steps import summarize_steps
+from psrec.metrics.steps import PhaseSeconds, WorkerSteps, summarize_steps
 from psrec.models.base import CTRModel
 from psrec.net import NetConfig, transfer_time
 from psrec.train.step import SparseStep, make_dense_optimizer, sparse_grads
@@ -66,7 +66,7 @@ def emulated_seconds(net: NetConfig | None, records: list[CommRecord]) -> float:
 
 
 @dataclass
-class StepRecord:
+class StepRecord(PhaseSeconds):
     """One step of one rank: seconds per phase, traffic, and the dense all-reduce."""
 
     step: int
@@ -82,19 +82,11 @@ class StepRecord:
     task: tuple[int, int] | None = None  # (epoch, index) of the work-queue task the rows came from
     straggler: float = 0.0  # seconds of injected slowdown, included in seconds["compute"]
 
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
 
 @dataclass
-class WorkerReport:
-    """Everything one rank measured."""
+class WorkerReport(WorkerSteps):
+    """Everything one rank measured (`steps`: StepRecords)."""
 
-    worker: int
-    steps: list[StepRecord] = field(default_factory=list)
-    loss_ema: float | None = None
-    tasks: int = 0  # work-queue tasks this rank reported done
     end_wait: float = 0.0  # seconds in control all-reduces that started no step (the final one, polls)
     run_seconds: float = 0.0  # seconds of `run` / `run_tasks`, first step (or take) to the end
 

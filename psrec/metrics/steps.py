@@ -6,11 +6,32 @@ time), `emulated` (seconds the step's traffic would take on the emulated network
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["summarize_steps"]
+__all__ = ["summarize_steps", "PhaseSeconds", "WorkerSteps"]
+
+
+class PhaseSeconds:
+    """Mixin of a step record whose `seconds` (phase -> seconds) sum to the step's wall time."""
+
+    seconds: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass
+class WorkerSteps:
+    """What every worker's report holds: its index, step records, loss EMA, tasks done."""
+
+    worker: int
+    steps: list = field(default_factory=list)
+    loss_ema: float | None = None
+    tasks: int = 0  # work-queue tasks this worker reported done
 
 
 def summarize_steps(worker: int, steps: Sequence[Any], phases: Sequence[str], comm_phases: Sequence[str],

@@ -13,12 +13,12 @@ in a Ray actor. A step:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 from psrec.data.base import DataSource
 from psrec.embedding.layer import EmbeddingLayer
-from psrec.metrics.steps import summarize_steps
+from psrec.metrics.steps import PhaseSeconds, WorkerSteps, summarize_steps
 from psrec.metrics.timers import PhaseTimer
 from psrec.models.base import CTRModel
 from psrec.ps.client import PSClient
@@ -31,7 +31,7 @@ PHASES = ("data", "pull", "wait", "compute", "allreduce", "push")
 
 
 @dataclass
-class StepRecord:
+class StepRecord(PhaseSeconds):
     """Seconds per phase of one step, plus bytes and emulated network seconds."""
 
     step: int
@@ -45,19 +45,10 @@ class StepRecord:
     pull_messages: int = 0
     push_messages: int = 0
 
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
 
 @dataclass
-class WorkerReport:
-    """Everything one worker measured."""
-
-    worker: int
-    steps: list[StepRecord] = field(default_factory=list)
-    loss_ema: float | None = None
-    tasks: int = 0  # work-queue tasks completed
+class WorkerReport(WorkerSteps):
+    """Everything one worker measured (`steps`: StepRecords)."""
 
     def summary(self) -> dict:
         """Per-phase totals, step-time percentiles and communication fraction (real and emulated)."""
