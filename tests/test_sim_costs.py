@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+import psrec.sim.breakdown
 import psrec.sim.calibration
 import psrec.sim.collective
 import psrec.sim.costs
@@ -30,7 +31,7 @@ from psrec.sim.keys import KeyStats
 from psrec.sim.sweep import parse_values, sweep
 
 
-@pytest.mark.parametrize("mod", [psrec.sim.keys, psrec.sim.collective, psrec.sim.costs, psrec.sim.calibration,
+@pytest.mark.parametrize("mod", [psrec.sim.breakdown, psrec.sim.keys, psrec.sim.collective, psrec.sim.costs, psrec.sim.calibration,
                                  psrec.sim.sweep, psrec.sim.validate, psrec.sim.results_map])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0
