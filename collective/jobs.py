@@ -17,6 +17,7 @@ from collective.worker import COMM_PHASES, PHASES, CollectiveWorker, WorkerRepor
 from psrec.config_io import to_mapping
 from psrec.metrics.prom import JobMetrics
 from psrec.raysession import ensure_ray
+from psrec.threads import on_threads
 from collective.plan import CollectivePlan
 
 __all__ = ["CollectiveJob", "InProcessJob", "RayJob", "start_job"]
@@ -106,23 +107,7 @@ class InProcessJob(CollectiveJob):
         self.workers = [plan.build_worker(self.group.member(r), source) for r in range(plan.coll.workers)]
 
     def _on_all(self, fn: Callable[[CollectiveWorker], Any]) -> list:
-        out: list = [None] * len(self.workers)
-        errors: list[BaseException] = []
-
-        def run(i: int) -> None:
-            try:
-                out[i] = fn(self.workers[i])
-            except BaseException as e:  # surfaced on the caller's thread after join
-                errors.append(e)
-
-        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(self.workers))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return out
+        return on_threads(self.workers, fn)
 
     def train(self, bar=None, metrics=None):
         p = self.plan

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import threading
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from torch import nn
 from collective.config import CollectiveConfig
 from collective.dense_sync import DenseSync
 from collective.group import ThreadGroup, ring_allreduce_traffic
+from psrec.threads import on_threads
 from collective.runner import InProcessJob, plan_collective
 from collective.sharding import RowWise, TableWise
 from psrec.config import load_config
@@ -107,22 +107,7 @@ def test_ring_allreduce_traffic_by_hand():
 
 
 def _on_threads(n, fn):
-    out, errors = [None] * n, []
-
-    def run(r):
-        try:
-            out[r] = fn(r)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    ts = [threading.Thread(target=run, args=(r,)) for r in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errors:
-        raise errors[0]
-    return out
+    return on_threads(range(n), fn)
 
 
 def test_thread_group_counts_match_the_ring_and_pairwise_formulas():

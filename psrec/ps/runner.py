@@ -8,7 +8,6 @@ PSClient and PSWorker code.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from psrec.ps.shard import DenseSpec, PSShard
 from psrec.ps.transport import InProcessTransport, Transport
 from psrec.ps.worker import PHASES, PSWorker, WorkerReport
 from psrec.runs import make_run_dir, write_results
+from psrec.threads import on_threads
 from psrec.train.local import row_ranges
 from psrec.train.plan import count_rounds, plan_model
 from psrec.train.progress import progress_bar
@@ -135,23 +135,13 @@ def _run_inprocess(plan: PSPlan, source, bar) -> tuple[list[WorkerReport], Trans
         client = PSClient(transport, plan.partitioner, plan.dims, p.sync, net, plan.dense_slices)
         workers.append(PSWorker(w, p.workers, model, layer, client, src, p.dense,
                                 cfg.train.optimizer, cfg.train.lr, group, plan.stragglers()))
-    errors: list[BaseException] = []
 
     def run(wk: PSWorker) -> None:
-        try:
-            for r in range(plan.rounds):
-                wk.train_rows(*wk.rows_of(r, plan.batch_size, plan.base_row), r + 1)
-                bar.update(1)
-        except BaseException as e:  # surfaced on the driver after join
-            errors.append(e)
+        for r in range(plan.rounds):
+            wk.train_rows(*wk.rows_of(r, plan.batch_size, plan.base_row), r + 1)
+            bar.update(1)
 
-    threads = [threading.Thread(target=run, args=(wk,), daemon=True) for wk in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    on_threads(workers, run)
     return [w.report for w in workers], transport, workers
 
 
