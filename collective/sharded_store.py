@@ -37,7 +37,7 @@ import torch
 from collective.group import Collectives
 from collective.sharding import Sharding
 from psrec.embedding.local import LocalStore
-from psrec.embedding.store import EmbeddingStore
+from psrec.embedding.store import BatchedStore
 from psrec.ev import EVConfig
 
 __all__ = ["ShardedStore", "ShardCounters", "exchange_blocks"]
@@ -120,7 +120,7 @@ class _Route:
     # index of every received key (ranks 0..N-1, back to back) into them)
 
 
-class ShardedStore(EmbeddingStore):
+class ShardedStore(BatchedStore):
     """Embedding tables sharded over the ranks of `comm`; every rank calls every method together.
 
     Args:
@@ -164,16 +164,7 @@ class ShardedStore(EmbeddingStore):
         # is consumed (copied or reduced) before the next exchange of its dtype
         self._workspace: dict = {}
 
-    # ---------------------------------------------------------------- EmbeddingStore
-    def dim(self, table: str) -> int:
-        return self.dims[table]
-
-    def lookup(self, table: str, keys: np.ndarray, train: bool = True) -> np.ndarray:
-        return self.lookup_many({table: keys}, train)[table]
-
-    def apply_gradients(self, table, keys, grads, counts, step):
-        self.apply_many({table: (keys, grads, counts)}, step)
-
+    # ---------------------------------------------------------------- BatchedStore
     def lookup_many(self, keys: dict[str, np.ndarray], train: bool = True) -> dict[str, np.ndarray]:
         """Rows for each table's distinct keys; a table missing from `keys` asks for nothing."""
         unknown = set(keys) - set(self.dims)

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-__all__ = ["EmbeddingStore"]
+__all__ = ["EmbeddingStore", "BatchedStore"]
 
 
 class EmbeddingStore(ABC):
@@ -51,3 +51,29 @@ class EmbeddingStore(ABC):
 
     def flush(self) -> None:
         """Wait for outstanding asynchronous updates (no-op for synchronous stores)."""
+
+
+class BatchedStore(EmbeddingStore):
+    """A store whose native calls cover all tables at once (one message per shard per step:
+    the PS client, the collective sharded store): the per-table calls are its many-table
+    calls on one table. Subclasses set `dims` (table -> row width) and implement
+    `lookup_many` and `apply_many`."""
+
+    dims: dict[str, int]
+
+    def dim(self, table: str) -> int:
+        return self.dims[table]
+
+    def lookup(self, table: str, keys: np.ndarray, train: bool = True) -> np.ndarray:
+        return self.lookup_many({table: keys}, train)[table]
+
+    def apply_gradients(self, table, keys, grads, counts, step):
+        self.apply_many({table: (keys, grads, counts)}, step)
+
+    @abstractmethod
+    def lookup_many(self, keys: dict[str, np.ndarray], train: bool = True) -> dict[str, np.ndarray]:
+        ...
+
+    @abstractmethod
+    def apply_many(self, grads: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], step: int) -> None:
+        ...

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psrec.embedding.store import EmbeddingStore
+from psrec.embedding.store import BatchedStore
 from psrec.net import NetConfig, transfer_time
 from psrec.ps.partition import Partitioner
 from psrec.ps.transport import Transport
@@ -39,7 +39,7 @@ class CommStats:
         return out
 
 
-class PSClient(EmbeddingStore):
+class PSClient(BatchedStore):
     """Embedding rows on PS shards.
 
     Args:
@@ -70,16 +70,7 @@ class PSClient(EmbeddingStore):
         self._want_dense = False
         self._want_step = False
 
-    # ---------------------------------------------------------------- EmbeddingStore
-    def dim(self, table: str) -> int:
-        return self.dims[table]
-
-    def lookup(self, table: str, keys: np.ndarray, train: bool = True) -> np.ndarray:
-        return self.lookup_many({table: keys}, train)[table]
-
-    def apply_gradients(self, table, keys, grads, counts, step):
-        self.apply_many({table: (keys, grads, counts)}, step)
-
+    # ---------------------------------------------------------------- BatchedStore
     def begin_step(self, want_dense: bool, next_global_step: bool) -> None:
         """Ask the next pull to also fetch the dense slices and/or a new global step."""
         self._want_dense = want_dense
