@@ -25,8 +25,8 @@ class PSActor:
     """A PSShard in its own process, behind the same `ShardEndpoint` the in-process transport
     uses. A threaded actor (not asyncio): a sync-mode pull blocks its thread on a condition
     until its step is applied while other threads serve the pushes that complete that step.
-    Threaded calls cost measurably less per call than asyncio ones in Ray (ps_bench), and the
-    shard's own lock already serialises table access."""
+    Threaded calls cost ~3 ms less per 4 MiB call than asyncio ones (an echo actor on a loaded
+    2-core machine); the shard's own lock already serialises table access."""
 
     def __init__(self, index: int, tables, num_workers: int, sync: bool, dense: DenseSpec | None,
                  threads: int = 1) -> None:

@@ -2,8 +2,8 @@
 shared-memory files, and the Ray call carries only their descriptors.
 
 Why: a PS pull or push moves a few MB (64K keys x dim 16 = 4 MiB of rows). Through Ray's
-object store each such object costs ~3.5 ms of fixed bookkeeping plus copies, about 17 ms per
-64K-key pull+push on a 2-core laptop, more than the shard's own work (benchmarks/ps_bench.py).
+object store each such object costs ~3.5 ms of fixed bookkeeping plus copies: 14-15 ms on top of a
+64K-key pull+push on a 2-core laptop, more than the shard's own ~10 ms (benchmarks/ps_bench.py).
 When the caller and the PS actor share a node, the arrays can instead go through a file in
 /dev/shm that both processes keep mapped: one copy in, one copy out, and the Ray call is a
 small message.
