@@ -2,8 +2,9 @@
 
 1. Pull+push of B distinct keys (dim 16) through one Ray PS actor vs the same PSShard called
    in process, B = 1K..128K. R = in-process time / Ray time (0.5 = Ray adds 1x on top). Ray
-   is the default transport (same-node arrays through shared memory, psrec/ps/shm.py); the
-   same calls through Ray's object store are printed beside it.
+   is the default transport: to a PS actor on the same node, pulls and pushes go over a
+   local socket with the arrays in shared memory (psrec/ps/channel.py, psrec/ps/shm.py); the
+   same calls as plain Ray actor calls through the object store are printed beside it.
 2. Aggregate pull+push throughput of a PSClient over 1, 2 and 4 Ray PS actors.
 3. Load imbalance (max/mean bytes served) over 4 PS on Zipf(1.1) keys: hash-mod vs balanced.
 
@@ -94,8 +95,8 @@ def main() -> None:
     ensure_ray()
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = {}
-    print("pull+push of B distinct keys, one PS; ray = the default transport (arrays through shared")
-    print("memory on the same node), objstore = the same calls through Ray's object store")
+    print("pull+push of B distinct keys, one PS; ray = the default transport (same node: a socket")
+    print("and shared memory), objstore = the same calls as Ray actor calls through the object store")
     print("keys      in-process (ms)   ray (ms)   inproc/ray   objstore (ms)   inproc/objstore")
     # One shard per path for every size (both tables grow alike), the Ray ones warmed once
     # with the largest batch: pull (keys 8 B + rows 4*DIM B) + push (keys, grads, counts).

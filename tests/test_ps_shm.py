@@ -112,3 +112,21 @@ def test_ray_transport_shared_memory_matches_object_store(ray_session):
         shm.shutdown()
         obj.shutdown()
     assert set(glob.glob("/dev/shm/psrec-*")) <= before  # nothing left behind
+
+
+def test_a_bad_push_over_the_channel_is_refused_with_its_error_and_the_channel_goes_on(ray_session):
+    from psrec.ev import EVConfig
+    from psrec.ps.ray_transport import RayTransport, start_ps_actors
+
+    t = RayTransport(start_ps_actors(1, {"emb": EVConfig(dim=4)}, 1, False, [None], num_cpus=0.1))
+    assert t.local == [True]
+    keys = np.arange(1, 30001, dtype=np.int64)  # large enough that the arrays use the arenas
+    try:
+        before = t.call_all("pull", [({"emb": keys}, True, False, 0, False)])[0][0]["emb"].copy()
+        bad = np.ones((len(keys), 5), np.float32)  # width 5 on a width-4 table
+        with pytest.raises(ValueError, match="gradient shape"):
+            t.call_all("push", [({"emb": (keys, bad, np.ones(len(keys), np.int64))}, None, 1)])
+        after = t.call_all("pull", [({"emb": keys}, True, False, 0, False)])[0][0]["emb"]
+        np.testing.assert_array_equal(before, after)  # nothing stored, and the channel still answers
+    finally:
+        t.shutdown()

@@ -1,11 +1,12 @@
 """Same-node bulk payloads for the Ray transport: large numpy arrays travel through
-shared-memory files, and the Ray call carries only their descriptors.
+shared-memory files, and the call (a message on `psrec.ps.channel`) carries only their
+descriptors.
 
 Why: a PS pull or push moves a few MB (64K keys x dim 16 = 4 MiB of rows). Through Ray's
 object store each such object costs ~3.5 ms of fixed bookkeeping plus copies: 14-15 ms on top of a
 64K-key pull+push on a 2-core laptop, more than the shard's own ~10 ms (benchmarks/ps_bench.py).
 When the caller and the PS actor share a node, the arrays can instead go through a file in
-/dev/shm that both processes keep mapped: one copy in, one copy out, and the Ray call is a
+/dev/shm that both processes keep mapped: one copy in, one copy out, and the call is a
 small message.
 
 Protocol (one caller, one PS, at most one call in flight between them, which is how
@@ -19,8 +20,8 @@ Protocol (one caller, one PS, at most one call in flight between them, which is 
   where the receiver keeps them past the call (a sync-mode PS holds pushed gradients until
   the step's last worker pushes), read-only views where it is done with them before its
   next call (a PS applying an async push; the client scattering pulled rows into the batch).
-- A reply that does not fit in the reply arena goes back through Ray as usual, with the size
-  it needed; the caller grows the arena for next time.
+- A reply that does not fit in the reply arena goes back inline in the message, with the
+  size it needed; the caller grows the arena for next time.
 
 Arrays travel as raw bytes with their dtype and shape, so what arrives is what was sent.
 """
