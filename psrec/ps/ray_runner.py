@@ -103,7 +103,10 @@ def run_on_ray(plan, bar, metrics=None):
         done_steps, t0 = 0, time.perf_counter()
         pending = list(runs)
         while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            # A worker that failed ends the job now: in sync mode the others would otherwise
+            # wait at the barrier for its pushes until the PS timeout.
+            ray.get(ready)
             prog = ray.get([w.progress.remote() for w in workers])
             steps = sum(x["steps"] for x in prog)
             total = {ph: sum(x["phases"][ph] for x in prog) for ph in PHASES}
