@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["psrec.ev.hashtable", "psrec.ev.variable", "psrec.ev.bloom", "psrec.ev.config",
+MODULES = ["psrec.ev.hashtable", "psrec.ev.variable", "psrec.ev.bloom", "psrec.ev.config", "psrec.ev._memory",
            "psrec.embedding.local"]
 
 

@@ -296,6 +296,42 @@ def test_any_nonfinite_matches_isfinite(bad):
     assert bool(_kernels.any_nonfinite(g.reshape(-1).view(np.int32))) == (not np.isfinite(g).all())
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+def test_find_check_is_find_plus_batch_tests(bad):
+    table, _, universe = _churned_table(5)
+    keys = np.concatenate([np.random.default_rng(2).choice(universe, 300), np.array([0, 5, 1 << 61], np.int64)])
+    g = np.full((len(keys), 3), 3e38, dtype=np.float32)
+    if bad is not None:
+        g[-1, 2] = bad  # the last key's row: the test must run to the end of the batch
+    rows, missing, nonfinite, ascending = table.find_check(keys, g)
+    np.testing.assert_array_equal(rows, table.find(keys))
+    assert missing == np.count_nonzero(rows < 0) > 0
+    assert nonfinite == (bad is not None) and not ascending
+    assert _kernels.check_rows(keys, rows, g.view(np.int32)) == (missing, nonfinite, False)
+    up = np.unique(keys)
+    g_up = g[:len(up)]
+    assert table.find_check(up, g_up)[3] and _kernels.check_rows(up, table.find(up), g_up.view(np.int32))[2]
+    up[-1] = up[-2]  # equal neighbours are not strictly ascending
+    assert not table.find_check(up, g_up)[3]
+    assert table.find_check(keys[:0], g[:0])[1:] == (0, False, True)
+    assert table.find_check(keys[:1], g[:1])[3]
+
+
+def test_table_arrays_are_cache_line_aligned_after_growth_and_restore():
+    from psrec.ev import EVConfig
+    from psrec.ev.variable import EmbeddingVariable
+
+    ev = EmbeddingVariable(EVConfig(dim=16, optimizer=OptimizerConfig(name="adam")), initial_rows=16)
+    keys = np.arange(3000, dtype=np.int64) * 7919
+    ev.apply_gradients(keys, np.ones((3000, 16), np.float32), step=1)  # grows rows and buckets
+    restored = EmbeddingVariable(ev.config)
+    restored.restore([ev.snapshot()])
+    for v in (ev, restored):
+        arrays = [v._values, v._meta, v._table._b, *v._slots.values()]
+        assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in arrays)
+    np.testing.assert_array_equal(restored.lookup(keys), ev.lookup(keys))
+
+
 def test_apply_with_huge_finite_gradients_is_not_rejected_and_nan_rejects_everything():
     from psrec.ev import EVConfig
     from psrec.ev.variable import EmbeddingVariable

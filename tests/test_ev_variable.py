@@ -195,6 +195,19 @@ def test_nan_gradient_rejects_whole_update_and_leaves_state_untouched():
     assert ev.filter_counts(_k(2, 3, 9)).tolist() == [1, 1, 0]
 
 
+def test_nan_gradient_after_a_training_lookup_rejects_whole_update_too():
+    # The apply reuses the rows the lookup resolved, so it tests the gradients without a probe.
+    ev = _trained()
+    keys = _k(1, 2, 3)
+    ev.lookup(keys)
+    before = ev.snapshot()
+    g = np.ones((3, 4), np.float32)
+    g[2, 3] = -np.inf
+    with pytest.raises(ValueError, match="clicks.*non-finite gradient .* for 1 of 3 keys"):
+        ev.apply_gradients(keys, g, step=2)
+    _same_state(before, ev.snapshot())
+
+
 def test_huge_but_finite_gradients_are_accepted():
     ev = EmbeddingVariable(EVConfig(dim=4, optimizer=OptimizerConfig(name="sgd", lr=1e-30)))
     ev.apply_gradients(_k(1), np.full((1, 4), 3e38, np.float32), step=1)  # their sum overflows

@@ -3,11 +3,13 @@
 Open addressing over a power-of-two array of 32-byte buckets, each two 16-byte slots
 `(key int64, row int64)`; a key hashes to a home bucket and, when that is full, probes the
 following buckets in order (linear probing over buckets). A bucket is one aligned half cache
-line, so at load <= 0.5, where about 98% of keys sit in their home bucket, a search costs one
-cache miss. Keys are arbitrary int64 (field-tagged, never remapped to a dense range); slot
-state lives in the row column (EMPTY = -1, TOMBSTONE = -2), so every key value is usable.
-The searches, inserts and deletes are compiled loops over the batch (`psrec.ev._kernels`):
-no per-key Python loop, and one pass over the batch instead of one per numpy step.
+line (the array is allocated 64-byte aligned, `psrec.ev._memory`: numpy's own 16-byte
+alignment would split every other bucket across two lines), so at load <= 0.5, where about
+98% of keys sit in their home bucket, a search costs one cache miss. Keys are arbitrary
+int64 (field-tagged, never remapped to a dense range); slot state lives in the row column
+(EMPTY = -1, TOMBSTONE = -2), so every key value is usable. The searches, inserts and
+deletes are compiled loops over the batch (`psrec.ev._kernels`): no per-key Python loop, and
+one pass over the batch instead of one per numpy step.
 
 Invariants the searches rely on:
 * Slots are filled in probe order (slot 0 before slot 1 of a bucket, buckets in order), and
@@ -35,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from psrec.ev import _kernels
+from psrec.ev._memory import aligned_empty
 
 __all__ = ["HashTable"]
 
@@ -97,6 +100,24 @@ class HashTable:
         rows = np.empty(len(keys), dtype=np.int64)
         _kernels.find(self._b, self._shift, np.ascontiguousarray(keys, dtype=np.int64), rows)
         return rows
+
+    def find_check(self, keys: np.ndarray, block: np.ndarray) -> tuple[np.ndarray, int, bool, bool]:
+        """`find`, gathering in the same pass what an update needs to know before it writes:
+        `block` (N, M) float32 C-contiguous is a caller's array, row i belonging to keys[i]
+        -> (rows (N,) int64 with -1 where absent, number absent, whether any entry of `block`
+        is NaN or +-inf, whether `keys` are strictly ascending).
+
+        The embedding variable checks a batch's gradients this way: the search leaves the
+        core idle on bucket misses, so on a table larger than the cache the tests cost
+        little there (`_kernels.find_check`).
+        """
+        if block.ndim != 2 or len(block) != len(keys):
+            raise ValueError(f"find_check: block must be ({len(keys)}, M), got {block.shape}")
+        rows = np.empty(len(keys), dtype=np.int64)
+        bits = np.ascontiguousarray(block, dtype=np.float32).view(np.int32)  # (N, M): the float32 bits
+        missing, nonfinite, ascending = _kernels.find_check(self._b, self._shift,
+                                                            np.ascontiguousarray(keys, dtype=np.int64), rows, bits)
+        return rows, int(missing), bool(nonfinite), bool(ascending)
 
     def find_gather(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """`find` fused with a gather of each key's row from a caller's row-major array.
@@ -163,7 +184,8 @@ class HashTable:
         nb = slots // 2
         self._nb = nb
         self._shift = np.uint64(64 - (nb.bit_length() - 1))  # home bucket = top log2(nb) hash bits
-        self._b = np.empty((nb, 4), dtype=np.int64)  # (buckets, 4): key0, row0, key1, row1
+        # (buckets, 4): key0, row0, key1, row1; aligned, so a bucket never straddles two cache lines
+        self._b = aligned_empty((nb, 4), np.int64)
         self._b[:, 0::2] = 0
         self._b[:, 1::2] = _EMPTY
         self._tombs = 0

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from psrec.ev import _kernels
+from psrec.ev._memory import aligned_empty
 from psrec.ev.config import EVConfig
 from psrec.ev.export import EVSnapshot, load_snapshot, save_snapshot
 from psrec.ev.filters import make_filter
@@ -159,7 +160,7 @@ class EmbeddingVariable:
         cap = max(need, 2 * self._cap)
 
         def grown(a: np.ndarray, fill: float) -> np.ndarray:
-            b = np.empty((cap,) + a.shape[1:], dtype=a.dtype)
+            b = aligned_empty((cap,) + a.shape[1:], a.dtype)  # a row in as few cache lines as it fits
             b[:len(a)] = a
             b[len(a):] = fill
             return b
@@ -299,39 +300,45 @@ class EmbeddingVariable:
     def _apply(self, keys: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
         # Resolve rows and check the gradients before anything changes: a NaN or an inf
         # rejects the whole update.
-        rows, bad = self._rows_checked(keys, grads)
+        rows, missing, bad, ascending = self._rows_checked(keys, grads)
         if bad:
             raise ValueError(f"table {self.name!r}: non-finite gradient (NaN or inf) for {bad} of {len(keys)} "
                              "keys; update rejected, state unchanged")
         self._step = max(self._step, step)
         if len(keys) == 0:
             return
-        missing = rows < 0
-        if missing.any():
-            rows[missing] = self._admit(keys[missing], counts[missing])
+        if missing:
+            absent = rows < 0
+            rows[absent] = self._admit(keys[absent], counts[absent])
             live = rows >= 0
             if not live.all():  # gradients of keys still waiting for admission are dropped
                 keys, grads, counts, rows = keys[live], grads[live], counts[live], rows[live]
                 if len(rows) == 0:
                     return
-        if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+        if len(keys) > 1 and not ascending:
             # Not strictly ascending (np.unique's output always is): there may be duplicates.
             rows, grads, counts = _kernels.merge_duplicates(rows, grads, counts)
         self._opt.apply_rows(self._values, self._slots, self._meta, rows, grads, counts, step)
 
-    def _rows_checked(self, keys: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, int]:
-        """(rows of `keys` (N,) -> (N,) int64, -1: absent, a fresh array; number of rows of
-        `grads` (N, D) float32 C-contiguous with a NaN or an inf). The rows are the last
-        training lookup's when it asked for exactly these keys and no key was inserted or
-        deleted since (checked in one pass over the keys), else a probe of the hash table."""
-        bad = 0
-        if _kernels.any_nonfinite(grads.reshape(-1).view(np.int32)):  # rare: then count the rows
-            bad = int(np.count_nonzero(~np.isfinite(grads).all(axis=1)))
+    def _rows_checked(self, keys: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, int, int, bool]:
+        """What an update must know before it writes, for `keys` (N,) int64 and `grads` (N, D)
+        float32 C-contiguous -> (rows (N,) int64, -1: absent, a fresh array; number absent;
+        number of rows of `grads` with a NaN or an inf; whether `keys` are strictly ascending).
+
+        The rows are the last training lookup's when it asked for exactly these keys and no
+        key was inserted or deleted since (checked in one pass over the keys), else a probe
+        of the hash table; either way the other answers come from the same pass."""
+        bits = grads.view(np.int32)  # (N, D): the float32 bits the finiteness test reads
         r = self._resolved
         if (r is not None and r.generation == self._table.generation and len(r.keys) == len(keys)
                 and np.array_equal(r.keys, keys)):
-            return r.rows.copy(), bad
-        return self._table.find(keys), bad
+            rows = r.rows.copy()
+            missing, nonfinite, ascending = _kernels.check_rows(keys, rows, bits)
+        else:
+            rows, missing, nonfinite, ascending = self._table.find_check(keys, grads)
+        # Rare: then count the offending rows for the error message.
+        bad = int(np.count_nonzero(~np.isfinite(grads).all(axis=1))) if nonfinite else 0
+        return rows, int(missing), bad, bool(ascending)
 
     def _admit(self, keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Rows for row-less `keys` (M,) (duplicates allowed): the admission filter decides,
