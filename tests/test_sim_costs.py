@@ -25,8 +25,8 @@ from psrec.sim import (Calibration, ClusterSpec, DataSpec, ModelSpec, SimOptions
                        fit_calibration, hybrid_step, key_stats, load_calibration, ps_async_step, ps_sync_step,
                        ps_traffic, reduce_scatter_cost, save_calibration, set_input, shard_load, simulate,
                        touched_shards, zipf_normalizer)
-from psrec.sim.calibration import CalibrationError
-from psrec.sim.costs import straggler_factors
+from psrec.sim.calibration import CalibrationError, _nonneg_lstsq, busy_processes, sync_pull_queue
+from psrec.sim.costs import ps_serve_time, straggler_factors
 from psrec.sim.keys import KeyStats
 from psrec.sim.sweep import parse_values, sweep
 
@@ -319,6 +319,73 @@ def test_ps_async_step_golden():
     assert s3.total == pytest.approx(max(0.02, pull + push))
 
 
+LOOKUP = 2e-3  # seconds per row the shard looks up for a pull
+
+
+def with_lookup(spec, lookup=LOOKUP, cores=0.0):
+    return dataclasses.replace(spec, calibration=dataclasses.replace(spec.calibration, lookup_per_row=lookup),
+                               cluster=dataclasses.replace(spec.cluster, cores=cores))
+
+
+def test_ps_serve_time_golden():
+    """The busiest shard's lookup of one worker's pull: its D/2 rows (2 PS, imbalance 1)."""
+    spec = with_lookup(tiny(workers=4))
+    t = ps_traffic(spec)
+    assert t.shard_lookup_rows == pytest.approx(D / 2)                 # 0.875 rows
+    assert ps_serve_time(spec, t) == pytest.approx(D / 2 * LOOKUP)     # 0.875 * 2 ms = 1.75 ms
+    # on 1 shared core the lookup runs `busy` times slower (processor sharing)
+    one_core = with_lookup(tiny(workers=4), cores=1.0)
+    assert ps_serve_time(one_core, ps_traffic(one_core), busy=3) == pytest.approx(3 * 0.00175)
+    assert ps_serve_time(tiny(workers=4), ps_traffic(tiny(workers=4))) == 0.0  # uncalibrated: in alpha/beta
+
+
+def test_ps_sync_step_with_lookup_golden():
+    """ps-sync, 4 workers: the pull holds the busiest shard's lookup s = 1.75 ms, and the 3
+    workers the apply releases at once queue for it: 0, 1, 2 serve times, mean over the 4
+    workers (0 + 1 + 2) / 4 = 0.75 s (`sync_pull_queue`). Nothing else moves."""
+    base, s = ps_sync_step(tiny(workers=4)), ps_sync_step(with_lookup(tiny(workers=4)))
+    serve = D / 2 * LOOKUP                                              # 0.00175
+    assert sync_pull_queue(4) == pytest.approx(0.75)
+    assert s.pull == pytest.approx(0.096 + serve + 0.75 * serve)         # 0.0990625
+    assert s.push == pytest.approx(base.push) and s.apply == pytest.approx(base.apply)
+    assert s.total == pytest.approx(base.total + 1.75 * serve)
+    # 2 workers: the last pusher's pull comes after the waiter's has been served, no queue
+    two = ps_sync_step(with_lookup(tiny(workers=2)))
+    assert two.pull == pytest.approx(ps_sync_step(tiny(workers=2)).pull + serve)
+    # on 1 shared core: the 2 shards look up while the workers wait (n = M = 2), 2x slower;
+    # the software alpha/beta are 0 here, so nothing else in the pull changes
+    shared = ps_sync_step(with_lookup(tiny(workers=4), cores=1.0))
+    assert shared.pull == pytest.approx(0.096 + 2 * serve * 1.75)
+
+
+def test_ps_async_step_with_lookup_golden():
+    """ps-async: the pull holds the lookup; the shard's lock serialises W workers' lookups
+    and applies, so T >= W (apply + lookup) (the PS CPU bound), and the queue for the lock
+    is spent inside the workers' pulls and pushes."""
+    serve, apply = D / 2 * LOOKUP, D / 2 * APPLY_ROW + 3.75 * APPLY_VAL  # 0.00175, 0.00125
+    s2 = ps_async_step(with_lookup(tiny(workers=2)))
+    own = 0.02 + (0.016 + serve + 0.032) + (0.046 + apply)               # 0.117
+    assert s2.pull == pytest.approx(0.048 + serve) and s2.total == pytest.approx(own)
+    # 100 ms per row: lookup 87.5 ms; 4 workers need 4 (1.25 + 87.5) ms = 0.355 s of the shard
+    big = 0.1
+    s4 = ps_async_step(with_lookup(tiny(workers=4), lookup=big))
+    own4 = 0.02 + (0.048 + D / 2 * big) + (0.046 + apply)                # 0.20275
+    bound = 4 * (apply + D / 2 * big)                                    # 0.355 > own4, > NIC's 0.124
+    assert s4.total == pytest.approx(bound)
+    # the queue at the shard's lock is inside the workers' pulls and pushes, in their proportion
+    pull4, push4 = 0.048 + D / 2 * big, 0.046 + apply
+    assert s4.pull == pytest.approx(pull4 + (bound - own4) * pull4 / (pull4 + push4))
+    assert s4.push == pytest.approx(push4 + (bound - own4) * push4 / (pull4 + push4))
+    assert s4.apply == 0.0 and s4.bottleneck == "ps cpu (lookup + apply)"
+    # 2 workers on 1 core: one push's apply (one pull's lookup) runs on both shards at once
+    # while the other worker goes on: n = W - 1 + M = 3, 3x slower; compute n = W = 2
+    sc = ps_async_step(with_lookup(tiny(workers=2), cores=1.0))
+    assert busy_processes("ps-async", "apply", 2, 2) == 3.0
+    assert sc.compute == pytest.approx(2 * 0.02)
+    assert sc.pull == pytest.approx(0.048 + 3 * serve)
+    assert sc.push == pytest.approx(0.046 + 3 * apply)
+
+
 def test_hybrid_step_golden():
     s = hybrid_step(tiny(workers=4, dense_on_ps=False))
     tch = 2 * (1 - 0.5 ** D)                      # shards a worker touches
@@ -448,6 +515,44 @@ def test_fit_calibration_with_noise():
     assert cal.alpha == pytest.approx(TRUE["alpha"], rel=0.15)
     assert cal.beta == pytest.approx(TRUE["beta"], rel=0.1)
     assert cal.compute_per_sample["dcn"] == pytest.approx(PER_SAMPLE["dcn"], rel=0.05)
+
+
+def test_fit_calibration_recovers_the_lookup():
+    """Pulls that also waited for the busiest shard's lookup (`lookup_rows`): a third unknown.
+    Two runs are ps-sync with 3 workers: their pulls also queued 1/3 of a lookup on average
+    (`sync_pull_queue`), and their pushes held 1/3 of the merged apply."""
+    lookup = 3e-7
+    runs = synthetic_results()
+    for i, run in enumerate(runs):
+        run["lookup_rows"] = served = run["apply_rows"] / (2 + i)  # per-shard shares that vary
+        run["phases"]["pull"] += lookup * served
+        if i in (1, 3):
+            run.update(mode="ps-sync", workers=3)
+            run["phases"]["pull"] += lookup * served / 3
+            run["phases"]["push"] += run["phases"]["apply"] / 3
+    cal = fit_calibration(runs)
+    assert cal.lookup_per_row == pytest.approx(lookup, rel=1e-6)
+    for k, v in TRUE.items():
+        assert getattr(cal, k) == pytest.approx(v, rel=1e-6), k
+    # one pull without its shard's rows: the lookup is not fitted (kept from base)
+    del runs[0]["lookup_rows"]
+    assert fit_calibration(runs).lookup_per_row == Calibration().lookup_per_row
+
+
+def test_nonneg_lstsq_meets_the_kkt_conditions():
+    """x >= 0 and the gradient g = a^T (a x - y) is 0 where x > 0 and >= 0 where x = 0: the
+    optimality conditions of non-negative least squares (Lawson & Hanson 1974, ch. 23)."""
+    rng = np.random.default_rng(1)
+    clipped = 0
+    for _ in range(50):
+        a = rng.uniform(0, 1, (8, 3))
+        y = a @ rng.uniform(-1, 1, 3) + rng.normal(0, 0.1, 8)
+        x = _nonneg_lstsq(a, y)
+        g = a.T @ (a @ x - y)
+        assert (x >= 0).all()
+        assert np.allclose(g[x > 0], 0, atol=1e-9) and (g[x == 0] >= -1e-9).all()
+        clipped += int((x == 0).any())
+    assert clipped > 10  # the constraint was active in many of the draws
 
 
 def test_fit_calibration_partial_and_bad_input():

@@ -11,9 +11,10 @@ from psrec.cli import main
 from psrec.net import NetConfig
 from psrec.sim.calibration import Calibration, fit_calibration
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
-from psrec.sim.costs import ps_async_step, ps_phases, ps_traffic
-from psrec.sim.validate import (Prediction, RunSpec, leave_one_out, ranking_groups, ranking_holds, summarize,
-                                summary_line)
+from psrec.sim.calibration import busy_processes, cpu_slowdown
+from psrec.sim.costs import ps_async_step, ps_phases, ps_sync_apply_load, ps_sync_step, ps_traffic
+from psrec.sim.validate import (Prediction, RunSpec, leave_one_out, pair_tied, rank_sum_p, ranking_groups,
+                                ranking_holds, summarize, summary_line)
 
 TRUE = Calibration(alpha=1.5e-3, beta=6e-9, compute_per_sample={"m": 5e-5}, compute_per_step={"m": 0.01})
 
@@ -29,12 +30,26 @@ def spec(workers, ps, batch, cores=2.0):
 def measured_from_sim(s: SimSpec) -> dict:
     """What a ps-async run of `s` would report (fit schema) if the simulator were exact."""
     cost, t = ps_async_step(s), ps_traffic(s)
-    apply = ps_phases(s, t, 1).apply_server  # the push waited for it: the fit takes it out
-    return {"mode": "ps-async", "model": "m", "workers": s.cluster.workers, "cores": s.cluster.cores,
-            "batch_size": s.model.batch_size, "apply_rows": t.shard_apply_rows, "apply_values": t.shard_apply_values,
+    apply = ps_phases(s, t, 1, "ps-async").apply_server  # the push waited for it: the fit takes it out
+    return {"mode": "ps-async", "model": "m", "workers": s.cluster.workers, "ps": s.cluster.ps,
+            "cores": s.cluster.cores, "batch_size": s.model.batch_size, "apply_rows": t.shard_apply_rows, "apply_values": t.shard_apply_values,
+            "lookup_rows": t.shard_lookup_rows,
             "phases": {"compute": cost.compute, "pull": cost.pull, "push": cost.push, "apply": apply},
             "bytes": {"pull": t.request_bytes + t.response_bytes, "push": t.push_bytes},
             "messages": {"pull": 2 * t.messages, "push": t.messages},
+            "measured": {"step": cost.total, "comm_fraction": cost.comm_fraction}}
+
+
+def sync_from_sim(s: SimSpec) -> dict:
+    """What a ps-sync run of `s` would report if the simulator were exact: the merged apply
+    (union rows, on M processes), 1/W of it inside the push."""
+    cost = ps_sync_step(s)
+    rows, values = ps_sync_apply_load(s)
+    cal, c = s.calibration, s.cluster
+    apply = (rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
+        busy_processes("ps-sync", "apply", c.workers, c.ps), c.cores)
+    return {**measured_from_sim(s), "mode": "ps-sync", "apply_rows": rows, "apply_values": values,
+            "phases": {"compute": cost.compute, "pull": cost.pull, "push": cost.push, "apply": apply},
             "measured": {"step": cost.total, "comm_fraction": cost.comm_fraction}}
 
 
@@ -54,6 +69,22 @@ def test_leave_one_out_recovers_simulated_runs_exactly():
         assert p.calibration.beta == pytest.approx(TRUE.beta, rel=1e-6)
     s = summarize(preds, [0] * len(preds))
     assert s.configs == 5 and s.median_step_err < 1e-9 and s.ranking_preserved
+
+
+def test_leave_one_out_recovers_sync_runs_and_the_shard_lookup_exactly():
+    """The fit and the simulator agree on every PS term: the busiest shard's lookup (per row,
+    in parallel across shards), the queue of the workers a sync apply releases at once
+    (3 and 4 workers), the CPU sharing of lookups and applies (W - 1 + M in async, M in sync)."""
+    true = dataclasses.replace(TRUE, lookup_per_row=4e-7, apply_per_row=3e-7, apply_per_value=5e-9)
+    specs = [dataclasses.replace(s, calibration=true) for s in
+             (*SPECS, spec(3, 1, 512), spec(4, 2, 1024), spec(2, 2, 2048))]
+    runs = [measured_from_sim(s) for s in specs[:5]] + [sync_from_sim(s) for s in specs[5:]]
+    assert runs[5]["phases"]["pull"] > ps_phases(specs[5], ps_traffic(specs[5]), 3, "ps-sync").pull  # queued
+    preds = leave_one_out(runs, [dataclasses.replace(s, calibration=Calibration()) for s in specs], fit=fit)
+    for p in preds:
+        assert p.step_err == pytest.approx(0, abs=1e-9), p.name
+        assert p.comm_err_pts == pytest.approx(0, abs=1e-7), p.name
+        assert p.calibration.lookup_per_row == pytest.approx(4e-7, rel=1e-6)
 
 
 def test_leave_one_out_never_fits_on_the_left_out_run():
@@ -121,6 +152,45 @@ def test_validate_sim_end_to_end_inprocess(tmp_path, capsys):
     # --reuse predicts again from the same runs without training
     assert main(["validate-sim", "--reuse", str(run_dir), "--run-dir", str(tmp_path / "again")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == out[-1]
+
+
+def test_rank_sum_p_exact_values():
+    # 3 vs 3: C(6, 3) = 20 splits; disjoint samples are the 2 most extreme: p = 2/20
+    assert rank_sum_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
+    assert rank_sum_p([4, 5, 6], [1, 2, 3]) == pytest.approx(0.1)
+    # one overlap (U = 1 of 9): the splits with U <= 1 or U >= 8, 2 + 2 of 20
+    assert rank_sum_p([1, 2, 4], [3, 5, 6]) == pytest.approx(0.2)
+    # 2 vs 2 can never go below 2 / C(4, 2) = 1/3; 4 vs 4 disjoint: 2 / 70
+    assert rank_sum_p([1, 2], [3, 4]) == pytest.approx(1 / 3)
+    assert rank_sum_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 70)
+    assert rank_sum_p([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]) == 1.0
+
+
+def test_ranking_with_repeats_uses_their_spread():
+    """Issue 8's --repeats 3 run: sync and async at 2 workers, batch 512, measured (ms)
+    44.6/39.2/37.1 and 42.3/37.5/44.4; the picked (median) repeats are 7.9% apart, past the
+    5% band, but the repeat ranges overlap: the measurement does not order them. Collective's
+    31.9/26.4/31.9 is below both in every repeat: that pair still counts."""
+    a = Prediction("a", "ps-async", 0.0423, 0.0390, 0.6, 0.6, measured_repeats=(0.0423, 0.0375, 0.0444))
+    s = Prediction("s", "ps-sync", 0.0392, 0.0420, 0.6, 0.6, measured_repeats=(0.0446, 0.0392, 0.0371))
+    c = Prediction("c", "collective", 0.0319, 0.0260, 0.2, 0.2, measured_repeats=(0.0319, 0.0264, 0.0319))
+    assert pair_tied(s, a) and not pair_tied(c, s) and not pair_tied(c, a)
+    assert ranking_holds([a, s, c]) == (True, [("ps-sync", "ps-async")])
+    # without the repeats the same picked steps are 7.9% apart: the 5% band ranks them, and
+    # the prediction (async faster) flips them
+    single = [dataclasses.replace(p, measured_repeats=()) for p in (a, s, c)]
+    assert ranking_holds(single) == (False, [])
+    # collective predicted slower than async in every repeat's run: a real flip still fails
+    slow_c = dataclasses.replace(c, predicted_step=0.0400)
+    assert not ranking_holds([a, s, slow_c])[0]
+
+
+def test_pick_repeat_keeps_every_repeat_step():
+    from psrec.commands.validate_sim import _pick_repeat
+
+    runs = [{"name": n, "measured": {"step": t}} for n, t in (("r1", 0.3), ("r2", 0.1), ("r3", 0.2))]
+    picked = _pick_repeat(runs)
+    assert picked["name"] == "r3" and picked["measured_repeats"] == [0.3, 0.1, 0.2]
 
 
 def test_ranking_ignores_pairs_the_measurement_cannot_tell_apart():

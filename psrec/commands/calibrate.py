@@ -18,10 +18,9 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-SHOWN = ["alpha", "beta", "coll_alpha", "coll_beta", "apply_per_row", "apply_per_value", "coll_apply_per_row",
-         "jitter"]
+SHOWN = ["alpha", "beta", "coll_alpha", "coll_beta", "apply_per_row", "apply_per_value", "lookup_per_row",
+         "coll_apply_per_row", "jitter"]
 
 
 def register(sub) -> None:

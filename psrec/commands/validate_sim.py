@@ -12,7 +12,9 @@ two-step warm-up (`psrec.sim.results_map`: robust to a few steps that another jo
 stretches), plus the emulated network's seconds when `--net` is on (the runners book those
 apart); comm fraction likewise. `--repeats R` trains every configuration R times in
 interleaved passes (so that a slow period of the machine hits different configurations'
-repeats) and keeps the repeat with the median step. The table and the closing line
+repeats) and keeps the repeat with the median step; with 3 repeats or more, whether two modes
+count as tied in the ranking is decided by the repeats' spread (a rank-sum test,
+`psrec.sim.validate.pair_tied`) instead of a fixed 5% band. The table and the closing line
 `median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1 configs=N`
 go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
 directory go into the run directory. `--reuse DIR` predicts again from the runs of an
@@ -152,8 +154,10 @@ def _fill_sync_apply(run: dict, spec) -> dict:
 
 
 def _pick_repeat(mapped: list[dict]) -> dict:
-    """The repeat with the median measured step (the lower of an even count)."""
-    return sorted(mapped, key=lambda m: m["measured"]["step"])[(len(mapped) - 1) // 2]
+    """The repeat with the median measured step (the lower of an even count), with every
+    repeat's step in `measured_repeats` (the ranking's ties: `psrec.sim.validate.pair_tied`)."""
+    picked = sorted(mapped, key=lambda m: m["measured"]["step"])[(len(mapped) - 1) // 2]
+    return {**picked, "measured_repeats": [m["measured"]["step"] for m in mapped]}
 
 
 def validate(runs: Sequence[Any], paths: Sequence[Sequence[Path]], run_dir: Path, cores: float, transport: str):
@@ -231,14 +235,15 @@ def run(args: argparse.Namespace) -> int:
     # One decimal everywhere: run-to-run noise on a shared machine is larger than that.
     rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in p.as_row().items()} for p in preds]
     table = format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)
-    from psrec.sim.validate import TIE, ranking_groups, ranking_holds
+    from psrec.sim.validate import ranking_groups, ranking_holds, tie_rule
 
     lines = [table, ""]
     groups = [rs.group for rs in runs]
     for g, meas, pred in ranking_groups(preds, groups):
         w, b, net = g
-        ok, ties = ranking_holds([p for p, pg in zip(preds, groups) if pg == g])
-        tied = f"; within {TIE:.0%} (tie): {', '.join(f'{x} ~ {y}' for x, y in ties)}" if ties else ""
+        members = [p for p, pg in zip(preds, groups) if pg == g]
+        ok, ties = ranking_holds(members)
+        tied = f"; tied ({tie_rule(members)}): {', '.join(f'{x} ~ {y}' for x, y in ties)}" if ties else ""
         lines.append(f"ranking (workers {w}, batch {b}, net {net or 'none'}): measured {' < '.join(meas)}; "
                      f"predicted {' < '.join(pred)}{tied} -> {'holds' if ok else 'FLIPPED'}")
     line = summary_line(summary)

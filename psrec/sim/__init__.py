@@ -24,7 +24,7 @@ from psrec.sim.collective import CollectiveCost, allgather_cost, allreduce_cost,
     reduce_scatter_cost
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
 from psrec.sim.costs import (MODES, ComputeCost, PSTraffic, StepCost, collective_step, compute_cost, hybrid_step,
-                             ps_async_step, ps_phases, ps_sync_step, ps_traffic, simulate)
+                             ps_async_step, ps_phases, ps_serve_time, ps_sync_step, ps_traffic, simulate)
 from psrec.sim.des import (DESResult, compare_policies, constant_speeds, from_stragglers, simulate_assignment,
                            straggler_work_time)
 from psrec.sim.keys import KeyStats, ShardLoad, key_stats, shard_load, touched_shards, zipf_normalizer
@@ -36,7 +36,7 @@ __all__ = [
     "CollectiveCost", "allgather_cost", "allreduce_cost", "alltoall_cost", "bus_factor", "reduce_scatter_cost",
     "ClusterSpec", "DataSpec", "ModelSpec", "SimOptions", "SimSpec", "TableSpec",
     "MODES", "ComputeCost", "PSTraffic", "StepCost", "collective_step", "compute_cost", "hybrid_step",
-    "ps_async_step", "ps_phases", "ps_sync_step", "ps_traffic", "simulate",
+    "ps_async_step", "ps_phases", "ps_serve_time", "ps_sync_step", "ps_traffic", "simulate",
     "DESResult", "compare_policies", "constant_speeds", "from_stragglers", "simulate_assignment",
     "straggler_work_time",
     "KeyStats", "ShardLoad", "key_stats", "shard_load", "touched_shards", "zipf_normalizer",

@@ -20,6 +20,7 @@ per parameter server per step:
       "apply_rows": 30000,           # embedding rows updated per PS per apply (ps-sync: the
                                      # distinct rows of the W merged pushes)
       "apply_values": 480000,        # float values updated per PS per step (rows * dim + dense)
+      "lookup_rows": 15000,          # rows the busiest PS looks up for one worker's pull
       "net": "bandwidth=10Gbit,latency=50us"   # optional: the phases include this emulated
                                                # network's time, which the fit subtracts
     }
@@ -56,7 +57,7 @@ import numpy as np
 from psrec.net import NetConfig, transfer_time
 
 __all__ = ["Calibration", "fit_calibration", "load_calibration", "save_calibration", "CalibrationError",
-           "cpu_slowdown", "busy_processes", "expected_max_normal"]
+           "cpu_slowdown", "busy_processes", "expected_max_normal", "sync_pull_queue"]
 
 
 class CalibrationError(ValueError):
@@ -75,6 +76,8 @@ class Calibration:
             name; `"default"` is used for a model without its own entry.
         apply_per_row: PS seconds per embedding row updated (hash lookup, version, freq).
         apply_per_value: seconds per float value updated by the optimizer (PS or local).
+        lookup_per_row: PS seconds per row served in a pull (hash probe, new-row creation,
+            gather), on the busiest shard of the pull (`psrec.sim.costs.ps_serve_time`).
         compute_per_step: seconds per step that do not grow with the batch (Python, op launch),
             per model name like `compute_per_sample`; a model without an entry has 0.
         coll_alpha: collective library (gloo) software seconds per message, on top of the
@@ -97,6 +100,7 @@ class Calibration:
     compute_per_sample: dict[str, float] = field(default_factory=lambda: {"default": 1e-4})
     apply_per_row: float = 2e-7  # ~200 ns: one hash-table lookup plus bookkeeping per row
     apply_per_value: float = 2e-9  # ~2 ns: Adagrad reads 2 and writes 2 floats, memory-bound
+    lookup_per_row: float = 0.0  # uncalibrated: the shard's lookup is left inside alpha/beta
     compute_per_step: dict[str, float] = field(default_factory=dict)  # uncalibrated: compute is all per sample
     coll_alpha: float = 0.0  # uncalibrated: only the network's own latency counts
     coll_beta: float = 0.0
@@ -105,7 +109,7 @@ class Calibration:
     source: str = "defaults"
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "apply_per_row", "apply_per_value", "coll_alpha", "coll_beta",
+        for name in ("alpha", "beta", "apply_per_row", "apply_per_value", "lookup_per_row", "coll_alpha", "coll_beta",
                      "coll_apply_per_row", "jitter"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
@@ -181,22 +185,24 @@ def _get(run: Mapping[str, Any], *keys: str) -> float | None:
 
 
 def _nonneg_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares min ||a x - y|| with x >= 0, for 1-2 unknowns: the unconstrained solution,
-    else the best single-column fit with the other at 0 (the KKT points of a 2-variable NNLS)."""
-    x, *_ = np.linalg.lstsq(a, y, rcond=None)
-    if (x >= 0).all():
-        return x
-    best, best_err = np.zeros(a.shape[1]), float(np.sum(y ** 2))
-    for j in range(a.shape[1]):
-        col = a[:, j]
-        denom = float(col @ col)
-        if denom == 0:
+    """Least squares min ||a x - y|| with x >= 0, for a few unknowns (<= 4): the NNLS optimum is
+    the unconstrained least-squares solution on its own support (C. Lawson, R. Hanson, Solving
+    Least Squares Problems, 1974, ch. 23), so the best feasible solution over every subset of
+    the columns is it (2^n small solves)."""
+    n = a.shape[1]
+    best, best_err = np.zeros(n), float(np.sum(y ** 2))
+    for mask in range(1, 1 << n):
+        cols = [j for j in range(n) if mask >> j & 1]
+        sub = a[:, cols]
+        if not np.any(sub):
             continue
-        c = max(0.0, float(col @ y) / denom)
-        cand = np.zeros(a.shape[1])
-        cand[j] = c
+        x, *_ = np.linalg.lstsq(sub, y, rcond=None)
+        if (x < 0).any():
+            continue
+        cand = np.zeros(n)
+        cand[cols] = x
         err = float(np.sum((a @ cand - y) ** 2))
-        if err < best_err:
+        if err < best_err - 1e-12 * max(best_err, 1e-300):
             best, best_err = cand, err
     return best
 
@@ -223,6 +229,11 @@ def busy_processes(mode: str, phase: str, workers: float, ps: float) -> float:
     What runs at once, phase by phase:
     - ps-sync apply: the M shards merge and apply the step's pushes while every worker waits
       at the barrier (its next pull is held until the apply is done): n = M;
+    - ps-sync serve (the shards' lookups for the pulls that the apply releases): the M shards
+      serve the released workers one after another while those wait in line (`sync_pull_queue`):
+      n = M;
+    - ps-async apply and serve: one worker's push (pull) is applied (looked up) by all M
+      shards at once, in parallel, while the other W - 1 workers go on: n = W - 1 + M;
     - everything else: n = W. Lockstep compute runs on all W workers at once, the
       collective's all-to-all and apply on all W ranks at once; a ps-async worker is either
       computing or has a PS thread working for it, so W workers keep W processes busy
@@ -230,9 +241,13 @@ def busy_processes(mode: str, phase: str, workers: float, ps: float) -> float:
 
     >>> busy_processes("ps-sync", "apply", 3, 1), busy_processes("ps-sync", "compute", 3, 1)
     (1.0, 3.0)
+    >>> busy_processes("ps-async", "apply", 2, 2), busy_processes("ps-async", "serve", 2, 1)
+    (3.0, 2.0)
     """
-    if mode == "ps-sync" and phase == "apply":
+    if mode == "ps-sync" and phase in ("apply", "serve"):
         return float(ps)
+    if mode == "ps-async" and phase in ("apply", "serve"):
+        return float(workers - 1 + ps)
     return float(workers)
 
 
@@ -247,6 +262,28 @@ def expected_max_normal(n: int) -> float:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return statistics.NormalDist().inv_cdf((n - 0.375) / (n + 0.25)) if n > 1 else 0.0
+
+
+def sync_pull_queue(workers: float) -> float:
+    """Mean pulls a ps-sync worker's pull waits behind at the busiest shard, in serve times:
+    (W - 1)(W - 2) / (2 W).
+
+    Why: the W - 1 workers that pushed before the last one wait at their next pull until the
+    step is applied (`psrec.ps.transport.ShardEndpoint.pull`), and the apply releases them
+    at once (`notify_all`); the shard then serves them one after another under its lock
+    (`psrec.ps.shard.PSShard.pull`), so the k-th waits k - 1 serve times, k = 1..W-1. The last
+    pusher's own pull is not among them: it is sent only after its push has returned and its
+    next batch has been read, when the others have been served (psrec's Ray runs, per-step
+    records, ps-sync on 1 PS at batch 1024: at W = 2 the two pulls of a step differ by 2-3 ms
+    at the median, the waiter's no longer than the last pusher's; at W = 3 the slowest and
+    fastest differ by 6-10 ms).
+    The mean over the W workers is sum_{k<W} (k - 1) / W.
+
+    >>> sync_pull_queue(1), sync_pull_queue(2), round(sync_pull_queue(3), 9), sync_pull_queue(4)
+    (0.0, 0.0, 0.333333333, 0.75)
+    """
+    w = float(workers)
+    return (w - 1) * (w - 2) / (2 * w) if w >= 2 else 0.0
 
 
 def _inline_apply(mode: str, apply: float | None, workers: float) -> float:
@@ -278,10 +315,13 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     the constants are those of one process on its own core.
 
     - communication: every measured pull and push phase is one equation
-      `t - t_net = alpha * messages + beta * bytes` (alpha-beta, Hockney 1994), the push less
-      the shard's apply it waited for (ps-async: the apply; ps-sync: apply / W), with `t_net`
-      the emulated network's own `transfer_time` when the run names its `net`; likewise the
-      collective's all-to-all and all-reduce for `coll_alpha`, `coll_beta`;
+      `t - t_net = alpha * messages + beta * bytes (+ lookup_per_row * lookup_rows, pulls)`
+      (alpha-beta, Hockney 1994; the busiest shard's lookup, `psrec.sim.costs.ps_serve_time`),
+      the push less the shard's apply it waited for (ps-async: the apply; ps-sync: apply / W),
+      with `t_net` the emulated network's own `transfer_time` when the run names its `net`;
+      `lookup_per_row` is fitted only when every pull gives its `lookup_rows` (else it keeps
+      its base value and the lookup stays inside alpha/beta); likewise the collective's
+      all-to-all and all-reduce for `coll_alpha`, `coll_beta`;
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
       `compute_intercept` `t_compute = c0 + c * batch_size` when the model's runs have two or
       more batch sizes (c0 = `compute_per_step`: per-step overhead that a small batch shows);
@@ -329,7 +369,15 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
                 t -= inline_apply  # the push waited for the shard's apply (psrec.sim.costs)
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes, msgs)
-            comm_rows.append((msgs, nbytes))
+            # The pull waited for the busiest shard's lookup (psrec.sim.costs.ps_serve_time).
+            served = _get(run, "lookup_rows") if phase == "pull" else 0.0
+            if served is not None and phase == "pull":
+                # The lookups ran with busy_processes(mode, "serve") sharing the cores, and a
+                # ps-sync pull also waits for the other released workers' lookups.
+                serve_slow = cpu_slowdown(busy_processes(mode, "serve", workers, _get(run, "ps") or 1.0), cores)
+                queue = sync_pull_queue(workers) if mode == "ps-sync" else 0.0
+                served *= (1 + queue) * serve_slow / slow
+            comm_rows.append((msgs, nbytes, served))
             comm_y.append(t / slow)
         for op in ("alltoall", "allreduce"):
             t = _get(run, "collective", op, "seconds")
@@ -361,9 +409,11 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             jit_x.append(expected_max_normal(max(1, round(workers))) * (step - wait))
             jit_y.append(max(0.0, excess))
 
-    alpha, beta = base.alpha, base.beta
-    if comm_rows:
-        alpha, beta = (float(x) for x in _scaled_lstsq(comm_rows, comm_y))
+    alpha, beta, lookup = base.alpha, base.beta, base.lookup_per_row
+    if comm_rows and all(r[2] is not None for r in comm_rows):
+        alpha, beta, lookup = (float(x) for x in _scaled_lstsq(comm_rows, comm_y))
+    elif comm_rows:  # some pull without its shard's rows: the lookup stays inside alpha/beta
+        alpha, beta = (float(x) for x in _scaled_lstsq([r[:2] for r in comm_rows], comm_y))
     coll_alpha, coll_beta = base.coll_alpha, base.coll_beta
     if coll_rows:
         coll_alpha, coll_beta = (float(x) for x in _scaled_lstsq(coll_rows, coll_y))
@@ -388,7 +438,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
         jx, jy = np.array(jit_x), np.array(jit_y)
         jitter = max(0.0, float(jx @ jy / (jx @ jx))) if jx @ jx > 0 else jitter
     return Calibration(alpha=alpha, beta=beta, compute_per_sample=per_sample,
-                       apply_per_row=apply_per_row, apply_per_value=apply_per_value,
+                       apply_per_row=apply_per_row, apply_per_value=apply_per_value, lookup_per_row=lookup,
                        compute_per_step=per_step, coll_alpha=coll_alpha, coll_beta=coll_beta,
                        coll_apply_per_row=coll_apply, jitter=jitter,
                        source=f"fit_calibration over {len(results)} runs")

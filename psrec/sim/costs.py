@@ -15,8 +15,11 @@ Parameter servers (DeepRec / TensorFlow PS). A worker deduplicates its batch's k
 (`psrec.sim.keys`), sends one request to each shard it touches, concurrently, and gets the
 rows back; it pushes (key, gradient) pairs the same way. A phase lasts as long as its slower
 end: the worker's NIC (all its bytes) or the busiest PS NIC (its share of every concurrent
-worker's bytes, times the partitioner's imbalance). The dense parameters live on the PS too
-(`SimOptions.dense_on_ps`, split evenly) and are pulled and pushed whole every step. A PS
+worker's bytes, times the partitioner's imbalance). Between a pull's request and its
+response the busiest shard looks the rows up (`ps_serve_time`: `lookup_per_row` per row; the
+shards of one pull work in parallel, so only the busiest one's rows count). The dense
+parameters live on the PS too (`SimOptions.dense_on_ps`, split evenly) and are pulled and
+pushed whole every step. A PS
 applies every received gradient row, `apply_per_row + dim * apply_per_value` each, and its
 slice of the dense parameters (`apply_per_value` each). Async: each push is applied on its
 own. Sync: the shard concatenates the W pushes of a step and merges duplicate keys (psrec's
@@ -34,14 +37,20 @@ worker and step that is apply / W inside the push and (W - 1) / W apply as waiti
 - ps-sync: all W workers pull, compute, push in lockstep; the step waits for the slowest
   worker and the slowest shard, then for the apply:
   T = compute + wait + pull(W concurrent) + push(W concurrent) + apply(union of W batches),
-  the apply booked 1/W in `push` and (W-1)/W in `apply` (above).
+  the apply booked 1/W in `push` and (W-1)/W in `apply` (above). The apply releases the W - 1
+  workers held at their next pull at once, and the shard serves them one after another under
+  its lock: the pull also holds their mean queue, `sync_pull_queue(W)` serve times
+  ((W-1)(W-2)/(2W): none at W = 2, where the last pusher's own pull comes later).
 - ps-async: each worker runs on its own: T_w = compute + pull + push + its apply with no
   contention (or max(compute, pull + push + apply) with prefetch, `overlap_ps`); the apply is
   booked in `push`, where the worker waits for it. The PS's NIC and CPU are shared:
   by the asymptotic bounds of operational analysis (E. Lazowska et al., Quantitative System
   Performance, 1984, ch. 5: cycle time >= N * D_max), T >= W * (busiest PS NIC's demand per
-  worker step) and T >= W * (its apply demand). The excess over T_w is queueing: shown in
-  pull/push when the NIC is the bottleneck, in apply when the PS CPU is.
+  worker step) and T >= W * (its CPU demand: lookup + apply, which its lock serialises). The
+  excess over T_w is queueing, shown in pull/push: a worker waits for the busy NIC, or for
+  the shard's lock, inside its own pull or push call. Below those bounds no queue is charged: async workers on one shard
+  fall into alternation (psrec's Ray runs, 2 workers on 1 PS: the async pull measured 12.5-15.9
+  ms, the sync pull, which never meets another worker's apply, 14.4-15.6 ms).
 - hybrid (Persia, X. Lian et al., KDD 2022): embeddings on the PS, pulled/pushed as in sync
   (the dense all-reduce keeps workers in lockstep), dense parameters all-reduced among the
   workers; embedding updates are applied asynchronously on the PS (bounded like ps-async).
@@ -68,7 +77,9 @@ Shared CPUs (`ClusterSpec.cores` > 0): a CPU part runs `cpu_slowdown(n, cores)` 
 max(1, n / cores) times slower (processor sharing), n = the processes busy during it: W for
 compute, the software alpha/beta and the collective's apply (every worker or rank works at
 once; in ps-async a worker waiting on a PS has the PS working for it); the PS count M for
-ps-sync's apply, which the shards run while every worker waits at the barrier
+ps-sync's apply and lookups, which the shards run while the workers wait (at the barrier, or
+in line at the shard); W - 1 + M for a ps-async push's apply and a pull's lookups, which all
+M shards run at once for one worker while the other W - 1 go on
 (`psrec.sim.calibration.busy_processes`). The network's wire time is not CPU.
 
 Emulated networks (`SimOptions.emulated_net`, psrec's `--net`): the runtime books each call's
@@ -82,14 +93,14 @@ from typing import Callable
 
 from psrec.net import transfer_time
 from psrec.sim.breakdown import ComputeCost, StepCost, compute_cost
-from psrec.sim.calibration import busy_processes, cpu_slowdown, expected_max_normal
+from psrec.sim.calibration import busy_processes, cpu_slowdown, expected_max_normal, sync_pull_queue
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.keys import KeyStats, key_stats, shard_load, touched_shards
 
-__all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_phases",
-           "straggler_factors", "ps_sync_apply_load", "ps_sync_step", "ps_async_step", "hybrid_step", "collective_step",
-           "MODES", "simulate", "slowdown"]
+__all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_serve_time",
+           "ps_phases", "straggler_factors", "ps_sync_apply_load", "ps_sync_step", "ps_async_step", "hybrid_step",
+           "collective_step", "MODES", "simulate", "slowdown"]
 
 def _largest(parts: dict[str, float]) -> str:
     return max(parts.items(), key=lambda kv: kv[1])[0] if parts else ""
@@ -114,6 +125,8 @@ class PSTraffic:
         shard_messages: messages the busiest shard gets from this worker per phase (<= 1).
         shard_apply_rows, shard_apply_values: rows and float values the busiest shard
             applies for this worker's push.
+        shard_lookup_rows: rows the busiest shard looks up for this worker's pull (the same
+            keys it later applies: keys * imbalance / M).
     """
 
     keys: float
@@ -128,6 +141,7 @@ class PSTraffic:
     shard_messages: float
     shard_apply_rows: float
     shard_apply_values: float
+    shard_lookup_rows: float
 
 
 def _table_stats(spec: SimSpec, draws_factor: int = 1) -> list[tuple[KeyStats, int]]:
@@ -174,6 +188,7 @@ def ps_traffic(spec: SimSpec, dense_on_ps: bool | None = None) -> PSTraffic:
         shard_messages=min(1.0, messages / m * imbalance),
         shard_apply_rows=keys * sparse_share,
         shard_apply_values=row_values * sparse_share + dense / m,
+        shard_lookup_rows=keys * sparse_share,
     )
 
 
@@ -213,6 +228,32 @@ def _jitter_wait(spec: SimSpec, step: float) -> float:
     return spec.calibration.jitter * expected_max_normal(spec.cluster.workers) * step
 
 
+def ps_serve_time(spec: SimSpec, t: PSTraffic, busy: float | None = None) -> float:
+    """Seconds the busiest shard spends serving one worker's pull, between the request's
+    arrival and the response's departure: cpu_slowdown(busy, cores) * lookup_per_row *
+    shard_lookup_rows, `busy` = processes sharing the cores meanwhile (default W, `slowdown`;
+    ps-sync: `busy_processes("ps-sync", "serve", W, M)`).
+
+    What psrec's shard does per pull (`psrec.ps.shard.PSShard.pull`): under its lock, one EV
+    lookup per table (hash probe, creation of the rows of new keys, gather into a new array)
+    and a copy of its dense slice. The shards of one pull work in parallel, so the worker waits
+    for the busiest one: this term is per shard, unlike the software alpha/beta, which the
+    worker's own end pays for all its bytes one after another. 0 with an uncalibrated
+    `lookup_per_row` (the lookup then stays inside alpha/beta, as before it was fitted).
+
+    Example: 1.75 keys on one shard, 1 ms per row: 1.75 ms.
+        >>> from psrec.sim.config import *; from psrec.sim.calibration import Calibration
+        >>> spec = SimSpec(cluster=ClusterSpec(workers=1, ps=1), data=DataSpec(zipf=0),
+        ...                model=ModelSpec(tables=(TableSpec(rows=4, dim=2, keys_per_sample=1),),
+        ...                                dense_params=0, batch_size=2),
+        ...                calibration=Calibration(lookup_per_row=1e-3))
+        >>> round(ps_serve_time(spec, ps_traffic(spec)), 9)
+        0.00175
+    """
+    n = spec.cluster.workers if busy is None else busy
+    return cpu_slowdown(n, spec.cluster.cores) * spec.calibration.lookup_per_row * t.shard_lookup_rows
+
+
 @dataclass(frozen=True)
 class PSPhases:
     """Pull and push seconds with `concurrent` workers at once, and which end limits each."""
@@ -224,11 +265,14 @@ class PSPhases:
     push_worker: float
     push_server: float
     apply_server: float  # busiest PS's apply seconds for the concurrent workers' pushes
+    serve: float = 0.0  # busiest PS's seconds serving one worker's pull (`ps_serve_time`), in `pull`
 
 
-def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int) -> PSPhases:
-    """Pull = request + response, push; each max(worker NIC, busiest PS NIC with `concurrent`
-    workers' shares). Apply = concurrent * busiest shard's rows and values."""
+def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int, mode: str = "") -> PSPhases:
+    """Pull = request + the busiest shard's serve time (`ps_serve_time`) + response, push;
+    request, response and push each max(worker NIC, busiest PS NIC with `concurrent` workers'
+    shares). Apply = concurrent * busiest shard's rows and values. The serve and the apply run
+    at `cpu_slowdown(busy_processes(mode, ...))`: W processes unless `mode` says otherwise."""
     cal = spec.calibration
     k = concurrent
     req_w = nic_time(spec, t.messages, t.request_bytes)
@@ -238,10 +282,13 @@ def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int) -> PSPhases:
     resp_s = srv(spec, k * t.shard_messages, k * t.shard_response_bytes)
     push_w = nic_time(spec, t.messages, t.push_bytes)
     push_s = srv(spec, k * t.shard_messages, k * t.shard_push_bytes)
-    apply_s = k * (t.shard_apply_rows * cal.apply_per_row + t.shard_apply_values * cal.apply_per_value) * slowdown(spec)
-    return PSPhases(pull=max(req_w, req_s) + max(resp_w, resp_s), push=max(push_w, push_s),
-                    pull_worker=req_w + resp_w, pull_server=req_s + resp_s,
-                    push_worker=push_w, push_server=push_s, apply_server=apply_s)
+    c = spec.cluster
+    apply_s = k * (t.shard_apply_rows * cal.apply_per_row + t.shard_apply_values * cal.apply_per_value) * cpu_slowdown(
+        busy_processes(mode, "apply", c.workers, c.ps), c.cores)
+    serve = ps_serve_time(spec, t, busy_processes(mode, "serve", c.workers, c.ps))
+    return PSPhases(pull=max(req_w, req_s) + serve + max(resp_w, resp_s), push=max(push_w, push_s),
+                    pull_worker=req_w + resp_w, pull_server=req_s + serve + resp_s,
+                    push_worker=push_w, push_server=push_s, apply_server=apply_s, serve=serve)
 
 
 def straggler_factors(spec: SimSpec) -> tuple[float, float]:
@@ -293,29 +340,33 @@ def ps_sync_apply_load(spec: SimSpec) -> tuple[float, float]:
 def ps_sync_step(spec: SimSpec) -> StepCost:
     """ps-sync: T = compute + wait + pull + push + apply, all W workers at once (module doc).
 
+    pull includes the busiest shard's serve time s (`ps_serve_time`) and the mean queue of the
+    workers the apply releases together, `sync_pull_queue(W)` * s.
+
     apply = cpu_slowdown(M, cores) * (rows * apply_per_row + values * apply_per_value) with
     (rows, values) = `ps_sync_apply_load`: the M shards apply while the workers wait."""
     c, m, cal = spec.cluster, spec.model, spec.calibration
     comp = _compute(spec).total
     slowest, _ = straggler_factors(spec)
     t = ps_traffic(spec)
-    ph = ps_phases(spec, t, c.workers)
+    ph = ps_phases(spec, t, c.workers, "ps-sync")
+    pull = ph.pull + sync_pull_queue(c.workers) * ph.serve  # the released waiters queue at the shard
     rows, values = ps_sync_apply_load(spec)
     apply = (rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
         busy_processes("ps-sync", "apply", c.workers, c.ps), c.cores)
-    parts = {"compute": comp, "pull": ph.pull, "push": ph.push, "apply": apply,
-             "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + ph.pull + ph.push + apply)}
+    parts = {"compute": comp, "pull": pull, "push": ph.push, "apply": apply,
+             "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + pull + ph.push + apply)}
     label = _largest(parts)
     if label in ("pull", "push"):
         label += f" ({_ps_label(ph.pull_worker + ph.push_worker, ph.pull_server + ph.push_server)})"
     w = c.workers
-    return StepCost("ps-sync", compute=comp, pull=ph.pull, push=ph.push + apply / w, apply=apply * (w - 1) / w,
+    return StepCost("ps-sync", compute=comp, pull=pull, push=ph.push + apply / w, apply=apply * (w - 1) / w,
                     wait=parts["wait"], workers=c.workers, batch_size=m.batch_size,
                     memory_per_node=_memory(spec, c.ps), bottleneck=label)
 
 
 def ps_async_step(spec: SimSpec) -> StepCost:
-    """ps-async: T = max(T_worker, W * PS NIC demand, W * PS apply demand) (module doc).
+    """ps-async: T = max(T_worker, W * PS NIC demand, W * PS CPU demand) (module doc).
 
     T_worker = compute + pull + push + apply (uncontended; the push waits for the shard's apply,
     booked in `push`) or, with prefetch, max(compute, pull + push + apply).
@@ -324,7 +375,7 @@ def ps_async_step(spec: SimSpec) -> StepCost:
     _, mean_slow = straggler_factors(spec)
     comp = _compute(spec).total * mean_slow
     t = ps_traffic(spec)
-    alone = ps_phases(spec, t, 1)  # no other worker at the PS
+    alone = ps_phases(spec, t, 1, "ps-async")  # no other worker at the PS
     comm = alone.pull + alone.push + alone.apply_server  # the push returns after the shard's apply
     hidden = min(comp, comm) if o.overlap_ps else 0.0
     pull_share = alone.pull / comm if comm > 0 else 0.5
@@ -335,19 +386,18 @@ def ps_async_step(spec: SimSpec) -> StepCost:
     nic_in = srv(spec, 2 * t.shard_messages, t.shard_request_bytes + t.shard_push_bytes)
     nic_out = srv(spec, t.shard_messages, t.shard_response_bytes)
     bound_nic = c.workers * max(nic_in, nic_out)
-    bound_apply = alone.apply_server * c.workers
-    apply, label = 0.0, _largest({"compute": comp, "pull": pull, "push": push})
+    # The shard's lock serialises every worker's lookups and applies (`psrec.ps.shard`).
+    bound_apply = (alone.apply_server + alone.serve) * c.workers
+    label = _largest({"compute": comp, "pull": pull, "push": push})
     if label in ("pull", "push"):
         label += " (worker nic)"
     if max(bound_nic, bound_apply) > own:
         excess = max(bound_nic, bound_apply) - own
-        if bound_nic >= bound_apply:
-            pull, push = pull + excess * pull_share, push + excess * (1 - pull_share)
-            label = "ps nic (incast)"
-        else:
-            apply = excess
-            label = "ps apply"
-    return StepCost("ps-async", compute=comp, pull=pull, push=push, apply=apply, hidden=hidden,
+        # Either way the worker waits inside its own calls: for the NIC, or for the shard's
+        # lock, which a pull or push takes before its lookup or apply (`psrec.ps.shard`).
+        pull, push = pull + excess * pull_share, push + excess * (1 - pull_share)
+        label = "ps nic (incast)" if bound_nic >= bound_apply else "ps cpu (lookup + apply)"
+    return StepCost("ps-async", compute=comp, pull=pull, push=push, hidden=hidden,
                     workers=c.workers, batch_size=m.batch_size, memory_per_node=_memory(spec, c.ps),
                     bottleneck=label)
 

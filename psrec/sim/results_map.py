@@ -37,6 +37,8 @@ PS modes (ps-async, ps-sync, ps-*-hybrid):
                      values / rows, "dense_values": dense / M}; `psrec validate-sim`, which
                      knows the key law, fills the merged counts in from `psrec.sim.keys`
                      (`psrec.sim.costs.ps_sync_apply_load`)
+    lookup_rows      rows the busiest shard looks up for one worker's pull: rows / M times
+                     the run's `ps_imbalance.rows` (max/mean over the shards; 1 if absent)
     wait             the sync barrier, per worker step
 Collective:
     compute          data + compute phases, under the model name `<model>/collective`: this
@@ -254,6 +256,8 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
             "messages": {"pull": 2 * pull_m, "push": push_m},
             # sync: the merged rows of W pushes are not in results.json (module doc)
             "apply_rows": None if sync else rows / m,
+            # the busiest shard's rows of one worker's pull (max/mean rows over the shards)
+            "lookup_rows": rows / m * _imbalance(results),
             "apply_values": None if sync else (values + dense) / m,
             "wait": ph["wait"],
         })
@@ -263,6 +267,13 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
     comm = ("alltoall", "allreduce") if mode == "collective" else ("pull", "push", "allreduce")
     out["measured"] = _measured(results, live, comm, where)
     return out
+
+
+def _imbalance(results: Mapping[str, Any]) -> float:
+    """The busiest shard's rows over the mean shard's (psrec's `ps_imbalance.rows`; 1 if absent)."""
+    imb = results.get("ps_imbalance")
+    v = imb.get("rows") if isinstance(imb, Mapping) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1 else 1.0
 
 
 def find_results(path: str | Path) -> list[Path]:

@@ -14,10 +14,20 @@ For each configuration i:
 
 Ranking of modes: configurations that share workers, batch size and network but differ in
 mode form a group; within each group every pair of modes that the measurement tells apart
-must be ordered the same way by the prediction (`ranking_preserved`). A pair whose measured
-step times differ by less than `TIE` (relative) is a tie: this machine does not resolve it
-(one configuration trained twice on a quiet 2-core machine differs by several percent), so
-either predicted order is accepted and the report shows the pair as `~`.
+must be ordered the same way by the prediction (`ranking_preserved`). A pair that the
+measurement does not tell apart is a tie: either predicted order is accepted and the report
+shows the pair as `~`. When to call a pair tied (`pair_tied`):
+
+- each configuration trained `MIN_REPEATS` times or more (`psrec validate-sim --repeats`):
+  the measurement's own spread decides. The pair is tied unless the exact two-sided
+  Wilcoxon-Mann-Whitney rank-sum test (H. Mann, D. Whitney, Ann. Math. Statist. 18, 1947)
+  of their repeats' step times rejects "same distribution" at level `ALPHA` (`rank_sum_p`).
+  With 3 repeats each the smallest p the test can give is 2 / C(6, 3) = 0.1, reached only
+  when every repeat of one is faster than every repeat of the other: the repeat ranges do not
+  overlap. That is the strongest evidence three repeats give, and `ALPHA` = 0.1 asks for it.
+- otherwise (one run each): their measured steps within `TIE` of each other (relative):
+  one configuration trained twice on a quiet 2-core machine differs by several percent, so a
+  closer pair is not resolved.
 
 Example:
     >>> errs = [0.05, -0.12, 0.02]
@@ -37,11 +47,14 @@ from psrec.sim.config import SimSpec
 from psrec.sim.costs import MODES, StepCost
 
 __all__ = ["RunSpec", "DEFAULT_RUNS", "QUICK_RUNS", "Prediction", "Summary", "leave_one_out", "predict",
-           "summarize", "ranking_groups", "ranking_holds", "median_abs", "summary_line", "TIE"]
+           "summarize", "ranking_groups", "ranking_holds", "median_abs", "summary_line", "TIE", "ALPHA",
+           "MIN_REPEATS", "rank_sum_p", "pair_tied", "tie_rule"]
 
 RunMode = Literal["ps-async", "ps-sync", "collective"]
 
-TIE = 0.05  # measured step times closer than this (relative) are not ranked
+TIE = 0.05  # single runs: measured step times closer than this (relative) are not ranked
+ALPHA = 0.1  # repeats: rank-sum level; with 3 repeats each, the ranges must not overlap (module doc)
+MIN_REPEATS = 3  # fewer repeats cannot reach p <= ALPHA (2 each: 2 / C(4, 2) = 1/3): use TIE
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,8 @@ class Prediction:
         measured_comm, predicted_comm: communication fraction of the step (0..1).
         cost: the simulator's breakdown.
         calibration: the leave-one-out calibration used.
+        measured_repeats: every repeat's measured step (seconds) when the configuration was
+            trained several times (`measured_step` is the picked one); empty for one run.
     """
 
     name: str
@@ -140,6 +155,7 @@ class Prediction:
     predicted_comm: float
     cost: StepCost | None = None
     calibration: Calibration | None = None
+    measured_repeats: tuple[float, ...] = ()
 
     @property
     def step_err(self) -> float:
@@ -172,7 +188,8 @@ def leave_one_out(runs: Sequence[Mapping[str, Any]], specs: Sequence[SimSpec],
 
     Args:
         runs: measured runs in the fit schema, each with `mode` and `measured` =
-            {"step": seconds per worker step, "comm_fraction": 0..1}.
+            {"step": seconds per worker step, "comm_fraction": 0..1}; optionally
+            `measured_repeats`, every repeat's step (for the ranking's ties).
         specs: the simulator's description of each run (same order; its calibration is replaced).
         fit: the fitting function (default `fit_calibration`).
         names: labels (default: each run's `name`, else its index).
@@ -187,8 +204,9 @@ def leave_one_out(runs: Sequence[Mapping[str, Any]], specs: Sequence[SimSpec],
         cost = predict(spec, str(run["mode"]), cal)
         m = run["measured"]
         name = names[i] if names is not None else str(run.get("name", i))
+        repeats = tuple(float(x) for x in run.get("measured_repeats") or ())
         out.append(Prediction(name, str(run["mode"]), float(m["step"]), cost.total, float(m["comm_fraction"]),
-                              cost.comm_fraction, cost, cal))
+                              cost.comm_fraction, cost, cal, repeats))
     return out
 
 
@@ -210,10 +228,64 @@ def ranking_groups(preds: Sequence[Prediction], groups: Sequence[Any]) -> list[t
     return out
 
 
-def ranking_holds(preds: Sequence[Prediction], tie: float = TIE) -> tuple[bool, list[tuple[str, str]]]:
+def rank_sum_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Exact two-sided p-value of the Wilcoxon-Mann-Whitney rank-sum test that samples `a`
+    and `b` come from one distribution: the share of the C(n + m, n) ways of splitting the
+    pooled values into groups of n and m whose U (pairs x in a, y in b with x < y, ties 1/2)
+    is at least as far from n m / 2 as the observed one. Exhaustive, so for the few repeats
+    of a validation (C(10, 5) = 252 splits for 5 each).
+
+    >>> rank_sum_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])     # disjoint: 2 of the 20 splits
+    0.1
+    >>> rank_sum_p([1.0, 4.0, 5.0], [2.0, 3.0, 6.0])     # interleaved
+    1.0
+    """
+    from itertools import combinations
+
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return 1.0
+    pooled = [*a, *b]
+
+    def u(idx: tuple[int, ...]) -> float:
+        rest = [pooled[k] for k in range(n + m) if k not in idx]
+        return sum((x < y) + 0.5 * (x == y) for x in (pooled[k] for k in idx) for y in rest)
+
+    centre = n * m / 2
+    observed = abs(u(tuple(range(n))) - centre)
+    splits = list(combinations(range(n + m), n))
+    return sum(abs(u(idx) - centre) >= observed - 1e-12 for idx in splits) / len(splits)
+
+
+def pair_tied(fast: Prediction, slow: Prediction, tie: float = TIE, alpha: float = ALPHA) -> bool:
+    """Whether the measurement leaves `fast` and `slow` unordered (module doc): with
+    `MIN_REPEATS` repeats each, rank-sum p > `alpha`; else steps within `tie` (relative).
+
+    >>> a = Prediction("a", "ps-async", 1.00, 1.0, 0.5, 0.5, measured_repeats=(0.99, 1.00, 1.08))
+    >>> s = Prediction("s", "ps-sync", 1.07, 1.0, 0.5, 0.5, measured_repeats=(1.02, 1.07, 1.09))
+    >>> pair_tied(a, s)          # 7% apart, but the repeat ranges overlap
+    True
+    >>> pair_tied(dataclasses.replace(a, measured_repeats=()), s)   # one run each: 7% > TIE
+    False
+    """
+    if len(fast.measured_repeats) >= MIN_REPEATS and len(slow.measured_repeats) >= MIN_REPEATS:
+        return rank_sum_p(fast.measured_repeats, slow.measured_repeats) > alpha
+    return slow.measured_step - fast.measured_step < tie * fast.measured_step
+
+
+def tie_rule(preds: Sequence[Prediction], tie: float = TIE, alpha: float = ALPHA) -> str:
+    """How ties were called for `preds`, in words, for the report."""
+    if all(len(p.measured_repeats) >= MIN_REPEATS for p in preds):
+        return f"repeats not separated, rank-sum p > {alpha:g}"
+    if any(len(p.measured_repeats) >= MIN_REPEATS for p in preds):
+        return f"rank-sum p > {alpha:g} where both have {MIN_REPEATS}+ repeats, else within {tie:.0%}"
+    return f"within {tie:.0%}"
+
+
+def ranking_holds(preds: Sequence[Prediction], tie: float = TIE,
+                  alpha: float = ALPHA) -> tuple[bool, list[tuple[str, str]]]:
     """Whether the predictions order every pair of `preds` (one group) as measured, and the
-    tied pairs (measured steps within `tie` of each other, relative to the faster) that the
-    check skips.
+    tied pairs (`pair_tied`: the measurement does not order them) that the check skips.
 
     >>> a, b, c = (Prediction(m, m, t, p, 0.5, 0.5) for m, t, p in
     ...            (("ps-async", 1.00, 1.2), ("ps-sync", 1.02, 1.1), ("collective", 0.80, 0.9)))
@@ -226,7 +298,7 @@ def ranking_holds(preds: Sequence[Prediction], tie: float = TIE) -> tuple[bool, 
     ordered = sorted(preds, key=lambda p: p.measured_step)
     for i, fast in enumerate(ordered):
         for slow in ordered[i + 1:]:
-            if slow.measured_step - fast.measured_step < tie * fast.measured_step:
+            if pair_tied(fast, slow, tie, alpha):
                 ties.append((fast.mode, slow.mode))
             elif slow.predicted_step <= fast.predicted_step:
                 ok = False
