@@ -117,15 +117,23 @@ def find(buckets, shift, keys, rows):
     mask = np.int64(buckets.shape[0] - 1)
     missing = 0
     for i in range(n):
-        if i + _AHEAD < n:
-            _prefetch(buckets, _home(keys[i + _AHEAD], shift, mask), False)
-        s = _locate(buckets, shift, keys[i])
-        if s < 0:
-            rows[i] = -1
-            missing += 1
-        else:
-            rows[i] = buckets[s >> 1, 2 * (s & 1) + 1]
+        missing += _find_one(buckets, shift, mask, keys, rows, i)
     return missing
+
+
+@njit(inline="always", **_KERNEL)
+def _find_one(buckets, shift, mask, keys, rows, i):
+    """One step of a search loop: request key i + _AHEAD's bucket, resolve key i into
+    rows[i] (-1 absent); returns 1 if absent."""
+    n = keys.shape[0]
+    if i + _AHEAD < n:
+        _prefetch(buckets, _home(keys[i + _AHEAD], shift, mask), False)
+    s = _locate(buckets, shift, keys[i])
+    if s < 0:
+        rows[i] = -1
+        return 1
+    rows[i] = buckets[s >> 1, 2 * (s & 1) + 1]
+    return 0
 
 
 @njit(inline="always", **_KERNEL)
@@ -158,14 +166,7 @@ def find_check(buckets, shift, keys, rows, bits):
     hit = 0
     unsorted = 0
     for i in range(n):
-        if i + _AHEAD < n:
-            _prefetch(buckets, _home(keys[i + _AHEAD], shift, mask), False)
-        s = _locate(buckets, shift, keys[i])
-        if s < 0:
-            rows[i] = -1
-            missing += 1
-        else:
-            rows[i] = buckets[s >> 1, 2 * (s & 1) + 1]
+        missing += _find_one(buckets, shift, mask, keys, rows, i)
         hit |= _nonfinite_row(bits, i)
         if i > 0:
             unsorted |= keys[i] <= keys[i - 1]
