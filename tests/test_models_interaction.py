@@ -327,7 +327,6 @@ def test_rfm_init_keeps_fields_apart():
     torch.manual_seed(0)
     m, d = 26, 16
     model = RFM(FeatureSpec(m, (d,) * m), RFMParams())
-    assert not hasattr(model, "first")  # no first-order residual by default (see RFMParams)
     layer = model.layers[0]
     want = 1.414 * math.sqrt(2.0 / (d * d + m * d))
     for w in (layer.q, layer.k, layer.v):
@@ -358,6 +357,50 @@ def test_rfm_rotation_layer_known_answer():
         pre = mixed + theta[0, i] @ layer.proj.weight.T
         want = (pre - pre.mean()) / torch.sqrt(pre.var(unbiased=False) + 1e-5)  # LayerNorm at its init
         torch.testing.assert_close(layer(theta)[0, i], want)
+
+
+def _layer_norm(x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last axis at its init (weight 1, bias 0, eps 1e-5)."""
+    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+
+
+def test_rfm_forward_with_first_order_residual_known_answer():
+    torch.manual_seed(10)
+    model = RFM(FeatureSpec(2, (2, 2), 1), RFMParams(num_layers=1, hidden=3)).double()
+    assert model.params.first_order_residual  # the default (see RFMParams)
+    assert torch.all(model.dense.weight == 0)  # starts neutral; give it a value to check its term
+    with torch.no_grad():
+        model.dense.weight.fill_(0.7)
+    theta0 = torch.randn(2, 2, 2, dtype=torch.float64)
+    dense = torch.randn(2, 1, dtype=torch.float64)
+    out = model(ModelInput(list(theta0.unbind(1)), dense))
+    theta1 = model.layers[0](theta0)  # (B, m, hidden); the layer has its own known answer above
+    first = theta0 @ model.first.weight.T + model.first.bias  # theta_0 P_0 + b_0
+    r = _layer_norm(torch.cos(theta1) + torch.cos(first)).reshape(2, -1)
+    p = _layer_norm(torch.sin(theta1) + torch.sin(first)).reshape(2, -1)
+    w, b = model.readout.weight[0], model.readout.bias[0]
+    want = r @ w + b + p @ w + b + dense[:, 0] * model.dense.weight[0, 0]
+    torch.testing.assert_close(out, want)
+
+
+def test_rfm_readout_starts_small_and_xavier_is_the_reference_option():
+    # A xavier read-out of unit-scale cos/sin starts as a random function of the keys (per-sample
+    # logit std ~1-2); the default starts it near constant. readout_std=0 is the reference's init.
+    m, d = 26, 16
+    spec = FeatureSpec(m, (d,) * m)
+    theta = torch.randn(256, m, d, generator=torch.Generator().manual_seed(2)) * 0.01  # fresh rows
+    x = ModelInput.from_stacked(theta, torch.zeros(256, 0))
+    torch.manual_seed(0)
+    small = RFM(spec, RFMParams())
+    torch.manual_seed(0)
+    xavier = RFM(spec, RFMParams(readout_std=0.0))
+    assert abs(small.readout.weight.std().item() - 0.001) < 1e-4  # 416 draws
+    assert abs(xavier.readout.weight.std().item() - math.sqrt(2.0 / (m * d + 1))) < 0.008
+    with torch.no_grad():
+        assert small(x).std().item() < 0.1  # measured 0.03
+        assert xavier(x).std().item() > 0.5  # measured ~2
+    with pytest.raises(ValueError, match="readout_std"):
+        RFMParams(readout_std=-1.0)
 
 
 # ---------------------------------------------------------------- training
