@@ -8,7 +8,8 @@ batch, as every training step does. Baselines, on the same batches:
 * take: `np.take` on row indices resolved beforehand: the memory-access floor of a lookup.
 * dict: a Python dict key -> row in front of the same numpy arrays.
 
-Each timing is the median of `--repeats` runs after `--warmup` runs. The last line is
+Each timing is the median of `--repeats` runs after `--warmup` runs; the floor, the EV lookup
+and the EV apply are timed in turns (one call of each per round). The last line is
 
     lookup_vs_take=R lookup_vs_dict=R apply_vs_take=R
 
@@ -56,6 +57,19 @@ def _median_ms(fn, warmup: int, repeats: int) -> float:
         fn(i)
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def _interleaved_ms(fns: dict, warmup: int, repeats: int) -> dict:
+    """Median wall time in milliseconds of each fn(i), i = warmup .. warmup + repeats - 1,
+    the fns called in turns (fn_a(i), fn_b(i), ... then i + 1)."""
+    times = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(i)
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
 def _median_ms_after(prepare, fn, warmup: int, repeats: int) -> float:
@@ -125,44 +139,52 @@ def main() -> None:
     build_s = time.perf_counter() - t0
 
     # One batch per call, as each training step brings a new one: the Zipf head stays in
-    # cache between calls and the tail misses, for the baselines and the EV alike.
+    # cache between calls and the tail misses, for the baselines and the EV alike. Each timed
+    # path gets batches of its own (same distribution, other draws), so that no path finds
+    # the rows of its batch left in cache by another.
     n_calls = args.warmup + args.repeats
     if args.keys:
         ranks = np.load(args.keys).astype(np.int64) % rows
-        draws = [ranks] * n_calls
+        draw = lambda: ranks  # noqa: E731
     else:
-        draws = [_zipf_ranks(rng, args.batch, args.zipf, rows) for _ in range(n_calls)]
-    batches = [np.unique(table_keys[r], return_counts=True) for r in draws]
-    grads = [(0.01 * rng.standard_normal((len(k), args.dim))).astype(np.float32) for k, _ in batches]
+        draw = lambda: _zipf_ranks(rng, args.batch, args.zipf, rows)  # noqa: E731
+    sets = {name: [np.unique(table_keys[draw()], return_counts=True) for _ in range(n_calls)]
+            for name in ("take", "lookup", "apply")}
+    grads = [(0.01 * rng.standard_normal((len(k), args.dim))).astype(np.float32) for k, _ in sets["apply"]]
     dict_table = DictTable(table_keys, values, cfg.optimizer.initial_accumulator, cfg.optimizer.lr,
                            cfg.optimizer.eps)
     del values
 
     # The floor: rows already resolved, one gather from the EV's own storage. (Private
     # attributes on purpose: a benchmark of the memory-access limit needs the raw arrays.)
-    resolved = [ev._table.find(k) for k, _ in batches]
+    resolved = [ev._table.find(k) for k, _ in sets["take"]]
     assert all((r >= 0).all() for r in resolved)
     storage = ev._values
-    np.testing.assert_array_equal(ev.lookup(batches[0][0]), dict_table.lookup(batches[0][0]))
+    lk, ak = sets["lookup"], sets["apply"]
+    np.testing.assert_array_equal(ev.lookup(lk[0][0]), dict_table.lookup(lk[0][0]))
 
     w, r = args.warmup, args.repeats
-    t_take = _median_ms(lambda i: np.take(storage, resolved[i], axis=0), w, r)
+    # The floor, the lookup and the apply are timed in turns, one call each per round, so a
+    # load change on this shared machine, and what each call leaves in the (300 MiB, shared)
+    # L3 cache, reach all three alike; timed one after another, each ran in whatever state
+    # the previous one left (the floor alone moved between ~0.75 and ~1.3 ms). The apply is
+    # cold: the EV's last lookup was of another batch, so it probes the hash table.
+    t = _interleaved_ms({"take": lambda i: np.take(storage, resolved[i], axis=0),
+                         "lookup": lambda i: ev.lookup(lk[i][0]),
+                         "apply": lambda i: ev.apply_gradients(ak[i][0], grads[i], ak[i][1], i + 1)}, w, r)
+    t_take, t_lookup, t_apply = t["take"], t["lookup"], t["apply"]
     # For information only: the same gather from numpy-allocated rows (the dict baseline's
     # copy). numpy aligns a block to 16 bytes, so a 64-byte row there spans two cache lines;
     # the EV allocates its rows 64-byte aligned (psrec.ev._memory), which speeds up the
     # floor above as well.
     t_take_np = _median_ms(lambda i: np.take(dict_table.values, resolved[i], axis=0), w, r)
-    t_lookup = _median_ms(lambda i: ev.lookup(batches[i][0]), w, r)
-    t_dict = _median_ms(lambda i: dict_table.lookup(batches[i][0]), w, r)
-    t_apply = _median_ms(lambda i: ev.apply_gradients(batches[i][0], grads[i], batches[i][1], i + 1), w, r)
+    t_dict = _median_ms(lambda i: dict_table.lookup(lk[i][0]), w, r)
     # In a training step the apply follows the lookup of the same keys, whose rows the EV
     # remembers (for information only: the apply ratio above is the cold one, probe included).
-    t_step_apply = _median_ms_after(lambda i: ev.lookup(batches[i][0]),
-                                    lambda i: ev.apply_gradients(batches[i][0], grads[i], batches[i][1], i + 1), w, r)
-    t_dict_apply = _median_ms(lambda i: dict_table.apply(batches[i][0], grads[i], batches[i][1], i + 1), w, r)
-    t_take2 = _median_ms(lambda i: np.take(storage, resolved[i], axis=0), w, r)
-    t_take = min(t_take, t_take2)  # the floor measured before and after: the faster one
-    unique = int(np.median([len(k) for k, _ in batches]))
+    t_step_apply = _median_ms_after(lambda i: ev.lookup(ak[i][0]),
+                                    lambda i: ev.apply_gradients(ak[i][0], grads[i], ak[i][1], n_calls + i + 1), w, r)
+    t_dict_apply = _median_ms(lambda i: dict_table.apply(ak[i][0], grads[i], ak[i][1], i + 1), w, r)
+    unique = int(np.median([len(k) for k, _ in lk]))
 
     print(f"table: {rows} rows x {args.dim} float32, built in {build_s:.1f} s; batch: {args.batch} "
           f"Zipf({args.zipf}) draws -> ~{unique} unique keys; torch threads {args.threads}")
