@@ -213,3 +213,11 @@ def test_calibrate_cli_bad_file(tmp_path, capsys):
     assert main(["calibrate", str(bad), "-o", str(tmp_path / "c.json")]) == 2
     assert f"{bad}: missing key 'batch_size'" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_map_collective_on_saturated_cores_takes_the_exposed_allreduce():
+    # 2 ranks on 2 cores: the all-reduce cannot hide, and its in-flight time (0.01 s a step,
+    # above) waited behind compute; its cost is what the step exposed: 0.01 s * 2 / 8 steady steps.
+    m = map_results(coll_results(), "c.json", cores=2.0)
+    assert m["collective"]["allreduce"]["seconds"] == pytest.approx(0.0025)
+    assert map_results(coll_results(), "c.json", cores=4.0)["collective"]["allreduce"]["seconds"] == pytest.approx(0.01)

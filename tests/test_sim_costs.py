@@ -280,6 +280,27 @@ def test_ps_sync_apply_on_shared_cores_golden():
     assert ps_sync_step(one_core).apply == pytest.approx(2 * a.apply)  # 2 PS on 1 core
 
 
+def test_allreduce_software_hides_only_on_free_cores_golden():
+    """The all-reduce's software (coll_alpha: 2 * 3 messages * 1 ms = 6 ms on 4 ranks) hides
+    under the backward pass (0.0133 s) only where a core is free for it: on 8 shared cores
+    (share 1) all of it, on 6 half, on 4 none; the wire part (0.030 s, above backward) hides
+    up to the backward pass either way."""
+    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)
+    wire = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW
+    backward = 0.02 * 2 / 3
+    for cores, share in ((0.0, 1.0), (8.0, 1.0), (6.0, 0.5), (4.0, 0.0)):
+        spec = dataclasses.replace(tiny(workers=4, emulated_net=True), calibration=cal,
+                                   cluster=dataclasses.replace(tiny().cluster, workers=4, cores=cores))
+        s = collective_step(spec)
+        assert s.hidden == pytest.approx(0.006 * share)                   # software only (emulated wire)
+        assert s.allreduce == pytest.approx(wire + 0.006 * (1 - share))
+    spec = dataclasses.replace(tiny(workers=4), calibration=cal,
+                               cluster=dataclasses.replace(tiny().cluster, workers=4, cores=4.0))
+    s = collective_step(spec)
+    assert s.hidden == pytest.approx(backward)                            # the wire alone fills it
+    assert s.allreduce == pytest.approx(wire + 0.006 - backward)
+
+
 def test_collective_emulated_net_exposes_the_allreduce_wire():
     """psrec's --net emulation adds the wire time after the fact: the all-reduce's wire part
     (0.030 s on 4 workers, below) cannot hide under the backward pass (0.0133 s)."""
