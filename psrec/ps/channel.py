@@ -2,7 +2,8 @@
 
 Why not a Ray call: a Ray actor call costs ~1.3 ms here however small it is (an empty call
 on this 2-core machine; Ray documents ~1 ms per task launch), and a PS step makes two of
-them per shard. A round trip over a local socket costs ~10 us. Ray's own low-latency path,
+them per shard. A whole PS pull of 8 keys over this socket measured 0.27 ms end to end,
+against 1.8 ms as a Ray call (same actor, same machine). Ray's own low-latency path,
 Compiled Graphs, does not fit a parameter server: an actor can take part in only one
 compiled graph, and only the process that compiled it may call it, while a PS serves every
 worker. So the PS actor, started and placed by Ray as before, also listens on a socket, and
