@@ -77,7 +77,7 @@ class Calibration:
         apply_per_row: PS seconds per embedding row updated (hash lookup, version, freq).
         apply_per_value: seconds per float value updated by the optimizer (PS or local).
         lookup_per_row: PS seconds per row served in a pull (hash probe, new-row creation,
-            gather), on the busiest shard of the pull (`psrec.sim.costs.ps_serve_time`).
+            gather), on the busiest shard of the pull (`psrec.sim.traffic.ps_serve_time`).
         compute_per_step: seconds per step that do not grow with the batch (Python, op launch),
             per model name like `compute_per_sample`; a model without an entry has 0.
         coll_alpha: collective library (gloo) software seconds per message, on top of the
@@ -316,7 +316,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
 
     - communication: every measured pull and push phase is one equation
       `t - t_net = alpha * messages + beta * bytes (+ lookup_per_row * lookup_rows, pulls)`
-      (alpha-beta, Hockney 1994; the busiest shard's lookup, `psrec.sim.costs.ps_serve_time`),
+      (alpha-beta, Hockney 1994; the busiest shard's lookup, `psrec.sim.traffic.ps_serve_time`),
       the push less the shard's apply it waited for (ps-async: the apply; ps-sync: apply / W),
       with `t_net` the emulated network's own `transfer_time` when the run names its `net`;
       `lookup_per_row` is fitted only when every pull gives its `lookup_rows` (else it keeps
@@ -369,7 +369,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
                 t -= inline_apply  # the push waited for the shard's apply (psrec.sim.costs)
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes, msgs)
-            # The pull waited for the busiest shard's lookup (psrec.sim.costs.ps_serve_time).
+            # The pull waited for the busiest shard's lookup (psrec.sim.traffic.ps_serve_time).
             served = _get(run, "lookup_rows") if phase == "pull" else 0.0
             if served is not None and phase == "pull":
                 # The lookups ran with busy_processes(mode, "serve") sharing the cores, and a
