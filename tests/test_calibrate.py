@@ -6,8 +6,8 @@ import json
 import pytest
 
 from psrec.cli import main
-from psrec.sim.calibration import CalibrationError, busy_processes, cpu_slowdown, expected_max_normal, fit_calibration, \
-    load_calibration
+from psrec.sim.calibration import Calibration, CalibrationError, busy_processes, cpu_slowdown, expected_max_normal, \
+    fit_calibration, load_calibration
 from psrec.sim.results_map import find_results, load_run, map_results
 
 
@@ -88,8 +88,9 @@ def test_map_collective_golden():
     assert m["phases"]["compute"] == pytest.approx(0.24 * 2 / 8)  # (data + compute) per steady rank step
     assert m["phases"]["apply"] == pytest.approx(0.08 * 2 / 8)  # lookup + apply
     a2a, ar = m["collective"]["alltoall"], m["collective"]["allreduce"]
-    assert a2a == {"seconds": pytest.approx(0.02), "bytes": 13232.0, "messages": 4.0}  # 6 - 2(N-1)
-    assert ar == {"seconds": pytest.approx(0.01), "bytes": 4000.0, "messages": 2.0}  # 0.1 s / 10 steps
+    # 6 - 2(N-1) messages; calls: 4 / (N-1), one all-reduce per dense bucket
+    assert a2a == {"seconds": pytest.approx(0.02), "bytes": 13232.0, "messages": 4.0, "calls": 4.0}
+    assert ar == {"seconds": pytest.approx(0.01), "bytes": 4000.0, "messages": 2.0, "calls": 1.0}  # 0.1 s / 10 steps
     assert m["apply_rows"] == pytest.approx(120.0)  # 1200 rows / 10 rank steps
     assert m["wait"] == pytest.approx(0.005)
     assert m["measured"]["comm_fraction"] == pytest.approx(0.18 / 0.86)
@@ -119,8 +120,9 @@ def test_bad_results_name_file_and_key(tmp_path):
 
 # --- the fit --------------------------------------------------------------------------------
 
-TRUE = {"alpha": 2e-3, "beta": 8e-9, "coll_alpha": 5e-4, "coll_beta": 3e-9, "apply_per_row": 1e-6,
-        "apply_per_value": 2e-8, "coll_apply_per_row": 4e-6}
+TRUE = {"alpha": 2e-3, "beta": 8e-9, "coll_alpha": 5e-4, "coll_beta": 3e-9, "coll_call": 7e-4, "alltoall_beta": 2e-9,
+        "apply_per_row": 1e-6,
+        "apply_per_value": 2e-8, "apply_per_call": 3e-4, "coll_apply_per_row": 4e-6, "coll_apply_per_step": 5e-4}
 C0, C1 = 0.02, 6e-5  # compute: 20 ms per step + 60 us per sample, per core
 
 
@@ -136,11 +138,14 @@ def synthetic_runs(cores=2.0):
         comp = s * (C0 + C1 * b)
         rows = nbytes / 100
         if mode == "collective":
-            a2a = s * (TRUE["coll_alpha"] * 4 * (w - 1) + TRUE["coll_beta"] * nbytes)
-            ar = s * (TRUE["coll_alpha"] * 2 * (w - 1) + TRUE["coll_beta"] * 1e6)
-            run["collective"] = {"alltoall": {"seconds": a2a, "bytes": nbytes, "messages": 4 * (w - 1)},
-                                 "allreduce": {"seconds": ar, "bytes": 1e6, "messages": 2 * (w - 1)}}
-            run["phases"] = {"compute": comp, "apply": s * TRUE["coll_apply_per_row"] * rows}
+            # 4 all-to-all calls of one message per peer; one all-reduce call (a ring: 2(w-1))
+            a2a = s * (TRUE["coll_call"] * 4 + TRUE["coll_alpha"] * 4 * (w - 1)
+                       + (TRUE["coll_beta"] + TRUE["alltoall_beta"]) * nbytes)
+            ar = s * (TRUE["coll_call"] + TRUE["coll_alpha"] * 2 * (w - 1) + TRUE["coll_beta"] * 1e6)
+            run["collective"] = {"alltoall": {"seconds": a2a, "bytes": nbytes, "messages": 4 * (w - 1), "calls": 4},
+                                 "allreduce": {"seconds": ar, "bytes": 1e6, "messages": 2 * (w - 1), "calls": 1}}
+            run["phases"] = {"compute": comp,
+                             "apply": s * (TRUE["coll_apply_per_row"] * rows + TRUE["coll_apply_per_step"])}
             run["apply_rows"] = rows
         else:
             msgs = {"pull": 4.0, "push": 2.0}
@@ -150,7 +155,8 @@ def synthetic_runs(cores=2.0):
             # ps-sync's apply runs on the 1 PS while the 3 workers wait: not slowed on 2 cores
             sa = cpu_slowdown(busy_processes(mode, "apply", w, 1), cores)
             assert sa == (1.0 if mode == "ps-sync" else s)
-            run["phases"]["apply"] = sa * (TRUE["apply_per_row"] * rows + TRUE["apply_per_value"] * dim * rows)
+            run["phases"]["apply"] = sa * (TRUE["apply_per_call"] + TRUE["apply_per_row"] * rows
+                                           + TRUE["apply_per_value"] * dim * rows)
             run.update(ps=1, bytes=byts, messages=msgs, apply_rows=rows, apply_values=dim * rows)
             # the push waits for the shard's apply: all of it (async), the last of W pushes (sync)
             run["phases"]["push"] += run["phases"]["apply"] / (w if mode == "ps-sync" else 1)
@@ -165,6 +171,19 @@ def test_fit_recovers_constants_on_shared_cores():
     for model in ("m", "m/collective"):
         assert cal.compute_per_step[model] == pytest.approx(C0, rel=1e-6)
         assert cal.compute_per_sample[model] == pytest.approx(C1, rel=1e-6)
+
+
+def test_fit_without_calls_keeps_coll_call():
+    """Entries without `calls` (an older mapping): every call is its messages, coll_call keeps
+    its base value, and the other collective constants absorb the per-call cost."""
+    runs = synthetic_runs()
+    for r in runs:
+        for op in (r.get("collective") or {}).values():
+            del op["calls"]
+    cal = fit_calibration(runs, base=Calibration(coll_call=1.5e-3), compute_intercept=True)
+    assert cal.coll_call == 1.5e-3
+    assert cal.coll_alpha != pytest.approx(TRUE["coll_alpha"], rel=1e-3)
+    assert cal.alpha == pytest.approx(TRUE["alpha"], rel=1e-6)   # the PS fit is untouched
 
 
 def test_fit_ignoring_shared_cores_is_biased():

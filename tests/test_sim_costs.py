@@ -21,12 +21,10 @@ import psrec.sim.sweep
 import psrec.sim.validate
 from psrec.net import NetConfig
 from psrec.sim import (Calibration, ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, StepCost, TableSpec,
-                       allgather_cost, allreduce_cost, alltoall_cost, bus_factor, collective_step, compute_cost,
-                       hybrid_step, key_stats, ps_async_step, ps_sync_step,
-                       ps_traffic, reduce_scatter_cost, set_input, shard_load, simulate,
-                       touched_shards, zipf_normalizer)
+                       collective_step, compute_cost, hybrid_step, key_stats, ps_async_step, ps_sync_step,
+                       ps_traffic, set_input, shard_load, simulate, touched_shards, zipf_normalizer)
 from psrec.sim.calibration import CalibrationError, busy_processes, sync_pull_queue
-from psrec.sim.costs import ps_serve_time, straggler_factors
+from psrec.sim.costs import allreduce_calls, ps_serve_time, straggler_factors
 from psrec.sim.keys import KeyStats
 from psrec.sim.sweep import parse_values, sweep
 
@@ -112,87 +110,6 @@ def test_shard_load_hash_and_balanced():
     assert shard_load([(st, 1.0)], 1, 2).imbalance == 1.0  # one shard: nothing to balance
     with pytest.raises(ValueError, match="partitioner"):
         shard_load([(st, 1.0)], 2, 2, partitioner="range")
-
-
-# --- collectives ---------------------------------------------------------------------------
-
-NET = NetConfig(bandwidth=1e9, latency=1e-5)
-NET2 = NetConfig(bandwidth=1e9, latency=1e-5, intra_bandwidth=1e10, intra_latency=1e-6)
-
-
-def test_ring_allreduce_golden():
-    c = allreduce_cost(NET, 4, 4e6, "ring")
-    assert c.latency == pytest.approx(2 * 3 * 1e-5)              # 2(n-1) alpha
-    assert c.transfer == pytest.approx(2 * 3 / 4 * 4e6 / 1e9)    # 2(n-1)/n S beta = 6 ms
-    assert c.algbw == pytest.approx(4e6 / (6e-5 + 6e-3))
-    assert c.busbw == pytest.approx(c.algbw * 2 * 3 / 4)
-
-
-def test_tree_allreduce_golden():
-    c = allreduce_cost(NET, 4, 4e6, "tree")
-    # binomial reduce + broadcast: 2 ceil(log2 4) = 4 steps of (alpha + S beta)
-    assert c.latency == pytest.approx(4 * 1e-5)
-    assert c.transfer == pytest.approx(4 * 4e6 / 1e9)
-    c5 = allreduce_cost(NET, 5, 1.0, "tree")
-    assert c5.latency == pytest.approx(2 * 3 * 1e-5)           # ceil(log2 5) = 3
-
-
-def test_hierarchical_allreduce_golden():
-    # 8 ranks, 4 per node -> 2 nodes; S = 8 MB
-    c = allreduce_cost(NET2, 8, 8e6, "hierarchical", per_node=4)
-    # intra RS + AG: 2(g-1) alpha_i + 2(g-1)/g S beta_i; inter ring of the node's S: 2(N-1) alpha_e + 2(N-1)/N S beta_e
-    assert c.latency == pytest.approx(2 * 3 * 1e-6 + 2 * 1 * 1e-5)
-    assert c.transfer == pytest.approx(2 * 3 / 4 * 8e6 / 1e10 + 2 * 1 / 2 * 8e6 / 1e9)
-    # the flat ring on the same machines runs at the slowest link
-    flat = allreduce_cost(NET2, 8, 8e6, "ring", per_node=4)
-    assert flat.latency == pytest.approx(2 * 7 * 1e-5)
-    assert flat.transfer == pytest.approx(2 * 7 / 8 * 8e6 / 1e9)
-    auto = allreduce_cost(NET2, 8, 8e6, "auto", per_node=4)
-    assert auto.time == pytest.approx(min(c.time, flat.time, allreduce_cost(NET2, 8, 8e6, "tree", 4).time))
-    # one node: hierarchical = the intra-node ring
-    one = allreduce_cost(NET2, 4, 8e6, "hierarchical", per_node=4)
-    assert one.time == pytest.approx(2 * 3 * 1e-6 + 2 * 3 / 4 * 8e6 / 1e10)
-
-
-def test_alltoall_golden():
-    c = alltoall_cost(NET, 4, 4e6)
-    assert c.latency == pytest.approx(3 * 1e-5)                 # (n-1) alpha
-    assert c.transfer == pytest.approx(3 / 4 * 4e6 / 1e9)       # (n-1)/n S beta
-    # 8 ranks, 4 per node: the node NIC carries g (n-g)/n S = 4*4/8 S, intra (g-1)/n S
-    f = alltoall_cost(NET2, 8, 8e6, "flat", per_node=4)
-    assert f.latency == pytest.approx(7 * 1e-5)
-    assert f.transfer == pytest.approx(max(3 / 8 * 8e6 / 1e10, 4 * 4 / 8 * 8e6 / 1e9))
-    h = alltoall_cost(NET2, 8, 8e6, "hierarchical", per_node=4)
-    assert h.latency == pytest.approx(3 * 1e-6 + 1 * 1e-5)      # (g-1) alpha_i + (N-1) alpha_e
-    assert h.transfer == pytest.approx(3 / 4 * 8e6 / 1e10 + 4 * 1 / 2 * 8e6 / 1e9)
-
-
-def test_reduce_scatter_allgather_golden():
-    rs = reduce_scatter_cost(NET, 4, 4e6)
-    ag = allgather_cost(NET, 4, 4e6)
-    for c in (rs, ag):
-        assert c.latency == pytest.approx(3 * 1e-5)
-        assert c.transfer == pytest.approx(3 / 4 * 4e6 / 1e9)
-    assert rs.busbw == pytest.approx(4e6 / rs.time * 3 / 4)
-
-
-@pytest.mark.parametrize("n", [2, 4, 7, 64])
-def test_busbw_equals_link_bandwidth_without_latency(n):
-    # nccl-tests defines busbw so that it is the link bandwidth for bandwidth-optimal algorithms
-    net = NetConfig(bandwidth=2.5e9, latency=0.0)
-    assert allreduce_cost(net, n, 1e8, "ring").busbw == pytest.approx(2.5e9)
-    assert alltoall_cost(net, n, 1e8).busbw == pytest.approx(2.5e9)
-    assert allgather_cost(net, n, 1e8).busbw == pytest.approx(2.5e9)
-
-
-def test_bus_factors_and_single_rank():
-    assert bus_factor("allreduce", 8) == pytest.approx(2 * 7 / 8)
-    assert bus_factor("alltoall", 8) == bus_factor("allgather", 8) == bus_factor("reducescatter", 8) == 7 / 8
-    assert bus_factor("broadcast", 8) == 1.0
-    assert allreduce_cost(NET, 1, 1e9).time == 0.0
-    assert alltoall_cost(NET, 1, 1e9).time == 0.0
-    with pytest.raises(ValueError, match="algorithm"):
-        allreduce_cost(NET, 4, 1.0, "butterfly")
 
 
 # --- parameter servers and modes -----------------------------------------------------------
@@ -437,6 +354,43 @@ def test_collective_step_golden():
     assert s.apply == pytest.approx(rows * (APPLY_ROW + 2 * APPLY_VAL) + 4 * APPLY_VAL)
     assert s.pull == s.push == 0.0
     assert s.memory_per_node == pytest.approx(4 * 2 * 4 * 2 / 4)
+
+
+def test_collective_per_call_software_golden():
+    """coll_call is paid once per call, coll_alpha once per peer message: on 4 ranks the 3
+    pooled all-to-alls cost 3 * (2 ms + 3 * 1 ms) of software, the one-bucket all-reduce
+    2 ms + 2 * 3 * 1 ms; with 4-byte buckets the 4 dense floats (16 B) are 4 calls."""
+    cal = dataclasses.replace(tiny().calibration, coll_call=2e-3, coll_alpha=1e-3)
+    spec = dataclasses.replace(tiny(workers=4, overlap_allreduce=False), calibration=cal)
+    base = collective_step(tiny(workers=4, overlap_allreduce=False))
+    s = collective_step(spec)
+    assert s.alltoall - base.alltoall == pytest.approx(3 * (0.002 + 3 * 0.001))     # 0.015
+    assert s.allreduce - base.allreduce == pytest.approx(0.002 + 2 * 3 * 0.001)     # 0.008
+    assert allreduce_calls(spec) == 1
+    four = dataclasses.replace(spec, options=dataclasses.replace(spec.options, bucket_bytes=4))
+    assert allreduce_calls(four) == 4
+    assert collective_step(four).allreduce - base.allreduce == pytest.approx(4 * (0.002 + 2 * 3 * 0.001))
+    assert allreduce_calls(dataclasses.replace(spec, cluster=dataclasses.replace(spec.cluster, workers=1))) == 0
+    with pytest.raises(ValueError, match="bucket_bytes"):
+        SimOptions(bucket_bytes=2)
+
+
+def test_apply_per_call_golden():
+    """A fixed cost per apply: one per push in ps-async (the push waits for it), one per step in
+    ps-sync (the last pusher waits for it, the others at the barrier), one per step per rank
+    in the collective (with its per-row constant calibrated)."""
+    cal = dataclasses.replace(tiny().calibration, apply_per_call=0.004)
+    base, spec = tiny(workers=2), dataclasses.replace(tiny(workers=2), calibration=cal)
+    a0, a1 = ps_async_step(base), ps_async_step(spec)
+    assert a1.push - a0.push == pytest.approx(0.004)
+    s0, s1 = ps_sync_step(base), ps_sync_step(spec)
+    assert (s1.push + s1.apply) - (s0.push + s0.apply) == pytest.approx(0.004)
+    c0 = collective_step(base)
+    assert collective_step(spec).apply - c0.apply == pytest.approx(0.004)    # uncalibrated: the PS constants
+    ccal = dataclasses.replace(tiny().calibration, coll_apply_per_row=1e-3, coll_apply_per_step=0.002)
+    c2 = collective_step(dataclasses.replace(base, calibration=ccal))
+    rows = 4 * (1 - (3 / 4) ** 4) / 2                                       # distinct of 2 ranks' 2 draws, per owner
+    assert c2.apply == pytest.approx(0.002 + 1e-3 * rows)
 
 
 def test_stragglers_golden():

@@ -10,7 +10,7 @@ The TOML file has the sections of `psrec.sim.config.SimSpec`:
                keys_per_sample, fields
     [data]     zipf, zipf_per_table
     [options]  partitioner, dense_on_ps, allreduce, alltoall, overlap_ps, overlap_allreduce,
-               alltoall_payload, software_at_server
+               bucket_bytes, alltoall_payload, software_at_server
     [calibration]  alpha, beta, apply_per_row, apply_per_value, lookup_per_row, coll_alpha, coll_beta,
                coll_apply_per_row, jitter, [calibration.compute_per_sample], [calibration.compute_per_step]
                (`--calibration FILE` replaces the section with `psrec calibrate`'s output)

@@ -41,7 +41,7 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--transport", choices=["ray", "inprocess"], default="ray",
                    help="ray (default: actors and gloo, the real path) or inprocess (threads; fast)")
-    p.add_argument("--quick", action="store_true", help="three tiny configurations (one per mode) instead of twelve")
+    p.add_argument("--quick", action="store_true", help="three tiny configurations (one per mode) instead of the default fourteen")
     p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 30)")
     p.add_argument("--repeats", type=int, default=1,
                    help="train every configuration this many times, in interleaved passes, and keep the "
@@ -129,7 +129,8 @@ def spec_for(rs, cfg, cores: float):
     net = parse_net(rs.net, where=f"{rs.name}.net") if rs.net else NetConfig()
     cluster = ClusterSpec(workers=rs.workers, ps=rs.ps, net=net, cores=cores)
     options = SimOptions(partitioner=cfg.ps.partitioner, dense_on_ps=cfg.ps.dense == "ps", alltoall_payload="rows",
-                         overlap_allreduce=cfg.collective.overlap, software_at_server=False,
+                         overlap_allreduce=cfg.collective.overlap, bucket_bytes=cfg.collective.bucket_bytes,
+                         software_at_server=False,
                          emulated_net=bool(rs.net))
     return SimSpec(cluster=cluster, model=model, data=DataSpec(zipf_per_table=tuple(zipf)), options=options)
 

@@ -34,9 +34,10 @@ Optional keys (`psrec.sim.results_map` writes them for psrec's own runs):
       "cores": 2,                    # CPU cores the run's processes shared: with W > cores
                                      # workers every CPU phase ran W / cores times slower
                                      # (processor sharing), which the fit divides out
-      "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4},
-                     "allreduce": {"seconds": 0.01, "bytes": 1.2e6, "messages": 2}},
-                                     # per rank step: fits coll_alpha / coll_beta
+      "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4, "calls": 4},
+                     "allreduce": {"seconds": 0.01, "bytes": 1.2e6, "messages": 2, "calls": 1}},
+                                     # per rank step: fits coll_alpha / coll_beta, and
+                                     # coll_call when every entry gives its calls
       "wait": 0.004,                 # lockstep wait per step (ps-sync: includes the apply)
       "measured": {"step": 0.1}      # seconds per step (for `jitter`: the step without its wait)
 
@@ -75,6 +76,9 @@ class Calibration:
         compute_per_sample: seconds of forward + backward per sample on one worker, per model
             name; `"default"` is used for a model without its own entry.
         apply_per_row: PS seconds per embedding row updated (hash lookup, version, freq).
+        apply_per_call: PS seconds per apply on a shard whatever its size: one EV call per
+            table and the dense optimizer's step (psrec: ~0.3 ms a table, ~0.5 ms for a
+            75K-value Adam step, measured on this project's 2-core machine).
         apply_per_value: seconds per float value updated by the optimizer (PS or local).
         lookup_per_row: PS seconds per row served in a pull (hash probe, new-row creation,
             gather), on the busiest shard of the pull (`psrec.sim.traffic.ps_serve_time`).
@@ -83,8 +87,17 @@ class Calibration:
         coll_alpha: collective library (gloo) software seconds per message, on top of the
             network's latency (all-to-all and all-reduce).
         coll_beta: collective library software seconds per byte sent or received.
+        coll_call: collective software seconds per call on each rank, whatever the number of
+            ranks: the Python around it (splitting and packing the payload by destination,
+            the dispatch) and the library's fixed set-up. `coll_alpha` is per peer message:
+            a call on n ranks costs coll_call + (n - 1) coll_alpha (all-to-all) before bytes.
+        alltoall_beta: an all-to-all's software seconds per byte on top of `coll_beta`: its
+            payload is split by destination and packed before the call and unpacked after it
+            (psrec: numpy copies per table and peer), which an all-reduce's flat buffer is not.
         coll_apply_per_row: collective mode, seconds per row a rank owns and serves in a step
             (EV lookup for every rank, then the update); 0 = apply_per_row + dim * apply_per_value.
+        coll_apply_per_step: collective mode, a rank's lookup and apply seconds per step whatever
+            its rows (per-table calls, the dense optimizer's step); with `coll_apply_per_row`.
         jitter: coefficient of variation of one worker's step; lockstep modes wait for the
             slowest of W, E[max] - mean = jitter * E[max of W standard normals] * step.
         source: where the numbers come from.
@@ -104,13 +117,18 @@ class Calibration:
     compute_per_step: dict[str, float] = field(default_factory=dict)  # uncalibrated: compute is all per sample
     coll_alpha: float = 0.0  # uncalibrated: only the network's own latency counts
     coll_beta: float = 0.0
+    coll_call: float = 0.0  # uncalibrated: a call costs its messages only
+    alltoall_beta: float = 0.0  # uncalibrated: an all-to-all's bytes cost what an all-reduce's do
     coll_apply_per_row: float = 0.0  # uncalibrated: the PS's per-row and per-value apply costs
+    coll_apply_per_step: float = 0.0
+    apply_per_call: float = 0.0  # uncalibrated: an apply costs its rows and values only
     jitter: float = 0.0  # uncalibrated: identical workers, no lockstep wait
     source: str = "defaults"
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "apply_per_row", "apply_per_value", "lookup_per_row", "coll_alpha", "coll_beta",
-                     "coll_apply_per_row", "jitter"):
+                     "coll_call", "alltoall_beta", "coll_apply_per_row", "coll_apply_per_step", "apply_per_call",
+                     "jitter"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise CalibrationError(f"calibration.{name} must be a finite number >= 0, got {v!r}")
@@ -321,12 +339,17 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
       with `t_net` the emulated network's own `transfer_time` when the run names its `net`;
       `lookup_per_row` is fitted only when every pull gives its `lookup_rows` (else it keeps
       its base value and the lookup stays inside alpha/beta); likewise the collective's
-      all-to-all and all-reduce for `coll_alpha`, `coll_beta`;
+      all-to-all and all-reduce, `t - t_net = coll_call * calls + coll_alpha * messages +
+      coll_beta * bytes`, with `coll_call` only when every entry gives its `calls` (else it
+      keeps its base value). Runs on one number of ranks cannot tell a call from a message (an
+      all-to-all on 2 ranks sends one message per call); runs on two can;
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
       `compute_intercept` `t_compute = c0 + c * batch_size` when the model's runs have two or
       more batch sizes (c0 = `compute_per_step`: per-step overhead that a small batch shows);
-    - apply: `t_apply = apply_per_row * apply_rows + apply_per_value * apply_values` (PS runs);
-      collective runs: `t_apply = coll_apply_per_row * apply_rows`;
+    - apply: `t_apply = apply_per_row * apply_rows + apply_per_value * apply_values +
+      apply_per_call` (PS runs); collective runs: `t_apply = coll_apply_per_row * apply_rows +
+      coll_apply_per_step`. The per-call constant is the last column of the non-negative fit,
+      so that runs of one size leave it at 0 rather than explain their whole apply by it;
     - jitter: lockstep runs, `wait = jitter * expected_max_normal(W) * (step - wait)`
       (ps-sync: its wait less (W - 1) / W of the apply, which W - 1 workers wait for).
 
@@ -387,7 +410,8 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
                 continue
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes / 2, msgs)  # a NIC sends and receives at once
-            coll_rows.append((msgs, nbytes))
+            a2a_bytes = nbytes if op == "alltoall" else 0.0
+            coll_rows.append((msgs, nbytes, a2a_bytes, _get(run, "collective", op, "calls")))
             coll_y.append(t / slow)
         t, b = _get(run, "phases", "compute"), _get(run, "batch_size")
         if t is not None and b is not None:
@@ -396,10 +420,10 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             ys.append(t / slow)
         t, r, v = _get(run, "phases", "apply"), _get(run, "apply_rows"), _get(run, "apply_values")
         if collective and t is not None and r is not None:
-            capply_x.append(r)
+            capply_x.append((r, 1.0))
             capply_y.append(t / apply_slow)
         elif t is not None and r is not None and v is not None:
-            apply_rows.append((r, v))
+            apply_rows.append((r, v, 1.0))
             apply_y.append(t / apply_slow)
         wait, step = _get(run, "wait"), _get(run, "measured", "step")
         if run.get("mode") in ("ps-sync", "hybrid", "collective") and wait is not None and step is not None:
@@ -414,9 +438,11 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
         alpha, beta, lookup = (float(x) for x in _scaled_lstsq(comm_rows, comm_y))
     elif comm_rows:  # some pull without its shard's rows: the lookup stays inside alpha/beta
         alpha, beta = (float(x) for x in _scaled_lstsq([r[:2] for r in comm_rows], comm_y))
-    coll_alpha, coll_beta = base.coll_alpha, base.coll_beta
-    if coll_rows:
-        coll_alpha, coll_beta = (float(x) for x in _scaled_lstsq(coll_rows, coll_y))
+    coll_alpha, coll_beta, a2a_beta, coll_call = base.coll_alpha, base.coll_beta, base.alltoall_beta, base.coll_call
+    if coll_rows and all(r[3] is not None for r in coll_rows):
+        coll_alpha, coll_beta, a2a_beta, coll_call = (float(x) for x in _scaled_lstsq(coll_rows, coll_y))
+    elif coll_rows:  # some entry without its calls: each call is its messages
+        coll_alpha, coll_beta, a2a_beta = (float(x) for x in _scaled_lstsq([r[:3] for r in coll_rows], coll_y))
     per_sample = dict(base.compute_per_sample)
     per_step = dict(base.compute_per_step)
     for model, (xs, ys) in compute.items():
@@ -426,19 +452,20 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             per_step[model], per_sample[model] = float(c0), float(c)
         else:
             per_sample[model] = max(0.0, float(bx @ ty / (bx @ bx)))
-    apply_per_row, apply_per_value = base.apply_per_row, base.apply_per_value
+    apply_per_row, apply_per_value, apply_call = base.apply_per_row, base.apply_per_value, base.apply_per_call
     if apply_rows:
-        apply_per_row, apply_per_value = (float(x) for x in _scaled_lstsq(apply_rows, apply_y))
-    coll_apply = base.coll_apply_per_row
+        apply_per_row, apply_per_value, apply_call = (float(x) for x in _scaled_lstsq(apply_rows, apply_y))
+    coll_apply, coll_apply_step = base.coll_apply_per_row, base.coll_apply_per_step
     if capply_x:
-        cx, cy = np.array(capply_x), np.array(capply_y)
-        coll_apply = max(0.0, float(cx @ cy / (cx @ cx))) if cx @ cx > 0 else coll_apply
+        coll_apply, coll_apply_step = (float(x) for x in _scaled_lstsq(capply_x, capply_y))
     jitter = base.jitter
     if jit_x:
         jx, jy = np.array(jit_x), np.array(jit_y)
         jitter = max(0.0, float(jx @ jy / (jx @ jx))) if jx @ jx > 0 else jitter
     return Calibration(alpha=alpha, beta=beta, compute_per_sample=per_sample,
-                       apply_per_row=apply_per_row, apply_per_value=apply_per_value, lookup_per_row=lookup,
+                       apply_per_row=apply_per_row, apply_per_value=apply_per_value, apply_per_call=apply_call,
+                       lookup_per_row=lookup,
                        compute_per_step=per_step, coll_alpha=coll_alpha, coll_beta=coll_beta,
-                       coll_apply_per_row=coll_apply, jitter=jitter,
+                       coll_call=coll_call, alltoall_beta=a2a_beta, coll_apply_per_row=coll_apply,
+                       coll_apply_per_step=coll_apply_step, jitter=jitter,
                        source=f"fit_calibration over {len(results)} runs")

@@ -190,6 +190,9 @@ class SimOptions:
             background (DeepRec's prefetch); False = 2017 TF PS, which did not.
         overlap_allreduce: the dense all-reduce runs in buckets during the backward pass
             (PyTorch DDP, Horovod); only the part longer than the backward pass shows.
+        bucket_bytes: the dense gradients go in about ceil(dense bytes / bucket_bytes)
+            all-reduce calls, each with its own per-call software cost (`coll_call`). psrec's
+            collective uses 4 MiB (`collective.bucket_bytes`); PyTorch DDP's default is 25 MB.
         optimizer_slots: values kept per embedding value (1 + optimizer state: Adagrad = 2),
             for the memory column only.
         alltoall_payload: what the collective's all-to-all carries: `pooled` (DLRM/TorchRec:
@@ -211,6 +214,7 @@ class SimOptions:
     alltoall: Literal["flat", "hierarchical"] = "flat"
     overlap_ps: bool = False
     overlap_allreduce: bool = True  # DDP's default bucketing
+    bucket_bytes: int = 4 << 20  # psrec's collective (the calibrated one); DDP: 25 MB
     optimizer_slots: int = 2  # Adagrad: value + accumulator
     alltoall_payload: Literal["pooled", "rows"] = "pooled"  # what DLRM-style systems exchange
     software_at_server: bool = True  # a cluster's PS has its own CPU, which W workers' calls share
@@ -227,6 +231,8 @@ class SimOptions:
             raise ValueError(f"options.alltoall must be flat or hierarchical, got {self.alltoall!r}")
         if self.optimizer_slots < 1:
             raise ValueError("options.optimizer_slots must be >= 1")
+        if isinstance(self.bucket_bytes, bool) or not isinstance(self.bucket_bytes, int) or self.bucket_bytes < 4:
+            raise ValueError(f"options.bucket_bytes must be an integer >= 4 (one float32), got {self.bucket_bytes!r}")
 
 
 @dataclass(frozen=True)

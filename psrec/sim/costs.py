@@ -71,8 +71,9 @@ ps-async workers do not wait, and run at the mean 1 + f (k-1).
 
 Calibrated extras (all 0 until `psrec calibrate` fits them, so the formulas above stand alone):
 per-step compute overhead (`compute_per_step`, T_compute = c0 + B c); collective library
-software cost per message and byte (`coll_alpha`, `coll_beta`) on every all-to-all and
-all-reduce; lockstep jitter: W workers whose step varies with coefficient of variation j wait
+software cost per call, per message and per byte (`coll_call`, `coll_alpha`, `coll_beta`) on
+every all-to-all and all-reduce (an all-reduce is one call per gradient bucket,
+`allreduce_calls`); lockstep jitter: W workers whose step varies with coefficient of variation j wait
 for the slowest, E[max] - mean = j * E[max of W std normals] * step (`expected_max_normal`).
 Shared CPUs (`ClusterSpec.cores` > 0): a CPU part runs `cpu_slowdown(n, cores)` =
 max(1, n / cores) times slower (processor sharing), n = the processes busy during it: W for
@@ -89,6 +90,7 @@ never hidden under the backward pass; only its software part overlaps.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from psrec.sim.breakdown import ComputeCost, StepCost, compute_cost
@@ -102,7 +104,7 @@ from psrec.sim.traffic import (PSTraffic, nic_time, ps_phases, ps_serve_time, ps
 # PS traffic and phases live in psrec.sim.traffic; re-exported here, the model's one entry point.
 __all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_serve_time",
            "ps_phases", "slowdown", "straggler_factors", "ps_sync_apply_load", "ps_sync_step", "ps_async_step",
-           "overlap_share", "hybrid_step", "collective_step", "MODES", "simulate"]
+           "overlap_share", "allreduce_calls", "hybrid_step", "collective_step", "MODES", "simulate"]
 
 
 # --- shared ----------------------------------------------------------------------------
@@ -178,7 +180,8 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
     pull includes the busiest shard's serve time s (`ps_serve_time`) and the mean queue of the
     workers the apply releases together, `sync_pull_queue(W)` * s.
 
-    apply = cpu_slowdown(M, cores) * (rows * apply_per_row + values * apply_per_value) with
+    apply = cpu_slowdown(M, cores) * (apply_per_call + rows * apply_per_row + values *
+    apply_per_value) with
     (rows, values) = `ps_sync_apply_load`: the M shards apply while the workers wait."""
     c, m, cal = spec.cluster, spec.model, spec.calibration
     comp = _compute(spec).total
@@ -187,7 +190,7 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
     ph = ps_phases(spec, t, c.workers, "ps-sync")
     pull = ph.pull + sync_pull_queue(c.workers) * ph.serve  # the released waiters queue at the shard
     rows, values = ps_sync_apply_load(spec)
-    apply = (rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
+    apply = (cal.apply_per_call + rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
         busy_processes("ps-sync", "apply", c.workers, c.ps), c.cores)
     parts = {"compute": comp, "pull": pull, "push": ph.push, "apply": apply,
              "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + pull + ph.push + apply)}
@@ -258,6 +261,20 @@ def overlap_share(workers: float, cores: float) -> float:
     return min(1.0, max(0.0, (cores - workers) / workers))
 
 
+def allreduce_calls(spec: SimSpec) -> int:
+    """All-reduce calls per step: one per bucket of about `options.bucket_bytes` of dense
+    gradients (0 without dense parameters or with one rank).
+
+    >>> from psrec.sim.config import ModelSpec, SimOptions, ClusterSpec
+    >>> allreduce_calls(SimSpec(cluster=ClusterSpec(workers=4), model=ModelSpec(dense_params=3_000_000)))
+    3
+    """
+    size = spec.model.dense_params * VALUE_BYTES
+    if spec.cluster.workers < 2 or size <= 0:
+        return 0
+    return max(1, math.ceil(size / spec.options.bucket_bytes))
+
+
 def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     """(exposed, hidden) seconds of the dense all-reduce: with bucketing (`overlap_allreduce`)
     the wire part and the `overlap_share` of the software part hide under the backward pass."""
@@ -265,9 +282,10 @@ def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     size = spec.model.dense_params * VALUE_BYTES
     wire = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node).time
     soft = 0.0
-    if c.workers > 1:  # software per message and byte of a ring: 2(n-1) messages, 2 * 2(n-1)/n S bytes in + out
-        n = c.workers
-        soft = slowdown(spec) * (cal.coll_alpha * 2 * (n - 1) + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
+    if c.workers > 1:  # software per call, message and byte of a ring: k calls of 2(n-1) messages, 2 * 2(n-1)/n S bytes in + out
+        n, k = c.workers, allreduce_calls(spec)
+        soft = slowdown(spec) * (k * (cal.coll_call + cal.coll_alpha * 2 * (n - 1))
+                                 + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
     if not o.overlap_allreduce:
         return wire + soft, 0.0
     # The emulation (--net) adds the wire time after the fact: then only software overlaps.
@@ -311,10 +329,10 @@ def collective_step(spec: SimSpec) -> StepCost:
     With `options.alltoall_payload = "rows"` (psrec's collective: deduplicate, then exchange
     rows), with D_t = distinct keys of one rank's batch: a2a(sizes, 8 n bytes) + a2a(S_keys =
     sum_t D_t * 8) + a2a(S_rows = sum_t D_t dim_t 4) + a2a(S_rows + sum_t D_t * 4 counts).
-    Each call adds the calibrated software cost slowdown * ((n-1) coll_alpha + 2 (n-1)/n S
-    coll_beta) (bytes sent plus received). With a calibrated `coll_apply_per_row` the apply is
+    Each call adds the calibrated software cost slowdown * (coll_call + (n-1) coll_alpha +
+    2 (n-1)/n S coll_beta) (bytes sent plus received). With a calibrated `coll_apply_per_row` the apply is
     slowdown * coll_apply_per_row * sum_t D_t(W B keys_t) / W (lookups, updates and the dense
-    optimizer, as measured together).
+    optimizer, as measured together), plus `coll_apply_per_step`.
     """
     c, m, o, cal = spec.cluster, spec.model, spec.options, spec.calibration
     n = c.workers
@@ -332,14 +350,17 @@ def collective_step(spec: SimSpec) -> StepCost:
         sizes = [s_ids, s_emb, s_emb]
     a2a = sum(alltoall_cost(c.net, n, sz, o.alltoall, c.workers_per_node).time for sz in sizes)
     if n > 1:
-        a2a += slowdown(spec) * sum(cal.coll_alpha * (n - 1) + cal.coll_beta * 2 * (n - 1) / n * sz for sz in sizes)
+        beta = cal.coll_beta + cal.alltoall_beta
+        a2a += slowdown(spec) * sum(cal.coll_call + cal.coll_alpha * (n - 1) + beta * 2 * (n - 1) / n * sz
+                                    for sz in sizes)
     ar, hidden = _dense_allreduce(spec, cc.backward)
     union = table_stats(spec, draws_factor=n)
     if cal.coll_apply_per_row > 0:
-        apply = slowdown(spec) * cal.coll_apply_per_row * sum(st.distinct / n for st, _ in union)
+        apply = slowdown(spec) * (cal.coll_apply_per_step
+                                  + cal.coll_apply_per_row * sum(st.distinct / n for st, _ in union))
     else:
         apply = sum(st.distinct / n * (cal.apply_per_row + dim * cal.apply_per_value) for st, dim in union)
-        apply += m.dense_params * cal.apply_per_value
+        apply += m.dense_params * cal.apply_per_value + cal.apply_per_call
         apply *= slowdown(spec)
     wait = cc.total * (slowest - 1) + _jitter_wait(spec, cc.total + a2a + ar + apply)
     parts = {"compute": cc.total, "alltoall": a2a, "allreduce": ar, "wait": wait, "apply": apply}

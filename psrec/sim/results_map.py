@@ -44,8 +44,10 @@ Collective:
     compute          data + compute phases, under the model name `<model>/collective`: this
                      runner books the batch's dedup and assembly as compute (the PS runner
                      books them in pull), so the two paths get their own compute constants
-    alltoall         {seconds, bytes, messages} per rank step (ids, rows, gradients, sizes)
-    allreduce        {seconds (exposed + hidden; exposed only when the ranks fill every core), bytes, messages} per rank step (dense)
+    alltoall         {seconds, bytes, messages, calls} per rank step (ids, rows, gradients,
+                     sizes); calls = messages / (W - 1): each call sends one message per peer
+    allreduce        {seconds (exposed + hidden; exposed only when the ranks fill every core),
+                     bytes, messages, calls} per rank step (dense); calls = `dense_buckets`
     apply            lookup + apply phases: the EV work on the rows a rank owns, per
                      `keys_applied` row (the shard's rows updated, over its tables)
     wait             the first rendezvous, per rank step
@@ -220,15 +222,19 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         dense_bytes = float(tags.get("dense", 0.0))
         a2a_bytes = sum(float(v) for k, v in tags.items() if k not in ("dense", "control"))
         n = workers
-        ar_msgs = _num(results, "dense_buckets", where) * 2 * (n - 1)  # ring: 2(N-1) per call
+        ar_calls = _num(results, "dense_buckets", where) if n > 1 else 0.0  # one all-reduce per bucket
+        ar_msgs = ar_calls * 2 * (n - 1)  # ring: 2(N-1) per call
         a2a_msgs = max(0.0, _num(results, "messages_per_step", where) - ar_msgs)
+        a2a_calls = a2a_msgs / (n - 1) if n > 1 else 0.0  # one message to each peer per call
         shards = _need(results, "per_shard", where)
         applied = sum(_num(s, "keys_applied", where, "per_shard[].") for s in shards)
         out.update({
             "ps": 0,
             "phases": {"compute": ph["data"] + ph["compute"], "apply": ph["lookup"] + ph["apply"]},
-            "collective": {"alltoall": {"seconds": ph["alltoall"], "bytes": a2a_bytes, "messages": a2a_msgs},
-                           "allreduce": {"seconds": ar_total, "bytes": dense_bytes, "messages": ar_msgs}},
+            "collective": {"alltoall": {"seconds": ph["alltoall"], "bytes": a2a_bytes, "messages": a2a_msgs,
+                                        "calls": a2a_calls},
+                           "allreduce": {"seconds": ar_total, "bytes": dense_bytes, "messages": ar_msgs,
+                                         "calls": ar_calls}},
             # rows (over tables) a rank updates per step: the distinct rows it owns among all
             # ranks' batches (it also looks them up for every rank: one constant per row covers both)
             "apply_rows": applied / all_steps,

@@ -170,7 +170,7 @@ class PSPhases:
 def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int, mode: str = "") -> PSPhases:
     """Pull = request + the busiest shard's serve time (`ps_serve_time`) + response, push;
     request, response and push each max(worker NIC, busiest PS NIC with `concurrent` workers'
-    shares). Apply = concurrent * busiest shard's rows and values. The serve and the apply run
+    shares). Apply = concurrent * (apply_per_call + the busiest shard's rows and values). The serve and the apply run
     at `cpu_slowdown(busy_processes(mode, ...))`: W processes unless `mode` says otherwise."""
     cal = spec.calibration
     k = concurrent
@@ -182,7 +182,8 @@ def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int, mode: str = "") -> P
     push_w = nic_time(spec, t.messages, t.push_bytes)
     push_s = srv(spec, k * t.shard_messages, k * t.shard_push_bytes)
     c = spec.cluster
-    apply_s = k * (t.shard_apply_rows * cal.apply_per_row + t.shard_apply_values * cal.apply_per_value) * cpu_slowdown(
+    apply_s = k * (cal.apply_per_call + t.shard_apply_rows * cal.apply_per_row
+                   + t.shard_apply_values * cal.apply_per_value) * cpu_slowdown(
         busy_processes(mode, "apply", c.workers, c.ps), c.cores)
     serve = ps_serve_time(spec, t, busy_processes(mode, "serve", c.workers, c.ps))
     return PSPhases(pull=max(req_w, req_s) + serve + max(resp_w, resp_s), push=max(push_w, push_s),

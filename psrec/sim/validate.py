@@ -104,13 +104,15 @@ class RunSpec:
 
 
 _SLOW_NET = "bandwidth=1Gbit,latency=100us"  # a 1 GbE-class link: its bytes cost ~as much as the software
-# Twelve configurations in three ranking groups at 2 workers (batch 512 bare, batch 512 on the
-# slow network, batch 1024 bare), then one input varied at a time: workers (2 -> 4 async,
-# 2 -> 3 sync and collective at batch 1024: CPU oversubscription on 2 cores) and PS count
-# (ps2 at 512, ps1 at 1024). Whichever run is left out, its mode keeps runs at both batch
-# sizes (the compute line c0 + c B of each compute constant stays determined, not pinned
-# through the origin) and at 2 workers and more; the sync apply keeps a run whose merged-row
-# count is of the same order.
+# Fourteen configurations in three ranking groups at 2 workers (batch 512 bare, batch 512 on
+# the slow network, batch 1024 bare) and one at 3 workers (batch 1024: every mode, CPU
+# oversubscribed on 2 cores), then one input varied at a time: workers (2 -> 4 async at
+# batch 512, 2 -> 3 collective at 512) and PS count (ps2 at 512, ps1 at 1024). Whichever run
+# is left out, its mode keeps runs at both batch sizes (the compute line c0 + c B of each
+# compute constant stays determined, not pinned through the origin), the PS modes and the
+# collective keep runs at two numbers of workers (the collective's calls and peer messages,
+# `coll_call` and `coll_alpha`, differ only across rank counts), and the sync apply keeps a
+# run whose merged-row count is of the same order.
 DEFAULT_RUNS: tuple[RunSpec, ...] = (
     RunSpec("async-w2-ps2-b512", "ps-async", 2, 2, 512),
     RunSpec("sync-w2-ps2-b512", "ps-sync", 2, 2, 512),
@@ -124,6 +126,8 @@ DEFAULT_RUNS: tuple[RunSpec, ...] = (
     RunSpec("sync-w3-ps1-b1024", "ps-sync", 3, 1, 1024),
     RunSpec("coll-w3-b1024", "collective", 3, 1, 1024),
     RunSpec("sync-w2-ps2-b512-1g", "ps-sync", 2, 2, 512, _SLOW_NET),
+    RunSpec("coll-w3-b512", "collective", 3, 1, 512),
+    RunSpec("async-w3-ps1-b1024", "ps-async", 3, 1, 1024),
 )
 # The end-to-end test's tiny set: one run per mode at the same shape (one ranking group).
 QUICK_RUNS: tuple[RunSpec, ...] = (
