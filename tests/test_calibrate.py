@@ -62,6 +62,28 @@ def test_map_ps_sync_applies_per_global_step():
                                "dense_values": pytest.approx(5.0)}
 
 
+def test_map_per_step_records_trimmed_means_golden():
+    """With per-step records: the 2 warm-up steps are left out, then every step longer than
+    SPIKE (2) median steps (a burst of another job's load); each phase is its mean over the
+    steps kept, so a push that waits for the sync apply in one step of two counts half."""
+    r = ps_results("ps-sync")
+    ph = lambda push, compute=0.010: {"data": 0.0, "compute": compute, "pull": 0.002, "push": push, "wait": 0.001,
+                                      "allreduce": 0.0}
+    steps = [ph(0.5), ph(0.5)] + [ph(0.004), ph(0.008)] * 3 + [ph(0.004, compute=0.060)]  # warm-up, 6, a spike
+    for w in r["per_worker"]:
+        w["step_seconds"], w["step_emulated"] = steps, [0.0] * 8 + [0.001]
+    m = map_results(r, "r.json")
+    # median step 0.021 (of 0.017 x3, 0.021 x3, 0.077 + 0.001): the spike (0.078 > 0.042) is dropped
+    assert m["phases"]["push"] == pytest.approx(0.006)
+    assert m["phases"]["compute"] == pytest.approx(0.010)
+    assert m["measured"]["step"] == pytest.approx(0.019)
+    assert m["measured"]["comm_fraction"] == pytest.approx(0.008 / 0.019)
+    assert m["measured"]["emulated"] == 0.0
+    steps[3] = {**ph(0.004), "push": "x"}
+    with pytest.raises(CalibrationError, match=r"step_seconds\[\].push must be a number"):
+        map_results(r, "r.json")
+
+
 def test_map_without_steady_totals_uses_all_steps():
     r = ps_results()
     for w in r["per_worker"]:

@@ -4,9 +4,9 @@ collective runs, into a calibration file for `psrec simulate --calibration FILE`
 RESULTS are results.json files, run directories, or directories of runs (`psrec compare`,
 `psrec validate-sim`: every subdirectory with a results.json). Each run is mapped to the fit
 schema by `psrec.sim.results_map` (phases per step, bytes, messages, apply counts, batch,
-model) and `psrec.sim.calibration.fit_calibration` fits alpha/beta (PS RPC), coll_alpha /
-coll_beta (gloo), compute per sample and per step, apply per row and value, and the lockstep
-jitter. `--cores` names the CPU cores the runs shared (default: this machine's): with more
+model) and `psrec.sim.calibration.fit_calibration` fits alpha/beta (PS RPC), coll_call /
+coll_alpha / coll_beta / alltoall_beta (collective calls, peer messages, bytes), compute per
+sample and per step, apply per call, row and value, and the lockstep jitter. `--cores` names the CPU cores the runs shared (default: this machine's): with more
 workers than cores, each CPU phase ran W / cores times slower, which the fit divides out.
 
 No benchmark writes a results file (`benchmarks/*.py` print their tables and a summary line),
@@ -19,8 +19,8 @@ import json
 import os
 import sys
 
-SHOWN = ["alpha", "beta", "coll_alpha", "coll_beta", "apply_per_row", "apply_per_value", "lookup_per_row",
-         "coll_apply_per_row", "jitter"]
+SHOWN = ["alpha", "beta", "coll_call", "coll_alpha", "coll_beta", "alltoall_beta", "apply_per_call", "apply_per_row",
+         "apply_per_value", "lookup_per_row", "coll_apply_per_step", "coll_apply_per_row", "jitter"]
 
 
 def register(sub) -> None:

@@ -7,9 +7,9 @@ seconds. They run on Ray by default, the real path (PS and worker actors exchang
 messages, gloo for the collective), in one Ray session shared by every configuration; `--transport
 inprocess` runs the same code on threads (seconds instead of minutes; used by the tests).
 
-Measured step time = the sum of each phase's median seconds over a worker's steps after a
-two-step warm-up (`psrec.sim.results_map`: robust to a few steps that another job's load
-stretches), plus the emulated network's seconds when `--net` is on (the runners book those
+Measured step time = the sum of each phase's mean seconds over a worker's steps after a
+two-step warm-up, leaving out the steps that another job's load stretched to more than twice
+the median step (`psrec.sim.results_map`), plus the emulated network's seconds when `--net` is on (the runners book those
 apart); comm fraction likewise. `--repeats R` trains every configuration R times in
 interleaved passes (so that a slow period of the machine hits different configurations'
 repeats) and keeps the repeat with the median step; with 3 repeats or more, whether two modes

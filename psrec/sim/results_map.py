@@ -6,12 +6,18 @@ worker step: phases summed over workers / worker steps summed, without each work
 step when the runner recorded `steady_phases`; counters are per step over all steps):
 
 Robust per-step statistics. When every worker recorded its steps one by one
-(`step_seconds`, `step_emulated`: `psrec.metrics.steps`), a phase's seconds per step are the
-median over that worker's steps after the first `WARMUP_STEPS` (lazy tables, first
-connections), averaged over the workers; the measured step is the sum of those medians. On a
-shared machine another job's burst stretches a few steps by 2-5x (step_p95 / step_p50 ~ 4 in
-the runs of issue 8): a mean over 15 steps moves by tens of percent, a median does not.
-Without per-step records the steady totals (first step left out) or the totals are averaged.
+(`step_seconds`, `step_emulated`: `psrec.metrics.steps`), a phase's seconds per step are its
+mean over that worker's steps after the first `WARMUP_STEPS` (lazy tables, first
+connections) that took at most `SPIKE` times the worker's median step, averaged over the
+workers; the measured step is the sum of those means. On a shared machine another job's
+burst stretches a few steps by 2-5x (step_p95 / step_p50 ~ 4 in the runs of issue 8): a
+plain mean over 28 steps moves by tens of percent; without those steps it does not. Not a
+median per phase: a phase that a worker spends in some steps only is then dropped or
+counted in full (a ps-sync worker pushes last, and waits in its push for the apply, in 1/W
+of the steps: per-phase medians put the whole apply in push at W = 2 and none of it at
+W = 3; replaying five validate-sim runs, per-phase medians gave 3.3-7.5 points of comm
+fraction error, the trimmed means 3.3-4.6). Without per-step records the steady totals
+(first step left out) or the totals are averaged.
 
 PS modes (ps-async, ps-sync, ps-*-hybrid):
     compute          data + compute phases: both are CPU work per sample on the worker, and
@@ -107,7 +113,7 @@ def _steady(live: list[Mapping[str, Any]]) -> bool:
     return all(isinstance(w.get("steady_phases"), Mapping) and (w.get("steady_steps") or 0) > 0 for w in live)
 
 
-WARMUP_STEPS = 2  # steps left out of the per-step medians: lazy set-up shows in the first one or two
+WARMUP_STEPS = 2  # steps left out of the per-step statistics: lazy set-up shows in the first one or two
 
 
 def _per_step(live: list[Mapping[str, Any]]) -> bool:
@@ -122,28 +128,35 @@ def _median(xs: list[float]) -> float:
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
-def _phase_medians(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> dict[str, float]:
-    """phase -> the workers' mean of the median seconds over their steps after the warm-up
-    ("emulated" too)."""
+SPIKE = 2.0  # a step longer than this many median steps was stretched by something outside the run
+
+
+def _phase_robust(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> dict[str, float]:
+    """phase -> the workers' mean of its seconds over their steps after the warm-up that took
+    at most `SPIKE` median steps ("emulated" too; module doc)."""
     out = {n: 0.0 for n in (*names, "emulated")}
     for w in live:
         steps = w["step_seconds"][WARMUP_STEPS:]
-        for n in names:
-            vals = []
-            for r in steps:
-                if not isinstance(r, Mapping) or isinstance(r.get(n), bool) or not isinstance(r.get(n), (int, float)):
+        emus = [float(e) for e in w["step_emulated"][WARMUP_STEPS:]]
+        for r in steps:
+            for n in (*names, *(r if isinstance(r, Mapping) else ())):
+                v = r.get(n) if isinstance(r, Mapping) else None
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise CalibrationError(f"{where}: per_worker[].step_seconds[].{n} must be a number")
-                vals.append(float(r[n]))
-            out[n] += _median(vals) / len(live)
-        out["emulated"] += _median([float(e) for e in w["step_emulated"][WARMUP_STEPS:]]) / len(live)
+        totals = [sum(float(v) for v in r.values()) + e for r, e in zip(steps, emus)]
+        cap = SPIKE * _median(totals)
+        keep = [i for i, t in enumerate(totals) if t <= cap] or list(range(len(steps)))
+        for n in names:
+            out[n] += sum(float(steps[i][n]) for i in keep) / len(keep) / len(live)
+        out["emulated"] += sum(emus[i] for i in keep) / len(keep) / len(live)
     return out
 
 
 def _phase_means(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> tuple[dict[str, float], float]:
-    """(phase -> seconds per worker step, summed worker steps): per-step medians when recorded
-    (module doc), else steady-state means when recorded, else means."""
+    """(phase -> seconds per worker step, summed worker steps): means over the steps without
+    spikes when recorded (module doc), else steady-state means when recorded, else means."""
     if _per_step(live):
-        med = _phase_medians(live, names, where)
+        med = _phase_robust(live, names, where)
         return {n: med[n] for n in names}, float(sum(len(w["step_seconds"]) - WARMUP_STEPS for w in live))
     key, steps_key = ("steady_phases", "steady_steps") if _steady(live) else ("phases", "steps")
     steps = sum(_num(w, steps_key, where, "per_worker[].") for w in live)
@@ -158,15 +171,15 @@ def _measured(results: Mapping[str, Any], live: list[Mapping[str, Any]], comm: t
               where: str) -> dict[str, float]:
     """Mean step seconds with the emulated network's seconds added, and the comm fraction
     (comm phases + emulated seconds over the step), as the runners define it. With per-step
-    records: the sum of the phases' medians (module doc)."""
+    records: over the steps without spikes (module doc)."""
     if _per_step(live):
         names = tuple(live[0]["step_seconds"][0].keys()) if live[0]["step_seconds"] else ()
-        med = _phase_medians(live, names, where)
+        med = _phase_robust(live, names, where)
         wall, emu = sum(med[n] for n in names), med["emulated"]
         comm_s = sum(med.get(c, 0.0) for c in comm)
         return {"step": wall + emu, "emulated": emu,
                 "comm_fraction": (comm_s + emu) / (wall + emu) if wall + emu > 0 else 0.0, "steady": True,
-                "statistic": f"median over steps after {WARMUP_STEPS}"}
+                "statistic": f"mean over steps after {WARMUP_STEPS} within {SPIKE:g}x the median step"}
     steady = _steady(live)
     key, steps_key, emu_key = (("steady_phases", "steady_steps", "steady_emulated_seconds") if steady
                                else ("phases", "steps", "emulated_net_seconds"))

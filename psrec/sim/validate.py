@@ -82,8 +82,8 @@ class RunSpec:
     batch_size: int = 512
     net: str = ""
     # 30 steps: ~3-6 s of training per configuration on 2 shared cores (the start-up of its
-    # actors costs more); the mapping takes per-phase medians over the steps after the first
-    # two (`psrec.sim.results_map`), so a few steps spiked by another job's load do not count.
+    # actors costs more); the mapping averages the steps after the first two, without those
+    # that another job's load stretched past twice the median (`psrec.sim.results_map`).
     steps: int = 30
 
     def __post_init__(self) -> None:
