@@ -33,6 +33,7 @@ import numpy as np
 
 from collective.config import CollectiveConfig, collective_config_for
 from collective.dense_sync import plan_buckets
+from collective.lockstep import split_peer_wait
 from collective.worker import COMM_PHASES, PHASES
 from psrec.config import Config
 from psrec.data.factory import make_source
@@ -77,8 +78,10 @@ def aggregate_collective(summaries: list[dict]) -> dict[str, Any]:
         "allreduce_exposed_seconds": phases["allreduce"],
         "allreduce_hidden_seconds": float(sum(s["allreduce_hidden_seconds"] for s in live)),
         "emulated_net_seconds": float(emu),
-        # seconds a rank waited at the steps' first rendezvous for the slowest (lockstep)
+        # seconds a rank waited for the slowest (lockstep): at the steps' first rendezvous, and
+        # at the all-reduce for the slowest backward (peer_wait_seconds: collective.lockstep)
         "sync_wait_seconds": float(sum(s["sync_wait_seconds"] for s in live)),
+        "peer_wait_seconds": float(sum(s.get("peer_wait_seconds", 0.0) for s in live)),
         "idle_steps": int(sum(s["idle_steps"] for s in live)),
     }
 
@@ -130,6 +133,7 @@ def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
     finally:
         if job is not None:
             job.close()
+    split_peer_wait(reports)  # a rank's wait for the slowest backward is lockstep wait, not all-reduce
     summaries = [r.summary() for r in reports]
     try:
         for s in summaries:

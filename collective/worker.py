@@ -5,11 +5,13 @@ class in a Ray actor. A step, all ranks in lockstep:
 
     data       read this rank's rows
     wait       the step's first rendezvous (the size all-to-all): time a rank waits for the
-               slowest peer to arrive, plus a few bytes
+               slowest peer to arrive, plus a few bytes; after the run, also its wait at the
+               all-reduce for the slowest rank's backward (`collective.lockstep`)
     alltoall   keys out, rows back, gradients out (packing included)
     lookup     EV lookups of the keys this rank owns, for every rank
     compute    dedup, assemble, forward, backward (into the dense gradient buckets)
-    allreduce  the exposed part of the dense all-reduce (total and hidden reported apart)
+    allreduce  the exposed part of the dense all-reduce (total and hidden reported apart),
+               less that wait for the slowest rank
     apply      dense optimizer step, EV apply of the gradients this rank owns
 
 The phases sum to the step's wall time (`compute` is what the others leave). Bytes and
@@ -81,6 +83,8 @@ class StepRecord(PhaseSeconds):
     span: tuple[int, int] = (0, 0)  # rows [start, end) this rank trained; start == end: an empty step
     task: tuple[int, int] | None = None  # (epoch, index) of the work-queue task the rows came from
     straggler: float = 0.0  # seconds of injected slowdown, included in seconds["compute"]
+    ready: float = 0.0  # seconds from the rows' arrival (the step's last all-to-all) to the all-reduce's wait
+    peer_wait: float = 0.0  # seconds of that wait spent on the slowest rank (`collective.lockstep`), in "wait"
 
 
 @dataclass
@@ -93,8 +97,10 @@ class WorkerReport(WorkerSteps):
     def summary(self) -> dict:
         """Per-phase totals, percentiles, communication fraction (real and emulated), traffic,
         the all-reduce split into exposed and hidden-behind-backward seconds, and the
-        lockstep figures: `sync_wait_seconds` (at the steps' first rendezvous, plus
-        `end_wait`), `idle_steps` (steps with no rows of its own), injected straggler seconds."""
+        lockstep figures: `sync_wait_seconds` (the `wait` phase: at the steps' first
+        rendezvous and, once `collective.lockstep.split_peer_wait` has run, for the slowest
+        rank's backward at the all-reduce, `peer_wait_seconds`; plus `end_wait`),
+        `idle_steps` (steps with no rows of its own), injected straggler seconds."""
         out = summarize_steps(self.worker, self.steps, PHASES, COMM_PHASES, self.loss_ema)
         if not self.steps:
             return out
@@ -112,6 +118,7 @@ class WorkerReport(WorkerSteps):
             "tasks": self.tasks,
             "idle_steps": sum(1 for r in self.steps if r.rows == 0),
             "straggler_seconds": float(sum(r.straggler for r in self.steps)),
+            "peer_wait_seconds": float(sum(r.peer_wait for r in self.steps)),
             "end_wait_seconds": self.end_wait,
             "sync_wait_seconds": out["phases"]["wait"] + self.end_wait,
             "run_seconds": self.run_seconds,
@@ -185,6 +192,7 @@ class CollectiveWorker:
             t_data = time.perf_counter() - t_step
             keys, counts, inverse = self.layer.dedup(batch)
             fetched = self.store.lookup_many(keys, train=True)
+            t_rows = time.perf_counter()  # every rank leaves this all-to-all together (collective.lockstep)
             rows = {t.name: torch.from_numpy(fetched[t.name]).requires_grad_(True) for t in self.layer.tables}
             x = self.layer.assemble(batch, rows, inverse)
             res = LookupResult(keys, counts, rows)
@@ -194,6 +202,7 @@ class CollectiveWorker:
                 # all R rows of the step (what local training on their union computes).
                 self.dense.scale = len(batch) / total_rows
             loss = self.step.forward_backward_from(x, res, batch, step)  # dense gradients land in the buckets
+            ready = time.perf_counter() - t_rows
             sync = self.dense.finish()
             t0 = time.perf_counter()
             self.dense_opt.step()
@@ -207,7 +216,9 @@ class CollectiveWorker:
             # gradient, so every replica stays identical.
             t_data = 0.0
             self.store.lookup_many({}, train=True)
+            t_rows = time.perf_counter()
             self.dense.attach_grads()  # no forward to do it: zero buckets, .grad -> bucket views
+            ready = time.perf_counter() - t_rows
             sync = self.dense.finish()
             t0 = time.perf_counter()
             self.dense_opt.step()
@@ -228,7 +239,7 @@ class CollectiveWorker:
         self.report.steps.append(StepRecord(
             step, {p: seconds[p] for p in PHASES}, sync.total, emulated_seconds(self.net, records),
             sum(r.bytes_sent for r in records), sum(r.bytes_received for r in records),
-            sum(r.messages for r in records), tags, n_rows, (start, end), task, extra))
+            sum(r.messages for r in records), tags, n_rows, (start, end), task, extra, ready))
         rep = self.report
         if loss is not None:
             rep.loss_ema = loss if rep.loss_ema is None else 0.98 * rep.loss_ema + 0.02 * loss

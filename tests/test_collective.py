@@ -236,7 +236,7 @@ def test_table_wise_places_tables_by_load():
 
 
 @pytest.mark.parametrize("name", ["collective.group", "collective.sharding", "collective.sharded_store",
-                                  "collective.dense_sync", "collective.config"])
+                                  "collective.dense_sync", "collective.config", "collective.lockstep"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -256,7 +256,39 @@ def test_run_collective_in_process_writes_the_ps_results_layout(tmp_path):
         assert key in res, key
     assert res["steps"] == 4 and res["train_rows"] == 512 and res["eval_rows"] == 300
     assert res["emulated_net_seconds"] > 0 and res["messages_per_step"] == 4 + 2 * res["dense_buckets"]
+    # the wait for the slowest backward is booked as lockstep wait, within the wait phase
+    assert 0 <= res["peer_wait_seconds"] <= res["sync_wait_seconds"]
+    assert all(0 <= w["peer_wait_seconds"] <= w["phases"]["wait"] for w in res["per_worker"])
     assert (tmp_path / "coll" / "results.json").is_file() and (tmp_path / "coll" / "metrics.prom").is_file()
+
+
+def test_peer_wait_moves_from_the_allreduce_to_wait():
+    """Per step, each rank's wait for the slowest backward (the latest `ready`, capped by its
+    exposed all-reduce) moves to `wait`; the phases still sum to the step; the slowest rank
+    keeps its all-reduce; ranks out of lockstep are left alone."""
+    from collective.lockstep import split_peer_wait
+    from collective.worker import StepRecord, WorkerReport
+
+    def rec(ready, ar, total):
+        return StepRecord(1, {"wait": 0.001, "alltoall": 0.002, "compute": ready, "allreduce": ar}, total, 0.0,
+                          0, 0, 0, {}, 8, ready=ready)
+
+    ranks = [WorkerReport(0, [rec(0.010, 0.005, 0.007), rec(0.020, 0.001, 0.001)]),
+             WorkerReport(1, [rec(0.013, 0.001, 0.002), rec(0.012, 0.003, 0.003)]),
+             WorkerReport(2, [rec(0.011, 0.0015, 0.002), rec(0.019, 0.0105, 0.011)])]
+    walls = [s.total for r in ranks for s in r.steps]
+    assert split_peer_wait(ranks)
+    # step 1: slowest ready 0.013 -> waits 0.003 (of 0.005), 0 (slowest), 0.0015 (capped at its 0.0015)
+    assert [r.steps[0].peer_wait for r in ranks] == pytest.approx([0.003, 0.0, 0.0015])
+    assert [r.steps[0].seconds["allreduce"] for r in ranks] == pytest.approx([0.002, 0.001, 0.0])
+    assert [r.steps[0].seconds["wait"] for r in ranks] == pytest.approx([0.004, 0.001, 0.0025])
+    assert [r.steps[0].allreduce_total for r in ranks] == pytest.approx([0.004, 0.002, 0.0005])
+    # step 2: slowest ready 0.020 (rank 0) -> 0, 0.003 (capped), 0.001
+    assert [r.steps[1].peer_wait for r in ranks] == pytest.approx([0.0, 0.003, 0.001])
+    assert [s.total for r in ranks for s in r.steps] == pytest.approx(walls)
+    assert ranks[2].summary()["peer_wait_seconds"] == pytest.approx(0.0025)
+    uneven = [WorkerReport(0, [rec(0.01, 0.004, 0.004)]), WorkerReport(1, [rec(0.02, 0.0, 0.0)] * 2)]
+    assert not split_peer_wait(uneven) and uneven[0].steps[0].seconds["allreduce"] == 0.004
 
 
 def test_row_wise_shards_export_and_restore_as_one_table(tmp_path):

@@ -177,6 +177,7 @@ def run_collective_policies(cfg, workers: int, policies: tuple[str, ...], queue_
     `collective.transport = "ray"`) must be up. Only training is timed: no evaluation.
     """
     from collective.jobs import start_job
+    from collective.lockstep import split_peer_wait
     from collective.plan import plan_collective
     from workqueue.longtail import summarize_lockstep
 
@@ -193,6 +194,7 @@ def run_collective_policies(cfg, workers: int, policies: tuple[str, ...], queue_
             queue = job.queue_stats
         finally:
             job.close()
+        split_peer_wait(reports)  # waits for the slowest backward at the all-reduce count as peer wait
         per_rank = [r.summary() for r in reports]
         summary = summarize_lockstep(_collective_ranks(per_rank))
         log(f"[collective {policy}] makespan {summary['makespan_s']:.1f} s, "
