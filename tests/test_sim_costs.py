@@ -357,19 +357,20 @@ def test_collective_step_golden():
 
 
 def test_collective_per_call_software_golden():
-    """coll_call is paid once per call, coll_alpha once per peer message: on 4 ranks the 3
-    pooled all-to-alls cost 3 * (2 ms + 3 * 1 ms) of software, the one-bucket all-reduce
-    2 ms + 2 * 3 * 1 ms; with 4-byte buckets the 4 dense floats (16 B) are 4 calls."""
+    """coll_call is paid once per all-to-all call, coll_alpha once per peer message: on 4
+    ranks the 3 pooled all-to-alls cost 3 * (2 ms + 3 * 1 ms) of software, the one-bucket
+    all-reduce (not packed: no coll_call) 2 * 3 * 1 ms; with 4-byte buckets the 4 dense floats
+    (16 B) are 4 rings."""
     cal = dataclasses.replace(tiny().calibration, coll_call=2e-3, coll_alpha=1e-3)
     spec = dataclasses.replace(tiny(workers=4, overlap_allreduce=False), calibration=cal)
     base = collective_step(tiny(workers=4, overlap_allreduce=False))
     s = collective_step(spec)
     assert s.alltoall - base.alltoall == pytest.approx(3 * (0.002 + 3 * 0.001))     # 0.015
-    assert s.allreduce - base.allreduce == pytest.approx(0.002 + 2 * 3 * 0.001)     # 0.008
+    assert s.allreduce - base.allreduce == pytest.approx(2 * 3 * 0.001)             # 0.006
     assert allreduce_calls(spec) == 1
     four = dataclasses.replace(spec, options=dataclasses.replace(spec.options, bucket_bytes=4))
     assert allreduce_calls(four) == 4
-    assert collective_step(four).allreduce - base.allreduce == pytest.approx(4 * (0.002 + 2 * 3 * 0.001))
+    assert collective_step(four).allreduce - base.allreduce == pytest.approx(4 * 2 * 3 * 0.001)
     assert allreduce_calls(dataclasses.replace(spec, cluster=dataclasses.replace(spec.cluster, workers=1))) == 0
     with pytest.raises(ValueError, match="bucket_bytes"):
         SimOptions(bucket_bytes=2)

@@ -37,7 +37,8 @@ Optional keys (`psrec.sim.results_map` writes them for psrec's own runs):
       "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4, "calls": 4},
                      "allreduce": {"seconds": 0.01, "bytes": 1.2e6, "messages": 2, "calls": 1}},
                                      # per rank step: fits coll_alpha / coll_beta, and
-                                     # coll_call when every entry gives its calls
+                                     # coll_call when every entry gives its calls (the
+                                     # all-to-all's: an all-reduce's calls are not packed)
       "wait": 0.004,                 # lockstep wait per step (ps-sync: includes the apply)
       "measured": {"step": 0.1}      # seconds per step (for `jitter`: the step without its wait)
 
@@ -87,10 +88,13 @@ class Calibration:
         coll_alpha: collective library (gloo) software seconds per message, on top of the
             network's latency (all-to-all and all-reduce).
         coll_beta: collective library software seconds per byte sent or received.
-        coll_call: collective software seconds per call on each rank, whatever the number of
+        coll_call: software seconds per all-to-all call on each rank, whatever the number of
             ranks: the Python around it (splitting and packing the payload by destination,
-            the dispatch) and the library's fixed set-up. `coll_alpha` is per peer message:
-            a call on n ranks costs coll_call + (n - 1) coll_alpha (all-to-all) before bytes.
+            the dispatch). `coll_alpha` is per peer message: an all-to-all on n ranks costs
+            coll_call + (n - 1) coll_alpha before its bytes. An all-reduce bucket is one flat
+            buffer that nothing packs: its calls cost their 2 (n - 1) messages only (fitted
+            on psrec's runs, a shared per-call cost charged 1.6 ms to an all-reduce measured
+            at 0.5-1.0 ms).
         alltoall_beta: an all-to-all's software seconds per byte on top of `coll_beta`: its
             payload is split by destination and packed before the call and unpacked after it
             (psrec: numpy copies per table and peer), which an all-reduce's flat buffer is not.
@@ -339,9 +343,9 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
       with `t_net` the emulated network's own `transfer_time` when the run names its `net`;
       `lookup_per_row` is fitted only when every pull gives its `lookup_rows` (else it keeps
       its base value and the lookup stays inside alpha/beta); likewise the collective's
-      all-to-all and all-reduce, `t - t_net = coll_call * calls + coll_alpha * messages +
-      coll_beta * bytes`, with `coll_call` only when every entry gives its `calls` (else it
-      keeps its base value). Runs on one number of ranks cannot tell a call from a message (an
+      all-to-all and all-reduce, `t - t_net = coll_call * all-to-all calls + coll_alpha *
+      messages + coll_beta * bytes (+ alltoall_beta * all-to-all bytes)`, with `coll_call`
+      only when every entry gives its `calls` (else it keeps its base value). Runs on one number of ranks cannot tell a call from a message (an
       all-to-all on 2 ranks sends one message per call); runs on two can;
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
       `compute_intercept` `t_compute = c0 + c * batch_size` when the model's runs have two or
@@ -411,7 +415,10 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes / 2, msgs)  # a NIC sends and receives at once
             a2a_bytes = nbytes if op == "alltoall" else 0.0
-            coll_rows.append((msgs, nbytes, a2a_bytes, _get(run, "collective", op, "calls")))
+            calls = _get(run, "collective", op, "calls")
+            if op == "allreduce" and calls is not None:
+                calls = 0.0  # a bucket is one flat buffer: no packing per call (coll_call)
+            coll_rows.append((msgs, nbytes, a2a_bytes, calls))
             coll_y.append(t / slow)
         t, b = _get(run, "phases", "compute"), _get(run, "batch_size")
         if t is not None and b is not None:

@@ -191,7 +191,7 @@ class SimOptions:
         overlap_allreduce: the dense all-reduce runs in buckets during the backward pass
             (PyTorch DDP, Horovod); only the part longer than the backward pass shows.
         bucket_bytes: the dense gradients go in about ceil(dense bytes / bucket_bytes)
-            all-reduce calls, each with its own per-call software cost (`coll_call`). psrec's
+            all-reduce calls, each a ring of 2 (n - 1) messages (`coll_alpha` each). psrec's
             collective uses 4 MiB (`collective.bucket_bytes`); PyTorch DDP's default is 25 MB.
         optimizer_slots: values kept per embedding value (1 + optimizer state: Adagrad = 2),
             for the memory column only.
