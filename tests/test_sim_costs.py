@@ -165,10 +165,11 @@ def test_ps_sync_step_golden():
     req = max(2 * LAT + 14 / BW, 4 * 1 * LAT + 4 * 7 / BW)        # max(0.016, 0.032)
     resp = max(2 * LAT + 30 / BW, 4 * LAT + 4 * 15 / BW)           # max(0.032, 0.064)
     push = max(2 * LAT + 44 / BW, 4 * LAT + 4 * 22 / BW)           # max(0.046, 0.092)
-    # the shard merges the 4 pushes: the distinct rows of 4 workers x 2 keys = 8 draws over 4 rows,
-    # DU = 4 (1 - (3/4)^8) = 3.5995..., half on each shard; its 2-wide values, the dense slice once
+    # the shard probes and merges the 4 pushes' rows, 4 x D/2 = 3.5, and updates the distinct rows
+    # of 4 workers x 2 keys = 8 draws over 4 rows, DU = 4 (1 - (3/4)^8) = 3.5995..., half on each
+    # shard: their 2-wide values, and the dense slice once
     du = 4 * (1 - (3 / 4) ** 8)
-    apply = du / 2 * APPLY_ROW + (du * 2 / 2 + 4 / 2) * APPLY_VAL   # 0.0017998 + 0.0005600 = 0.0023597
+    apply = 4 * D / 2 * APPLY_ROW + (du * 2 / 2 + 4 / 2) * APPLY_VAL  # 0.0035 + 0.0005600 = 0.0040600
     assert s.compute == pytest.approx(2 * 0.01)
     assert s.pull == pytest.approx(req + resp) and s.pull == pytest.approx(0.096)
     # the last of the 4 pushes returns after the merged apply, the other 3 workers wait for it
@@ -176,8 +177,8 @@ def test_ps_sync_step_golden():
     assert push == pytest.approx(0.092)
     assert s.push == pytest.approx(push + apply / 4)
     assert s.apply == pytest.approx(apply * 3 / 4)
-    assert apply == pytest.approx(0.00235973, rel=1e-6)
-    total = 0.02 + 0.096 + 0.092 + apply                            # 0.2103597
+    assert apply == pytest.approx(0.004059955, rel=1e-6)
+    total = 0.02 + 0.096 + 0.092 + apply                            # 0.2120600
     assert s.total == pytest.approx(total)
     assert s.comm_fraction == pytest.approx((0.096 + 0.092 + apply / 4) / total)
     assert s.throughput == pytest.approx(4 * 2 / total)
@@ -193,7 +194,7 @@ def test_ps_sync_apply_on_shared_cores_golden():
     shared = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, cores=2.0))
     a, b = ps_sync_step(base), ps_sync_step(shared)
     assert b.compute == pytest.approx(2 * a.compute) and b.compute == pytest.approx(0.04)
-    assert b.apply == pytest.approx(a.apply) and b.apply == pytest.approx(0.00235973 * 3 / 4, rel=1e-6)
+    assert b.apply == pytest.approx(a.apply) and b.apply == pytest.approx(0.004059955 * 3 / 4, rel=1e-6)
     one_core = dataclasses.replace(base, cluster=dataclasses.replace(base.cluster, cores=1.0))
     assert ps_sync_step(one_core).apply == pytest.approx(2 * a.apply)  # 2 PS on 1 core
 

@@ -142,16 +142,19 @@ def _fit(runs):
 
 
 def _fill_sync_apply(run: dict, spec) -> dict:
-    """A ps-sync run's merged apply counts, which results.json lacks (`psrec.sim.results_map`):
-    the key law's distinct rows of the union of the W batches on the busiest shard
-    (`psrec.sim.costs.ps_sync_apply_load`), the run's own values per row, its dense slice."""
-    from psrec.sim.costs import ps_sync_apply_load
+    """A ps-sync run's apply counts: the rows the shard probed and merged are the W pushes'
+    (known from the run), the values it updated those of the key law's distinct rows of the
+    union of the W batches on the busiest shard (`psrec.sim.costs.ps_sync_distinct_rows`),
+    which results.json lacks (`psrec.sim.results_map`), at the run's own values per row, plus
+    its dense slice."""
+    from psrec.sim.costs import ps_sync_distinct_rows
 
     known = run.get("sync_apply")
     if run.get("mode") != "ps-sync" or not known or run.get("apply_rows") is not None:
         return run
-    rows, _ = ps_sync_apply_load(spec)
-    return {**run, "apply_rows": rows, "apply_values": rows * known["row_width"] + known["dense_values"]}
+    distinct = sum(d for d, _ in ps_sync_distinct_rows(spec))
+    return {**run, "apply_rows": known["pushed_rows"],
+            "apply_values": distinct * known["row_width"] + known["dense_values"]}
 
 
 def _pick_repeat(mapped: list[dict]) -> dict:

@@ -17,9 +17,10 @@ per parameter server per step:
       "phases":   {"pull": 0.012, "push": 0.009, "compute": 0.051, "apply": 0.004},
       "bytes":    {"pull": 2.1e6, "push": 1.9e6},
       "messages": {"pull": 4, "push": 2},
-      "apply_rows": 30000,           # embedding rows updated per PS per apply (ps-sync: the
-                                     # distinct rows of the W merged pushes)
-      "apply_values": 480000,        # float values updated per PS per step (rows * dim + dense)
+      "apply_rows": 30000,           # embedding rows a PS probes per apply (ps-sync: all the
+                                     # rows of the W pushes it merges)
+      "apply_values": 480000,        # float values updated per PS per apply (distinct rows *
+                                     # dim + dense)
       "lookup_rows": 15000,          # rows the busiest PS looks up for one worker's pull
       "net": "bandwidth=10Gbit,latency=50us"   # optional: the phases include this emulated
                                                # network's time, which the fit subtracts

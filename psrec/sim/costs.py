@@ -103,8 +103,8 @@ from psrec.sim.traffic import (PSTraffic, nic_time, ps_phases, ps_serve_time, ps
 
 # PS traffic and phases live in psrec.sim.traffic; re-exported here, the model's one entry point.
 __all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_serve_time",
-           "ps_phases", "slowdown", "straggler_factors", "ps_sync_apply_load", "ps_sync_step", "ps_async_step",
-           "overlap_share", "allreduce_calls", "hybrid_step", "collective_step", "MODES", "simulate"]
+           "ps_phases", "slowdown", "straggler_factors", "ps_sync_apply_load", "ps_sync_distinct_rows", "ps_sync_step",
+           "ps_async_step", "overlap_share", "allreduce_calls", "hybrid_step", "collective_step", "MODES", "simulate"]
 
 
 # --- shared ----------------------------------------------------------------------------
@@ -149,29 +149,40 @@ def _ps_label(worker: float, server: float) -> str:
 
 
 def ps_sync_apply_load(spec: SimSpec) -> tuple[float, float]:
-    """(rows, float values) the busiest shard updates in one ps-sync step: the distinct rows of
-    the union of the W workers' batches, D_t(W B keys_t) per table, times the busiest shard's
-    share imbalance / M (hash-mod placement of one merged batch, `psrec.sim.keys.shard_load`),
-    their values (rows * dim), and its dense slice once, dense / M (when the dense parameters
-    live on the PS).
+    """(rows, float values) of the busiest shard's apply in one ps-sync step. Rows: the W
+    pushes' rows, W times one worker's rows on the shard (`ps_traffic`), since the EV probes
+    and merges every pushed row before it updates each distinct row once
+    (`psrec.ev.variable`: find, then `merge_duplicates`). Values: those it updates, the
+    distinct rows of the union of the W workers' batches, D_t(W B keys_t) per table, times the
+    busiest shard's share imbalance / M (hash-mod placement of one merged batch,
+    `psrec.sim.keys.shard_load`), times dim, plus its dense slice once, dense / M (when the
+    dense parameters live on the PS).
 
     Example: one table of 4 rows, uniform keys, dim 2, 2 workers x batch 2 x 1 key, 1 PS, no dense:
-        the union is 4 draws, D = 4 (1 - (3/4)^4) = 175/64 rows (not 2 * 1.75 = 3.5), 2 D values.
+        each worker pushes D = 4 (1 - (3/4)^2) = 1.75 rows: 2 D = 3.5 = 224/64 probed; the union
+        is 4 draws, 4 (1 - (3/4)^4) = 175/64 distinct rows (not 3.5), 2 * 175/64 values.
         >>> from psrec.sim.config import *
         >>> spec = SimSpec(cluster=ClusterSpec(workers=2, ps=1), data=DataSpec(zipf=0),
         ...                model=ModelSpec(tables=(TableSpec(rows=4, dim=2, keys_per_sample=1),),
         ...                                dense_params=0, batch_size=2))
         >>> [round(x * 64, 9) for x in ps_sync_apply_load(spec)]
-        [175.0, 350.0]
+        [224.0, 350.0]
     """
+    c = spec.cluster
+    dense = spec.model.dense_params if spec.options.dense_on_ps else 0
+    rows = c.workers * ps_traffic(spec).shard_apply_rows  # every pushed row is probed and merged
+    values = sum(d * dim for d, dim in ps_sync_distinct_rows(spec)) + dense / c.ps
+    return rows, values
+
+
+def ps_sync_distinct_rows(spec: SimSpec) -> list[tuple[float, int]]:
+    """(distinct rows, dim) per table that the busiest shard updates in one ps-sync step: the
+    distinct rows of the union of the W workers' batches, D_t(W B keys_t), times the shard's
+    share imbalance / M (`ps_sync_apply_load`)."""
     c, o = spec.cluster, spec.options
     union = table_stats(spec, draws_factor=c.workers)
     imbalance = c.ps_imbalance or shard_load([(st, 1.0) for st, _ in union], c.ps, 1, o.partitioner).imbalance
-    share = imbalance / c.ps
-    dense = spec.model.dense_params if o.dense_on_ps else 0
-    rows = sum(st.distinct for st, _ in union) * share
-    values = sum(st.distinct * dim for st, dim in union) * share + dense / c.ps
-    return rows, values
+    return [(st.distinct * imbalance / c.ps, dim) for st, dim in union]
 
 
 def ps_sync_step(spec: SimSpec) -> StepCost:
@@ -182,7 +193,8 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
 
     apply = cpu_slowdown(M, cores) * (apply_per_call + rows * apply_per_row + values *
     apply_per_value) with
-    (rows, values) = `ps_sync_apply_load`: the M shards apply while the workers wait."""
+    (rows, values) = `ps_sync_apply_load` (the pushed rows, the distinct rows' values): the M shards
+    apply while the workers wait."""
     c, m, cal = spec.cluster, spec.model, spec.calibration
     comp = _compute(spec).total
     slowest, _ = straggler_factors(spec)

@@ -41,8 +41,9 @@ PS modes (ps-async, ps-sync, ps-*-hybrid):
                      `apply_values` are then None (the run does not enter the apply fit) and
                      `sync_apply` gives what is known, {"pushed_rows": W rows / M, "row_width":
                      values / rows, "dense_values": dense / M}; `psrec validate-sim`, which
-                     knows the key law, fills the merged counts in from `psrec.sim.keys`
-                     (`psrec.sim.costs.ps_sync_apply_load`)
+                     knows the key law, fills them in: rows = the pushed rows (the EV probes
+                     and merges every one), values = the key law's distinct rows times
+                     row_width, plus the dense slice (`psrec.sim.costs.ps_sync_distinct_rows`)
     lookup_rows      rows the busiest shard looks up for one worker's pull: rows / M times
                      the run's `ps_imbalance.rows` (max/mean over the shards; 1 if absent)
     wait             the sync barrier, per worker step
