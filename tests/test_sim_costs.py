@@ -371,7 +371,8 @@ def test_collective_per_call_software_golden():
     assert allreduce_calls(spec) == 1
     four = dataclasses.replace(spec, options=dataclasses.replace(spec.options, bucket_bytes=4))
     assert allreduce_calls(four) == 4
-    assert collective_step(four).allreduce - base.allreduce == pytest.approx(4 * 2 * 3 * 0.001)
+    # and each ring pays the wire's 2 * 3 latency steps again: 3 more rings of 6 ms
+    assert collective_step(four).allreduce - base.allreduce == pytest.approx(4 * 2 * 3 * 0.001 + 3 * 2 * 3 * LAT)
     assert allreduce_calls(dataclasses.replace(spec, cluster=dataclasses.replace(spec.cluster, workers=1))) == 0
     with pytest.raises(ValueError, match="bucket_bytes"):
         SimOptions(bucket_bytes=2)

@@ -292,10 +292,12 @@ def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     the wire part and the `overlap_share` of the software part hide under the backward pass."""
     c, o, cal = spec.cluster, spec.options, spec.calibration
     size = spec.model.dense_params * VALUE_BYTES
-    wire = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node).time
+    k = allreduce_calls(spec)
+    one = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node)
+    wire = max(1, k) * one.latency + one.transfer  # each bucket is its own all-reduce: its latency steps again
     soft = 0.0
     if c.workers > 1:  # software per message and byte of a ring: k buckets of 2(n-1) messages, 2 * 2(n-1)/n S bytes in + out
-        n, k = c.workers, allreduce_calls(spec)
+        n = c.workers
         soft = slowdown(spec) * (k * cal.coll_alpha * 2 * (n - 1)
                                  + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
     if not o.overlap_allreduce:
