@@ -6,8 +6,9 @@ RESULTS are results.json files, run directories, or directories of runs (`psrec 
 schema by `psrec.sim.results_map` (phases per step, bytes, messages, apply counts, batch,
 model) and `psrec.sim.calibration.fit_calibration` fits alpha/beta (PS RPC), coll_call /
 coll_alpha / coll_beta / alltoall_beta (collective calls, peer messages, bytes), compute per
-sample and per step, apply per call, row and value, and the lockstep jitter. `--cores` names the CPU cores the runs shared (default: this machine's): with more
-workers than cores, each CPU phase ran W / cores times slower, which the fit divides out.
+sample and per step, apply per call, row and value, and the lockstep jitter. `--cores` names
+the CPU cores the runs shared (default: this machine's): with more workers than cores, each CPU
+phase ran W / cores times slower, which the fit divides out.
 
 No benchmark writes a results file (`benchmarks/*.py` print their tables and a summary line),
 so benchmark output is not an input; their per-call figures are what the runs measure anyway.

@@ -9,14 +9,14 @@ inprocess` runs the same code on threads (seconds instead of minutes; used by th
 
 Measured step time = the sum of each phase's mean seconds over a worker's steps after a
 two-step warm-up, leaving out the steps that another job's load stretched to more than twice
-the median step (`psrec.sim.results_map`), plus the emulated network's seconds when `--net` is on (the runners book those
-apart); comm fraction likewise. `--repeats R` trains every configuration R times in
-interleaved passes (so that a slow period of the machine hits different configurations'
-repeats) and keeps the repeat with the median step; with 3 repeats or more, whether two modes
-count as tied in the ranking is decided by the repeats' spread (a rank-sum test,
-`psrec.sim.validate.pair_tied`) instead of a fixed 5% band. The table and the closing line
-`median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1 configs=N`
-go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
+the median step (`psrec.sim.results_map`), plus the emulated network's seconds when `--net` is
+on (the runners book those apart); comm fraction likewise. `--repeats R` trains every
+configuration R times in interleaved passes (so that a slow period of the machine hits
+different configurations' repeats) and keeps the repeat with the median step; with 3 repeats or
+more, whether two modes count as tied in the ranking is decided by the repeats' spread (a
+rank-sum test, `psrec.sim.validate.pair_tied`) instead of a fixed 5% band. The table and the
+closing line `median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1
+configs=N` go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
 directory go into the run directory. `--reuse DIR` predicts again from the runs of an
 earlier validation without training.
 """
@@ -41,7 +41,8 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--transport", choices=["ray", "inprocess"], default="ray",
                    help="ray (default: actors and gloo, the real path) or inprocess (threads; fast)")
-    p.add_argument("--quick", action="store_true", help="three tiny configurations (one per mode) instead of the default fourteen")
+    p.add_argument("--quick", action="store_true",
+                   help="three tiny configurations (one per mode) instead of the default fourteen")
     p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 30)")
     p.add_argument("--repeats", type=int, default=1,
                    help="train every configuration this many times, in interleaved passes, and keep the "

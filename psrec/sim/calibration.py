@@ -346,8 +346,9 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
       its base value and the lookup stays inside alpha/beta); likewise the collective's
       all-to-all and all-reduce, `t - t_net = coll_call * all-to-all calls + coll_alpha *
       messages + coll_beta * bytes (+ alltoall_beta * all-to-all bytes)`, with `coll_call`
-      only when every entry gives its `calls` (else it keeps its base value). Runs on one number of ranks cannot tell a call from a message (an
-      all-to-all on 2 ranks sends one message per call); runs on two can;
+      only when every entry gives its `calls` (else it keeps its base value). Runs on one
+      number of ranks cannot tell a call from a message (an all-to-all on 2 ranks sends one
+      message per call); runs on two can;
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
       `compute_intercept` `t_compute = c0 + c * batch_size` when the model's runs have two or
       more batch sizes (c0 = `compute_per_step`: per-step overhead that a small batch shows);

@@ -73,8 +73,9 @@ Calibrated extras (all 0 until `psrec calibrate` fits them, so the formulas abov
 per-step compute overhead (`compute_per_step`, T_compute = c0 + B c); collective library
 software cost per message and per byte (`coll_alpha`, `coll_beta`) on every all-to-all and
 all-reduce (an all-reduce is one ring per gradient bucket, `allreduce_calls`), and per
-all-to-all call and byte for the packing by destination (`coll_call`, `alltoall_beta`); lockstep jitter: W workers whose step varies with coefficient of variation j wait
-for the slowest, E[max] - mean = j * E[max of W std normals] * step (`expected_max_normal`).
+all-to-all call and byte for the packing by destination (`coll_call`, `alltoall_beta`);
+lockstep jitter: W workers whose step varies with coefficient of variation j wait for the
+slowest, E[max] - mean = j * E[max of W std normals] * step (`expected_max_normal`).
 Shared CPUs (`ClusterSpec.cores` > 0): a CPU part runs `cpu_slowdown(n, cores)` =
 max(1, n / cores) times slower (processor sharing), n = the processes busy during it: W for
 compute, the software alpha/beta and the collective's apply (every worker or rank works at
@@ -296,7 +297,7 @@ def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     one = allreduce_cost(c.net, c.workers, size, o.allreduce, c.workers_per_node)
     wire = max(1, k) * one.latency + one.transfer  # each bucket is its own all-reduce: its latency steps again
     soft = 0.0
-    if c.workers > 1:  # software per message and byte of a ring: k buckets of 2(n-1) messages, 2 * 2(n-1)/n S bytes in + out
+    if c.workers > 1:  # software of k rings: 2(n-1) messages each, 2 * 2(n-1)/n S bytes in + out
         n = c.workers
         soft = slowdown(spec) * (k * cal.coll_alpha * 2 * (n - 1)
                                  + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
@@ -344,7 +345,8 @@ def collective_step(spec: SimSpec) -> StepCost:
     rows), with D_t = distinct keys of one rank's batch: a2a(sizes, 8 n bytes) + a2a(S_keys =
     sum_t D_t * 8) + a2a(S_rows = sum_t D_t dim_t 4) + a2a(S_rows + sum_t D_t * 4 counts).
     Each call adds the calibrated software cost slowdown * (coll_call + (n-1) coll_alpha +
-    2 (n-1)/n S (coll_beta + alltoall_beta)) (bytes sent plus received). With a calibrated `coll_apply_per_row` the apply is
+    2 (n-1)/n S (coll_beta + alltoall_beta)) (bytes sent plus received). With a calibrated
+    `coll_apply_per_row` the apply is
     slowdown * coll_apply_per_row * sum_t D_t(W B keys_t) / W (lookups, updates and the dense
     optimizer, as measured together), plus `coll_apply_per_step`.
     """
