@@ -38,8 +38,8 @@ Optional keys (`psrec.sim.results_map` writes them for psrec's own runs):
       "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4, "calls": 4},
                      "allreduce": {"seconds": 0.01, "bytes": 1.2e6, "messages": 2, "calls": 1}},
                                      # per rank step: fits coll_alpha / coll_beta, and
-                                     # coll_call when every entry gives its calls (the
-                                     # all-to-all's: an all-reduce's calls are not packed)
+                                     # coll_call when every all-to-all gives its calls
+                                     # (an all-reduce's calls are not packed)
       "wait": 0.004,                 # lockstep wait per step (ps-sync: includes the apply)
       "measured": {"step": 0.1}      # seconds per step (for `jitter`: the step without its wait)
 
@@ -346,7 +346,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
       its base value and the lookup stays inside alpha/beta); likewise the collective's
       all-to-all and all-reduce, `t - t_net = coll_call * all-to-all calls + coll_alpha *
       messages + coll_beta * bytes (+ alltoall_beta * all-to-all bytes)`, with `coll_call`
-      only when every entry gives its `calls` (else it keeps its base value). Runs on one
+      only when every all-to-all entry gives its `calls` (else it keeps its base value). Runs on one
       number of ranks cannot tell a call from a message (an all-to-all on 2 ranks sends one
       message per call); runs on two can;
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
@@ -416,11 +416,11 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
                 continue
             if netcfg is not None:
                 t -= transfer_time(netcfg, nbytes / 2, msgs)  # a NIC sends and receives at once
-            a2a_bytes = nbytes if op == "alltoall" else 0.0
-            calls = _get(run, "collective", op, "calls")
-            if op == "allreduce" and calls is not None:
-                calls = 0.0  # a bucket is one flat buffer: no packing per call (coll_call)
-            coll_rows.append((msgs, nbytes, a2a_bytes, calls))
+            # coll_call and alltoall_beta are the all-to-all's packing by destination; an
+            # all-reduce bucket is one flat buffer: its calls and bytes pay neither
+            a2a = op == "alltoall"
+            coll_rows.append((msgs, nbytes, nbytes if a2a else 0.0,
+                              _get(run, "collective", op, "calls") if a2a else 0.0))
             coll_y.append(t / slow)
         t, b = _get(run, "phases", "compute"), _get(run, "batch_size")
         if t is not None and b is not None:
@@ -450,7 +450,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     coll_alpha, coll_beta, a2a_beta, coll_call = base.coll_alpha, base.coll_beta, base.alltoall_beta, base.coll_call
     if coll_rows and all(r[3] is not None for r in coll_rows):
         coll_alpha, coll_beta, a2a_beta, coll_call = (float(x) for x in _scaled_lstsq(coll_rows, coll_y))
-    elif coll_rows:  # some entry without its calls: each call is its messages
+    elif coll_rows:  # some all-to-all without its calls: each call is its messages
         coll_alpha, coll_beta, a2a_beta = (float(x) for x in _scaled_lstsq([r[:3] for r in coll_rows], coll_y))
     per_sample = dict(base.compute_per_sample)
     per_step = dict(base.compute_per_step)
