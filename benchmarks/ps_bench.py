@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 from psrec.ev import EVConfig, OptimizerConfig  # noqa: E402
 from psrec.ps.client import PSClient  # noqa: E402
 from psrec.ps.partition import count_requests, make_partitioner  # noqa: E402
-from psrec.raysession import LOCAL_OBJECT_STORE_BYTES, ensure_ray  # noqa: E402
 from psrec.ps.ray_transport import RayTransport, start_ps_actors  # noqa: E402
 from psrec.ps.shard import PSShard  # noqa: E402
 from psrec.ps.transport import InProcessTransport  # noqa: E402
+from psrec.raysession import LOCAL_OBJECT_STORE_BYTES, ensure_ray  # noqa: E402
 
 DIM = 16
 TABLES = {"emb": EVConfig(dim=DIM, optimizer=OptimizerConfig(name="adagrad", lr=0.05))}
@@ -151,7 +151,8 @@ def main() -> None:
         served = np.array([s.stats().bytes_out for s in shards], dtype=np.float64)
         rows = np.array([len(np.unique(np.concatenate([b[part.shard_of(b) == i] for b in run]))) for i in range(4)])
         imb[name] = served.max() / served.mean()
-        print(f"  {name:>8}: bytes served max/mean {imb[name]:.3f}, distinct keys max/mean {rows.max() / rows.mean():.3f}")
+        print(f"  {name:>8}: bytes served max/mean {imb[name]:.3f}, "
+              f"distinct keys max/mean {rows.max() / rows.mean():.3f}")
     keys, req = count_requests(sample)
     print(f"  (hottest key requested by {req.max()} of {len(sample)} sampled batches)")
     print(f"inproc_over_ray_64k={ratios.get(65536, float('nan')):.3f} "

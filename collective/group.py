@@ -25,9 +25,9 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -163,7 +163,7 @@ def pick_backend(backend: str = "auto") -> str:
 
 
 def init_torch_group(master: tuple[str, int], rank: int, world_size: int, backend: str = "auto",
-                     timeout_s: float = 300.0) -> "TorchCollectives":
+                     timeout_s: float = 300.0) -> TorchCollectives:
     """Join the default process group at tcp://master (rank 0 listens there)."""
     import torch.distributed as dist
 
@@ -265,7 +265,7 @@ class ThreadGroup:
         self.sent_bytes = [0] * world_size
         self._members = [_ThreadCollectives(self, r) for r in range(world_size)]
 
-    def member(self, rank: int) -> "Collectives":
+    def member(self, rank: int) -> Collectives:
         return self._members[rank]
 
     def _send(self, src: int, dst: int, payload: torch.Tensor) -> None:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from collective.plan import CollectivePlan
 from collective.worker import COMM_PHASES, PHASES, CollectiveWorker, WorkerReport
 from psrec.config_io import to_mapping
 from psrec.metrics.prom import JobMetrics
 from psrec.raysession import ensure_ray
 from psrec.threads import on_threads
-from collective.plan import CollectivePlan
 
 __all__ = ["CollectiveJob", "InProcessJob", "RayJob", "start_job"]
 
@@ -58,7 +59,7 @@ class CollectiveJob(ABC):
     def close(self) -> None:
         """Release the ranks (bounded: never hangs on a dead one)."""
 
-    def __enter__(self) -> "CollectiveJob":
+    def __enter__(self) -> CollectiveJob:
         return self
 
     def __exit__(self, *exc) -> None:

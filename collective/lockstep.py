@@ -30,7 +30,7 @@ Example (two ranks; the second's backward ends 4 ms later):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["split_peer_wait"]
 

@@ -33,7 +33,9 @@ import numpy as np
 
 from collective.config import CollectiveConfig, collective_config_for
 from collective.dense_sync import plan_buckets
+from collective.jobs import CollectiveJob, InProcessJob, RayJob, start_job
 from collective.lockstep import split_peer_wait
+from collective.plan import CollectivePlan, plan_collective
 from collective.worker import COMM_PHASES, PHASES
 from psrec.config import Config
 from psrec.data.factory import make_source
@@ -42,8 +44,6 @@ from psrec.metrics.prom import JobMetrics
 from psrec.runs import make_run_dir, write_results
 from psrec.train.local import row_ranges
 from psrec.train.progress import progress_bar
-from collective.jobs import CollectiveJob, InProcessJob, RayJob, start_job
-from collective.plan import CollectivePlan, plan_collective
 
 __all__ = ["CollectivePlan", "plan_collective", "run_collective", "aggregate_collective", "start_job",
            "CollectiveJob", "InProcessJob", "RayJob"]

@@ -6,7 +6,7 @@ Registry by name: `make_sharding("row" | "table", world_size, tables)`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

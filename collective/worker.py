@@ -35,8 +35,8 @@ a step delays every rank by the same amount, so where it falls does not change t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

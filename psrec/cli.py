@@ -8,7 +8,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import psrec.commands
 from psrec.config import ConfigError

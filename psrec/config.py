@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from collective.config import CollectiveConfig
 from psrec.config_io import ConfigError, from_mapping, parse_value, to_mapping, to_toml
 from psrec.data.synthetic import SyntheticConfig
-from collective.config import CollectiveConfig
+from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
 from psrec.ps.config import PSConfig
 from workqueue.config import WorkQueueConfig
 from workqueue.stragglers import StragglerConfig
-from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
 
 __all__ = ["DataConfig", "ModelConfig", "EmbeddingConfig", "TrainConfig", "RunDirConfig",
            "Config", "load_config", "ConfigError"]
@@ -163,7 +163,7 @@ class Config:
     def build_model(self, spec):
         """The configured model for `spec`, with its refinement module in front if one is set."""
         from psrec.models import build_model
-        from psrec.models.refine import get_refiner_class, refine_model
+        from psrec.models.refine import refine_model
 
         model = build_model(self.model.name, spec, self.model_params())
         if self.model.refine == "none":

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, Mapping, Union
+from collections.abc import Mapping
+from typing import Any, Literal, Union
 
 __all__ = ["ConfigError", "from_mapping", "to_mapping", "parse_value", "to_toml"]
 

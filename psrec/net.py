@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["NetConfig", "NetConfigError", "parse_net", "parse_bandwidth", "parse_duration",
            "format_bandwidth", "format_duration", "transfer_time", "NO_NET"]
@@ -191,7 +192,7 @@ class NetConfig:
         return ",".join(parts)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str = "net") -> "NetConfig":
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "net") -> NetConfig:
         """From a TOML table; values are numbers (bytes/s, seconds) or unit strings ("10Gbit", "50us")."""
         if isinstance(data, str):
             return parse_net(data, where=where)

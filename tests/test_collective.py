@@ -13,11 +13,11 @@ from torch import nn
 from collective.config import CollectiveConfig
 from collective.dense_sync import DenseSync
 from collective.group import ThreadGroup, ring_allreduce_traffic
-from psrec.threads import on_threads
 from collective.runner import InProcessJob, plan_collective
 from collective.sharding import RowWise, TableWise
 from psrec.config import load_config
 from psrec.ps.dense import flat_params
+from psrec.threads import on_threads
 from psrec.train.local import build_local, train_range
 
 K, B = 5, 64

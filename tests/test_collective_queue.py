@@ -8,14 +8,13 @@ import re
 
 import numpy as np
 import pytest
+from test_collective import BASE, assert_matches_local
 
 from collective.config import CollectiveConfig
 from collective.runner import InProcessJob, plan_collective
 from psrec.config import ConfigError, load_config
 from psrec.data.base import concat_batches
 from psrec.train.local import build_local
-
-from test_collective import BASE, assert_matches_local
 
 B = 64  # rows per step and rank
 

@@ -3,12 +3,11 @@ oracle and the run's accounting (one Ray for the suite: the ray_session fixture)
 import json
 
 import pytest
+from test_collective import K, assert_matches_local, collective_plan, local_reference
 
 from collective.config import CollectiveConfig
 from collective.runner import RayJob, run_collective
 from psrec.config import load_config
-
-from test_collective import K, assert_matches_local, collective_plan, local_reference
 
 
 @pytest.mark.parametrize("sharding, overlap", [("row", True), ("table", False)])

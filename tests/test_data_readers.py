@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from psrec.data._csv import hash_ids, missing_key
 from psrec.data.avazu import AvazuSource
 from psrec.data.base import concat_batches
 from psrec.data.criteo import CriteoSource, log_transform
 from psrec.data.csv_index import LineIndex
-from psrec.data._csv import hash_ids, missing_key
 from psrec.data.errors import DataError
 from psrec.data.keys import FIELD_SHIFT, ID_MASK, hash_strings, key_field, make_keys
 from psrec.data.movielens import MovieLensSource

@@ -7,8 +7,15 @@ import threading
 import numpy as np
 import pytest
 
-from psrec.ev import (EmbeddingVariable, EVConfig, FilterConfig, InitializerConfig, OptimizerConfig,
-                      hash_mod_shard, load_snapshot)
+from psrec.ev import (
+    EmbeddingVariable,
+    EVConfig,
+    FilterConfig,
+    InitializerConfig,
+    OptimizerConfig,
+    hash_mod_shard,
+    load_snapshot,
+)
 
 
 def _k(*xs) -> np.ndarray:

@@ -4,8 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psrec.ev import (CountingBloomFilter, EmbeddingVariable, EVConfig, FilterConfig, InitializerConfig,
-                      OptimizerConfig, bloom_size, initial_rows)
+from psrec.ev import (
+    CountingBloomFilter,
+    EmbeddingVariable,
+    EVConfig,
+    FilterConfig,
+    InitializerConfig,
+    OptimizerConfig,
+    bloom_size,
+    initial_rows,
+)
 
 
 def _k(*xs) -> np.ndarray:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_ev_kernels import ref_home
 
 from psrec.ev.hashtable import HashTable
-from test_ev_kernels import ref_home
 
 
 def _check(table: HashTable, oracle: dict[int, int], probe: np.ndarray) -> None:

@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from psrec.ev import (EmbeddingVariable, EVConfig, FilterConfig, OptimizerConfig, initial_rows, warm_start,
-                      warm_start_dense)
+from psrec.ev import (
+    EmbeddingVariable,
+    EVConfig,
+    FilterConfig,
+    OptimizerConfig,
+    initial_rows,
+    warm_start,
+    warm_start_dense,
+)
 
 
 def _train(ev: EmbeddingVariable, n_keys: int = 200, steps: int = 3) -> np.ndarray:

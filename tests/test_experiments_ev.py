@@ -8,8 +8,14 @@ from psrec.cli import main
 from psrec.config import load_config
 from psrec.data.synthetic import SyntheticConfig, SyntheticSource
 from psrec.embedding.local import LocalStore
-from psrec.experiments import (DropFields, FilterSetting, FilterSweepConfig, IncrementalConfig, export_bytes,
-                               run_incremental)
+from psrec.experiments import (
+    DropFields,
+    FilterSetting,
+    FilterSweepConfig,
+    IncrementalConfig,
+    export_bytes,
+    run_incremental,
+)
 
 TINY = ["synthetic.num_fields=6", "synthetic.num_dense=2", "synthetic.interaction_fields=4",
         "synthetic.num_pairs=3", "synthetic.num_triples=1", "model.params.hidden=[16]",

@@ -10,8 +10,8 @@ from psrec.data.synthetic import SyntheticConfig, SyntheticSource
 from psrec.experiments.fdo import FDOConfig, pca_dim, run_fdo
 from psrec.experiments.gftrl import GFTRLConfig, run_xdeepint_gftrl
 from psrec.experiments.zoo import MaterializedSource, ZooConfig, zoo_entries
-from psrec.metrics.delong import delong_diff
 from psrec.metrics.auc import auc
+from psrec.metrics.delong import delong_diff
 
 TINY = ["synthetic.num_fields=5", "synthetic.num_dense=2", "synthetic.interaction_fields=4",
         "synthetic.num_pairs=4", "synthetic.num_triples=2",

@@ -7,8 +7,8 @@ from psrec.metrics import auc, logloss
 
 
 def brute_force_auc(y, s):
-    pos = [v for v, l in zip(s, y) if l == 1]
-    neg = [v for v, l in zip(s, y) if l == 0]
+    pos = [v for v, lab in zip(s, y) if lab == 1]
+    neg = [v for v, lab in zip(s, y) if lab == 0]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
     return wins / (len(pos) * len(neg))
 

@@ -11,8 +11,17 @@ from torch import nn
 
 from psrec.config_io import ConfigError
 from psrec.models import FeatureSpec, ModelInput, build_model, model_names
-from psrec.models.interactions import (CIN, Bilinear, CrossNet, CrossNetMix, CrossNetV2, CrossTowers,
-                                       GatedCrossNet, SENet, pairwise_inner)
+from psrec.models.interactions import (
+    CIN,
+    Bilinear,
+    CrossNet,
+    CrossNetMix,
+    CrossNetV2,
+    CrossTowers,
+    GatedCrossNet,
+    SENet,
+    pairwise_inner,
+)
 from psrec.models.opnn import sum_pooled_outer
 
 F, D, NUM_DENSE = 6, 3, 2  # F = 6 so that SENET's bottleneck (F // 3 = 2 units) is not a single ReLU

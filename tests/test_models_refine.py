@@ -9,9 +9,24 @@ from torch import nn
 
 from psrec.config_io import ConfigError
 from psrec.models import CTRModel, ExtraEmbedding, FeatureSpec, ModelInput, build_model
-from psrec.models.refine import (FEN, FWN, GFRL, IEU, SENET, BGate, ContextMLPParams, FRNetV,
-                                 IEUParams, SENETParams, VGate, build_refiner, cs_gate, refine_model,
-                                 refiner_names, with_fields)
+from psrec.models.refine import (
+    FEN,
+    FWN,
+    GFRL,
+    IEU,
+    SENET,
+    BGate,
+    ContextMLPParams,
+    FRNetV,
+    IEUParams,
+    SENETParams,
+    VGate,
+    build_refiner,
+    cs_gate,
+    refine_model,
+    refiner_names,
+    with_fields,
+)
 from psrec.models.refine.gfrl import FLU
 
 F, D, NUM_DENSE = 4, 4, 2

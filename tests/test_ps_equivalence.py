@@ -28,7 +28,8 @@ def local_params(workers: int):
     return rows, flat_params(setup.model), setup.store
 
 
-@pytest.mark.parametrize("workers, num_ps, dense", [(1, 1, "ps"), (2, 3, "ps"), (3, 2, "ps"), (3, 2, "allreduce"), (2, 1, "allreduce")])
+@pytest.mark.parametrize("workers, num_ps, dense",
+                         [(1, 1, "ps"), (2, 3, "ps"), (3, 2, "ps"), (3, 2, "allreduce"), (2, 1, "allreduce")])
 def test_sync_ps_matches_local(workers, num_ps, dense):
     want_rows, want_dense, store = local_params(workers)
     cfg = load_config(None, BASE + [f"data.batch_size={B}", f"data.train_rows={K * B * workers}",

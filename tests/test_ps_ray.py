@@ -4,13 +4,12 @@ import urllib.request
 
 import numpy as np
 import torch
+from test_ps_equivalence import BASE, B, K, local_params
 
 from psrec.config import load_config
 from psrec.metrics.prom import JobMetrics
 from psrec.ps.runner import plan_ps, run_ps
 from psrec.train.progress import progress_bar
-
-from test_ps_equivalence import BASE, B, K, local_params
 
 
 def test_sync_ps_on_ray_matches_local(ray_session, tmp_path):

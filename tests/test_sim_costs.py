@@ -16,21 +16,40 @@ import psrec.sim.collective
 import psrec.sim.costs
 import psrec.sim.keys
 import psrec.sim.results_map
-import psrec.sim.traffic
 import psrec.sim.sweep
+import psrec.sim.traffic
 import psrec.sim.validate
 from psrec.net import NetConfig
-from psrec.sim import (Calibration, ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, StepCost, TableSpec,
-                       collective_step, compute_cost, hybrid_step, key_stats, ps_async_step, ps_sync_step,
-                       ps_traffic, set_input, shard_load, simulate, touched_shards, zipf_normalizer)
+from psrec.sim import (
+    Calibration,
+    ClusterSpec,
+    DataSpec,
+    ModelSpec,
+    SimOptions,
+    SimSpec,
+    StepCost,
+    TableSpec,
+    collective_step,
+    compute_cost,
+    hybrid_step,
+    key_stats,
+    ps_async_step,
+    ps_sync_step,
+    ps_traffic,
+    set_input,
+    shard_load,
+    simulate,
+    touched_shards,
+    zipf_normalizer,
+)
 from psrec.sim.calibration import CalibrationError, busy_processes, sync_pull_queue
 from psrec.sim.costs import allreduce_calls, ps_serve_time, straggler_factors
 from psrec.sim.keys import KeyStats
 from psrec.sim.sweep import parse_values, sweep
 
 
-@pytest.mark.parametrize("mod", [psrec.sim.breakdown, psrec.sim.keys, psrec.sim.collective, psrec.sim.costs, psrec.sim.traffic,
-                                 psrec.sim.calibration,
+@pytest.mark.parametrize("mod", [psrec.sim.breakdown, psrec.sim.keys, psrec.sim.collective, psrec.sim.costs,
+                                 psrec.sim.traffic, psrec.sim.calibration,
                                  psrec.sim.sweep, psrec.sim.validate, psrec.sim.results_map])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0

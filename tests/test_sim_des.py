@@ -4,8 +4,7 @@ import importlib
 
 import pytest
 
-from psrec.sim.des import (compare_policies, constant_speeds, from_stragglers, simulate_assignment,
-                           straggler_work_time)
+from psrec.sim.des import compare_policies, constant_speeds, from_stragglers, simulate_assignment, straggler_work_time
 
 
 def test_doctests():

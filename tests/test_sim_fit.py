@@ -9,7 +9,6 @@ import pytest
 from psrec.sim import Calibration, fit_calibration, load_calibration, save_calibration
 from psrec.sim.calibration import CalibrationError, _nonneg_lstsq
 
-
 # --- calibration ---------------------------------------------------------------------------
 
 TRUE = dict(alpha=2e-4, beta=3e-9, apply_per_row=4e-7, apply_per_value=1.5e-9)
@@ -22,7 +21,7 @@ def synthetic_results(noise=0.0, net=None):
 
     rng = np.random.default_rng(0)
     out = []
-    for i, (model, batch, msgs, nbytes, rows, dim) in enumerate([
+    for _i, (model, batch, msgs, nbytes, rows, dim) in enumerate([
             ("deepfm", 256, 2, 1e5, 5_000, 8), ("deepfm", 1024, 4, 8e5, 20_000, 16),
             ("dcn", 512, 8, 3e6, 40_000, 16), ("dcn", 2048, 16, 2e5, 9_000, 32),
             ("deepfm", 4096, 1, 5e6, 60_000, 8)]):

@@ -2,7 +2,6 @@
 errors that name the bad key, and a sweep's table and plot."""
 import json
 
-
 DESIGN_NOTE = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "design_note.toml"
 
 

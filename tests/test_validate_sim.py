@@ -9,12 +9,20 @@ import pytest
 
 from psrec.cli import main
 from psrec.net import NetConfig
-from psrec.sim.calibration import Calibration, fit_calibration
+from psrec.sim.calibration import Calibration, busy_processes, cpu_slowdown, fit_calibration
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
-from psrec.sim.calibration import busy_processes, cpu_slowdown
 from psrec.sim.costs import ps_async_step, ps_phases, ps_sync_apply_load, ps_sync_step, ps_traffic
-from psrec.sim.validate import (Prediction, RunSpec, leave_one_out, pair_tied, rank_sum_p, ranking_groups,
-                                ranking_holds, summarize, summary_line)
+from psrec.sim.validate import (
+    Prediction,
+    RunSpec,
+    leave_one_out,
+    pair_tied,
+    rank_sum_p,
+    ranking_groups,
+    ranking_holds,
+    summarize,
+    summary_line,
+)
 
 TRUE = Calibration(alpha=1.5e-3, beta=6e-9, compute_per_sample={"m": 5e-5}, compute_per_step={"m": 0.01})
 
@@ -32,7 +40,8 @@ def measured_from_sim(s: SimSpec) -> dict:
     cost, t = ps_async_step(s), ps_traffic(s)
     apply = ps_phases(s, t, 1, "ps-async").apply_server  # the push waited for it: the fit takes it out
     return {"mode": "ps-async", "model": "m", "workers": s.cluster.workers, "ps": s.cluster.ps,
-            "cores": s.cluster.cores, "batch_size": s.model.batch_size, "apply_rows": t.shard_apply_rows, "apply_values": t.shard_apply_values,
+            "cores": s.cluster.cores, "batch_size": s.model.batch_size,
+            "apply_rows": t.shard_apply_rows, "apply_values": t.shard_apply_values,
             "lookup_rows": t.shard_lookup_rows,
             "phases": {"compute": cost.compute, "pull": cost.pull, "push": cost.push, "apply": apply},
             "bytes": {"pull": t.request_bytes + t.response_bytes, "push": t.push_bytes},

@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from workqueue import (StaticPolicy, StealingPolicy, StragglerConfig, Stragglers, Task, WorkQueueConfig,
-                       WorkQueueCore, contiguous_shares, epoch_order, make_policy, parse_factors)
+from workqueue import (
+    StaticPolicy,
+    StealingPolicy,
+    StragglerConfig,
+    Stragglers,
+    Task,
+    WorkQueueConfig,
+    WorkQueueCore,
+    contiguous_shares,
+    epoch_order,
+    make_policy,
+    parse_factors,
+)
 from workqueue.longtail import summarize
 from workqueue.metrics import QueueMetrics
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import ray
 from prometheus_client import CollectorRegistry
@@ -140,7 +141,7 @@ class WorkQueue:
 
     @classmethod
     def start(cls, config: WorkQueueConfig, num_workers: int, start_row: int, end_row: int, *,
-              state: dict | None = None, num_cpus: float = 0.25, ready_timeout_s: float = 60.0) -> "WorkQueue":
+              state: dict | None = None, num_cpus: float = 0.25, ready_timeout_s: float = 60.0) -> WorkQueue:
         actor = _QueueActor.options(num_cpus=num_cpus).remote(config, num_workers, start_row, end_row, state)
         q = cls(actor, config, num_workers)
         try:

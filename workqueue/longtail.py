@@ -27,9 +27,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from workqueue.actor import WorkerGroup, WorkFn, WorkQueue
 from workqueue.config import WorkQueueConfig

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from workqueue.config import WorkQueueConfig
 from workqueue.policies import make_policy
@@ -290,7 +291,7 @@ class WorkQueueCore:
 
     @classmethod
     def restore(cls, state: dict[str, Any], *, clock: Callable[[], float] = time.monotonic,
-                observer: QueueObserver | None = None) -> "WorkQueueCore":
+                observer: QueueObserver | None = None) -> WorkQueueCore:
         """A queue continuing from `checkpoint()`'s dict. Tasks leased at checkpoint time
         are re-queued (first in line), counted as `requeued_restored`."""
         if state.get("version") != CHECKPOINT_VERSION:

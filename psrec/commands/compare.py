@@ -124,9 +124,9 @@ def compare(cfg, modes: list[str], run_dir: Path, coll=None) -> list[dict[str, A
 
     from collective.config import collective_config_for
     from collective.runner import run_collective
-    from psrec.raysession import ensure_ray
     from psrec.config import with_section
     from psrec.ps.runner import run_ps
+    from psrec.raysession import ensure_ray
 
     p = cfg.ps
     # One cluster for every mode: the settings both architectures share come from [ps]
@@ -264,7 +264,8 @@ def write_report(cfg, rows: list[dict[str, Any]], run_dir: Path, wall: float) ->
         f"# psrec compare: {cfg.model.name}",
         "",
         f"{cfg.data.train_rows:,} training rows (batch {cfg.data.batch_size} per worker), "
-        f"{rows[0]['train_rows'] if rows else 0:,} trained per mode, evaluated on {cfg.data.eval_rows:,} held-out rows; "
+        f"{rows[0]['train_rows'] if rows else 0:,} trained per mode, "
+        f"evaluated on {cfg.data.eval_rows:,} held-out rows; "
         f"{p.workers} workers, {p.num_ps} parameter servers; seed {cfg.train.seed}"
         + (f"; emulated network `{p.net}`" if p.net else "") + f". The whole comparison took {wall:.0f} s.",
         "",

@@ -18,7 +18,8 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from psrec.commands import add_config_args, config_from
 

@@ -22,7 +22,9 @@ def register(sub) -> None:
     p.add_argument("--dense", choices=["ps", "allreduce"], help="PS mode: where dense parameters live (ps.dense)")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local Ray (ps.address)")
     p.add_argument("--net", help='emulate a network, e.g. "bandwidth=10Gbit,latency=50us" (ps.net)')
-    p.add_argument("--data", choices=["interleaved", "queue"], help="PS and collective modes: rows from fixed batches or the work queue (ps.data / collective.data)")
+    p.add_argument("--data", choices=["interleaved", "queue"],
+                   help="PS and collective modes: rows from fixed batches or the work queue "
+                        "(ps.data / collective.data)")
     p.add_argument("--straggler", help='slow workers down, e.g. "1:4x,3:2x" (stragglers.factors)')
     p.add_argument("--model", help="registered model name (see `psrec models`)")
     p.add_argument("--rows", type=int, help="training rows (data.train_rows)")

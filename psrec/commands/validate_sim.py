@@ -27,8 +27,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 TABLE_COLUMNS = ["config", "mode", "measured_ms", "predicted_ms", "step_err_pct", "comm_measured_pct",
                  "comm_predicted_pct", "comm_err_pts"]

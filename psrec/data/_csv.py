@@ -14,10 +14,10 @@ from __future__ import annotations
 import csv
 import os
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from itertools import chain, repeat
-from typing import Sequence
 
 import numpy as np
 

@@ -8,8 +8,7 @@ import os
 
 import numpy as np
 
-from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, \
-    parse_labels01
+from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, parse_labels01
 from psrec.data.base import FieldSpec, Schema
 
 __all__ = ["AvazuSource", "AVAZU_COLUMNS", "AVAZU_CARDINALITIES"]

@@ -9,8 +9,7 @@ import os
 
 import numpy as np
 
-from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, \
-    parse_floats, parse_labels01
+from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, parse_floats, parse_labels01
 from psrec.data.base import FieldSpec, Schema
 
 __all__ = ["CriteoSource", "CRITEO_COLUMNS", "CRITEO_CARDINALITIES", "log_transform"]

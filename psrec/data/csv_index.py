@@ -10,7 +10,7 @@ A line is a row: a quoted field that spans lines is not supported (no reader her
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

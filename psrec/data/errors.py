@@ -33,7 +33,7 @@ class MalformedLine:
     raw: str
 
     @classmethod
-    def make(cls, line_no: int, reason: str, raw: str) -> "MalformedLine":
+    def make(cls, line_no: int, reason: str, raw: str) -> MalformedLine:
         """Build a record, truncating `raw` to `RAW_LIMIT` characters (marked with '...')."""
         if len(raw) > RAW_LIMIT:
             raw = raw[:RAW_LIMIT] + "..."

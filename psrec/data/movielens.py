@@ -10,8 +10,7 @@ import os
 
 import numpy as np
 
-from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, \
-    parse_floats, split_multi
+from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, parse_floats, split_multi
 from psrec.data.base import FieldSpec, Schema
 
 __all__ = ["MovieLensSource", "MOVIELENS_COLUMNS", "LIKE_THRESHOLD"]

@@ -24,7 +24,7 @@ entity with probability `drift`; new ids appear and popularity moves, as in real
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -67,8 +67,10 @@ class SyntheticConfig:
     drift: float = 0.05  # per day, share of (field, rank) slots taken over by a new entity
     num_pairs: int = 12  # planted pairwise interactions
     num_triples: int = 4  # planted third-order interactions
-    interaction_fields: int = 7  # interactions live among the 7 lowest-cardinality fields (<= 1000 ids): learnable in 1M rows
-    sigma_first: float = 1.5  # std of the summed first-order part (LR can learn it: the 90%-of-planted target needs it large)
+    # interactions live among the 7 lowest-cardinality fields (<= 1000 ids): learnable in 1M rows
+    interaction_fields: int = 7
+    # std of the summed first-order part (LR can learn it: the 90%-of-planted target needs it large)
+    sigma_first: float = 1.5
     sigma_pair: float = 1.0  # std of the summed pairwise part
     sigma_triple: float = 0.25  # std of the summed third-order part
     sigma_dense: float = 0.3  # std of the dense part
@@ -156,7 +158,7 @@ def _rank_groups(cards: np.ndarray, s: np.ndarray):
         groups.append((cols, lambda u, c=c, inv=inv, n=cards[cols]: _floor_ranks((c * u + f32(1)) ** inv, n)))
     if one.any():
         cols = np.flatnonzero(one)
-        groups.append((cols, lambda u, l=np.log(n1[cols]).astype(f32), n=cards[cols]: _floor_ranks(np.exp(u * l), n)))
+        groups.append((cols, lambda u, lg=np.log(n1[cols]).astype(f32), n=cards[cols]: _floor_ranks(np.exp(u * lg), n)))
     if flat.any():
         cols = np.flatnonzero(flat)
         groups.append((cols, lambda u, m=cards[cols].astype(f32), n=cards[cols]: _floor_ranks(f32(1) + u * m, n)))
@@ -246,7 +248,8 @@ class SyntheticSource(DataSource):
         pair_idx = np.array([[self._u_fields.index(f) for f in g] for g in self.pairs], np.int64).reshape(-1, 2)
         self._pair_matrix = np.zeros((len(self._u_fields),) * 2, np.float32)
         self._pair_matrix[pair_idx[:, 0], pair_idx[:, 1]] = 1.0
-        self._triple_idx = np.array([[self._t_fields.index(f) for f in g] for g in self.triples], np.int64).reshape(-1, 3)
+        idx = [[self._t_fields.index(f) for f in g] for g in self.triples]
+        self._triple_idx = np.array(idx, np.int64).reshape(-1, 3)
         self._rank_groups = _rank_groups(self._cards, np.array(zipf, dtype=np.float64))
 
     @staticmethod
@@ -299,7 +302,7 @@ class SyntheticSource(DataSource):
             u = u * scale[..., None] if u is not None else None
         return keys, w, u, t
 
-    @lru_cache(maxsize=None)
+    @cache  # noqa: B019 - one source per run; the cache lives as long as it does
     def _tables(self):
         """Per-rank (keys, w, u, t) of all tabulated fields, concatenated; and each field's offset.
 

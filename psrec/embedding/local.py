@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class LocalStore(EmbeddingStore):
         self._vars = {name: EmbeddingVariable(cfg, name=name) for name, cfg in tables.items()}
 
     @classmethod
-    def from_tables(cls, tables: Sequence[Any], emb: Any, seed: int = 0) -> "LocalStore":
+    def from_tables(cls, tables: Sequence[Any], emb: Any, seed: int = 0) -> LocalStore:
         """Tables planned by the embedding layer, configured from the run's [embedding] section.
 
         tables: objects with `.name` and `.dim` (`psrec.embedding.layer.TableSpec`).
@@ -55,7 +56,7 @@ class LocalStore(EmbeddingStore):
         return cls({t.name: emb.ev_config(int(t.dim), table_seed(seed, t.name)) for t in tables})
 
     @classmethod
-    def from_variables(cls, variables: Mapping[str, EmbeddingVariable]) -> "LocalStore":
+    def from_variables(cls, variables: Mapping[str, EmbeddingVariable]) -> LocalStore:
         """A store over existing variables (e.g. from `psrec.ev.warm_start`)."""
         store = cls.__new__(cls)
         store._vars = dict(variables)

@@ -49,7 +49,7 @@ class EmbeddingStore(ABC):
         for t, (k, g, c) in grads.items():
             self.apply_gradients(t, k, g, c, step)
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - a no-op for synchronous stores, by design
         """Wait for outstanding asynchronous updates (no-op for synchronous stores)."""
 
 

@@ -20,8 +20,14 @@ from psrec.ev.initializers import initial_rows
 from psrec.ev.optim import SlotSpec, SparseOptimizer, make_optimizer, optimizer_names
 from psrec.ev.partition import Partition, hash_mod_partition, hash_mod_shard
 from psrec.ev.variable import EmbeddingVariable, EvictionReport, EVStats
-from psrec.ev.warmstart import (DenseWarmStartReport, TableMigration, WarmStartReport, warm_start,
-                                warm_start_dense, warm_start_variable)
+from psrec.ev.warmstart import (
+                                DenseWarmStartReport,
+                                TableMigration,
+                                WarmStartReport,
+                                warm_start,
+                                warm_start_dense,
+                                warm_start_variable,
+)
 
 __all__ = [
     "EmbeddingVariable", "EvictionReport", "EVStats",

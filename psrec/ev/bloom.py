@@ -108,7 +108,7 @@ class CountingBloomFilter:
             return float("inf")
         return -self.num_counters / self.num_hashes * math.log1p(-x / self.num_counters)
 
-    def merge(self, other: "CountingBloomFilter") -> None:
+    def merge(self, other: CountingBloomFilter) -> None:
         """Add `other`'s counts into this filter (same m, k, seed): the filter of the union."""
         if (other.num_counters, other.num_hashes, other.seed) != (self.num_counters, self.num_hashes, self.seed):
             raise ValueError("can only merge Bloom filters with the same size, hash count and seed")

@@ -15,7 +15,8 @@ after eviction the first re-admits only after `min_freq` new occurrences, the se
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from psrec.ev.hashtable import HashTable
 __all__ = ["AdmissionFilter", "NoFilter", "CounterFilter", "register_filter", "make_filter",
            "filter_kinds"]
 
-_REGISTRY: dict[str, type["AdmissionFilter"]] = {}
+_REGISTRY: dict[str, type[AdmissionFilter]] = {}
 
 
 def register_filter(kind: str):
@@ -41,7 +42,7 @@ def register_filter(kind: str):
     return deco
 
 
-def make_filter(cfg: FilterConfig, seed: int) -> "AdmissionFilter":
+def make_filter(cfg: FilterConfig, seed: int) -> AdmissionFilter:
     """The filter `cfg.kind` configured by `cfg`; `seed` seeds any hashing it does."""
     import psrec.ev.bloom  # noqa: F401  (registers "bloom")
 

@@ -4,7 +4,7 @@ A partition function maps int64 keys (N,) to shard indices (N,) int64 in [0, num
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -458,7 +458,7 @@ class EmbeddingVariable:
 
     @classmethod
     def load(cls, config: EVConfig, sources: Sequence[EVSnapshot | str | os.PathLike], name: str | None = None,
-             shard_index: int = 0, num_shards: int = 1, partition: Partition | None = None) -> "EmbeddingVariable":
+             shard_index: int = 0, num_shards: int = 1, partition: Partition | None = None) -> EmbeddingVariable:
         """A new variable restored from `sources` (see `restore`)."""
         first = sources[0] if sources else None
         default = first.name if isinstance(first, EVSnapshot) else Path(first).name if first else "ev"

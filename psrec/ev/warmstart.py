@@ -14,9 +14,9 @@ the old state_dict are copied; the rest keep their fresh initialisation and are 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch

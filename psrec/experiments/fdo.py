@@ -17,9 +17,10 @@ one width). Layering: a runner, like `psrec.experiments.zoo`, whose data and fit
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 

@@ -6,8 +6,9 @@ the zoo's rows (`psrec zoo --models xdeepint`, or inside a full zoo run).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

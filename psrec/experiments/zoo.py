@@ -18,9 +18,10 @@ Layering: a runner. It uses psrec.train.local and the models; only the CLI impor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -235,7 +236,7 @@ class ZooReport:
     notes: list[str]
     planted_auc: float | None
     run_dir: Path | None
-    gftrl: "GFTRLReport | None" = None
+    gftrl: GFTRLReport | None = None
 
     def table(self) -> str:
         return format_table(self.rows, ZOO_COLUMNS)
@@ -269,7 +270,7 @@ def experiment_data(cfg: Config, train_rows: int,
     return cfg, source, rr, planted_auc
 
 
-def run_zoo(cfg: Config, zoo: ZooConfig, run_dir: Path | None = None, gftrl: "GFTRLConfig | None" = None,
+def run_zoo(cfg: Config, zoo: ZooConfig, run_dir: Path | None = None, gftrl: GFTRLConfig | None = None,
             log: Callable[[str], None] = print) -> ZooReport:
     """Train every zoo entry on the same rows, sort by AUC, explain gaps; write table.txt and results.json.
 

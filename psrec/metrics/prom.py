@@ -35,7 +35,8 @@ class JobMetrics:
     def __init__(self, port: int = 0, addr: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.phase = Gauge("psrec_worker_phase_seconds_total", "seconds per step phase", ["worker", "phase"], registry=r)
+        self.phase = Gauge("psrec_worker_phase_seconds_total", "seconds per step phase", ["worker", "phase"],
+                           registry=r)
         self.samples = Gauge("psrec_worker_samples_total", "rows trained", ["worker"], registry=r)
         self.bytes = Gauge("psrec_worker_bytes_total", "payload bytes", ["worker", "direction"], registry=r)
         self.comm = Gauge("psrec_worker_comm_fraction", "communication / step time", ["worker"], registry=r)

@@ -6,8 +6,9 @@ time), `emulated` (seconds the step's traffic would take on the emulated network
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

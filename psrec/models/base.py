@@ -91,7 +91,7 @@ class ModelInput:
     emb: torch.Tensor | None = None  # (B, F, D) when the embedding layer already has it stacked
 
     @classmethod
-    def from_stacked(cls, emb: torch.Tensor, dense: torch.Tensor, **kw) -> "ModelInput":
+    def from_stacked(cls, emb: torch.Tensor, dense: torch.Tensor, **kw) -> ModelInput:
         """Build from a stacked (B, F, D) tensor without copying it."""
         return cls(fields=list(emb.unbind(1)), dense=dense, emb=emb, **kw)
 

@@ -18,7 +18,7 @@ class DeepFM(CTRModel):
 
     def __init__(self, spec: FeatureSpec, params: MLPParams | None = None) -> None:
         super().__init__(spec, params)
-        spec.embed_dim  # validates uniform width
+        _ = spec.embed_dim  # validates uniform width
         p = self.params
         self.first = Linear1(spec.num_dense)
         self.mlp = MLP(spec.flat_dim + spec.num_dense, p.hidden, 1, p.dropout, p.batch_norm)

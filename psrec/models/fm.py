@@ -20,7 +20,7 @@ class FM(CTRModel):
 
     def __init__(self, spec: FeatureSpec, params: NoParams | None = None) -> None:
         super().__init__(spec, params)
-        spec.embed_dim  # validates uniform width
+        _ = spec.embed_dim  # validates uniform width
         self.first = Linear1(spec.num_dense)
 
     def forward(self, x: ModelInput) -> torch.Tensor:

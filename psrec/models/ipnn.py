@@ -28,7 +28,7 @@ class IPNN(CTRModel):
 
     def __init__(self, spec: FeatureSpec, params: MLPParams | None = None) -> None:
         super().__init__(spec, params)
-        spec.embed_dim  # validates uniform width
+        _ = spec.embed_dim  # validates uniform width
         if spec.num_fields < 2:
             raise ValueError("IPNN needs at least two fields to form a product")
         p = self.params

@@ -1,7 +1,8 @@
 """Models by name: `@register("deepfm")` on the class, `build_model("deepfm", spec, params)`."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from psrec.models.base import CTRModel, FeatureSpec
 

@@ -44,7 +44,7 @@ class XDeepFM(CTRModel):
 
     def __init__(self, spec: FeatureSpec, params: XDeepFMParams | None = None) -> None:
         super().__init__(spec, params)
-        spec.embed_dim  # validates uniform width
+        _ = spec.embed_dim  # validates uniform width
         p = self.params
         self.first = Linear1(spec.num_dense)
         self.cin = CIN(spec.num_fields, p.cin_layers)

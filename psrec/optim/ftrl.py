@@ -23,7 +23,7 @@ stays exactly zero becomes zero at the first step.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -30,7 +30,8 @@ import sys
 import threading
 import traceback
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["ChannelServer", "ChannelClient", "ChannelClosed", "channels_available"]
 
@@ -156,7 +157,7 @@ class ChannelClient:
         """The reply to the last `send`; raises the server's exception if it failed."""
         try:
             status, *rest = _recv(self._sock)
-        except socket.timeout:
+        except TimeoutError:
             self.close()  # a late reply would answer the next call: this channel is done
             raise TimeoutError(f"no reply on channel {self.address[1:]!r} within {self._sock.gettimeout()} s") from None
         if status == "ok":

@@ -33,7 +33,7 @@ class CommStats:
     bytes_received: int = 0
     messages: int = 0
 
-    def reset(self) -> "CommStats":
+    def reset(self) -> CommStats:
         out = CommStats(**self.__dict__)
         self.__init__()
         return out

@@ -6,8 +6,8 @@ import time
 import ray
 
 from psrec.ps.ray_transport import RayTransport, start_ps_actors
-from psrec.raysession import ensure_ray
 from psrec.ps.worker import PHASES, WorkerReport
+from psrec.raysession import ensure_ray
 
 __all__ = ["run_on_ray", "PSWorkerActor"]
 

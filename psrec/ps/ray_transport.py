@@ -6,7 +6,8 @@ Every other call, and every call across nodes, is a Ray actor call as usual.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ray
 

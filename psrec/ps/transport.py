@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from psrec.ps.shard import PSShard
 
@@ -76,7 +77,7 @@ class Transport(ABC):
         """The same call on every shard."""
         return self.call_all(method, [args] * self.num_shards)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - in-process transports hold nothing
         """Release the shards (no-op in process)."""
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-
 from psrec.data.base import DataSource
 from psrec.embedding.layer import EmbeddingLayer
 from psrec.metrics.steps import PhaseSeconds, WorkerSteps, summarize_steps

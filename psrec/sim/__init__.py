@@ -18,16 +18,41 @@ Example:
     >>> sorted(costs)
     ['collective', 'hybrid', 'ps-async', 'ps-sync']
 """
-from psrec.sim.calibration import (Calibration, CalibrationError, fit_calibration, load_calibration,
-                                   save_calibration)
-from psrec.sim.collective import CollectiveCost, allgather_cost, allreduce_cost, alltoall_cost, bus_factor, \
-    reduce_scatter_cost
+from psrec.sim.calibration import Calibration, CalibrationError, fit_calibration, load_calibration, save_calibration
+from psrec.sim.collective import (
+                                   CollectiveCost,
+                                   allgather_cost,
+                                   allreduce_cost,
+                                   alltoall_cost,
+                                   bus_factor,
+                                   reduce_scatter_cost,
+)
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
-from psrec.sim.costs import (MODES, ComputeCost, PSTraffic, StepCost, collective_step, compute_cost, hybrid_step,
-                             ps_async_step, ps_phases, ps_serve_time, ps_sync_step, ps_traffic, simulate)
-from psrec.sim.des import (DESResult, compare_policies, constant_speeds, from_stragglers, simulate_assignment,
-                           straggler_work_time)
+from psrec.sim.costs import (
+                                   MODES,
+                                   ComputeCost,
+                                   PSTraffic,
+                                   StepCost,
+                                   collective_step,
+                                   compute_cost,
+                                   hybrid_step,
+                                   ps_async_step,
+                                   ps_phases,
+                                   ps_serve_time,
+                                   ps_sync_step,
+                                   ps_traffic,
+                                   simulate,
+)
+from psrec.sim.des import (
+                                   DESResult,
+                                   compare_policies,
+                                   constant_speeds,
+                                   from_stragglers,
+                                   simulate_assignment,
+                                   straggler_work_time,
+)
 from psrec.sim.keys import KeyStats, ShardLoad, key_stats, shard_load, touched_shards, zipf_normalizer
+
 # `sweep` (the function) stays in psrec.sim.sweep: re-exported here it would hide the module.
 from psrec.sim.sweep import Sweep, parse_values, set_input
 

@@ -51,9 +51,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -165,11 +166,12 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "calibration") -> "Calibration":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "calibration") -> Calibration:
         known = {f.name for f in fields(cls)}
         for k in data:
             if k not in known:
-                raise CalibrationError(f"unknown calibration key {where + '.' + k!r}; known: {', '.join(sorted(known))}")
+                raise CalibrationError(f"unknown calibration key {where + '.' + k!r}; "
+                                       f"known: {', '.join(sorted(known))}")
         kwargs = dict(data)
         for k in ("compute_per_sample", "compute_per_step"):
             if k in kwargs:

@@ -9,7 +9,8 @@ workstations", JPDC 69(2), 2009):
     ring all-reduce (reduce-scatter + all-gather)  2(n-1) alpha + 2 (n-1)/n S beta
     binomial-tree all-reduce (reduce + broadcast)  2 ceil(log2 n) (alpha + S beta)
     ring reduce-scatter / all-gather               (n-1) alpha + (n-1)/n S beta     (S = total size)
-    pairwise-exchange all-to-all                   (n-1) alpha + (n-1)/n S beta     (S = bytes each rank sends, itself included)
+    pairwise-exchange all-to-all                   (n-1) alpha + (n-1)/n S beta
+                                                   (S = bytes each rank sends, itself included)
 
 Ranks sit `g` to a node; one NIC per node (the CPU clusters this project models). A flat
 ring crosses each node boundary once per direction, so every step runs at the slowest link's

@@ -92,15 +92,23 @@ never hidden under the backward pass; only its software part overlaps.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from psrec.sim.breakdown import ComputeCost, StepCost, compute_cost
 from psrec.sim.calibration import busy_processes, cpu_slowdown, expected_max_normal, sync_pull_queue
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.keys import shard_load
-from psrec.sim.traffic import (PSTraffic, nic_time, ps_phases, ps_serve_time, ps_traffic, slowdown,
-                               table_stats, wire_time)
+from psrec.sim.traffic import (
+    PSTraffic,
+    nic_time,
+    ps_phases,
+    ps_serve_time,
+    ps_traffic,
+    slowdown,
+    table_stats,
+    wire_time,
+)
 
 # PS traffic and phases live in psrec.sim.traffic; re-exported here, the model's one entry point.
 __all__ = ["ComputeCost", "compute_cost", "StepCost", "PSTraffic", "ps_traffic", "nic_time", "ps_serve_time",

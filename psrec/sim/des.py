@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = ["WorkTime", "DESResult", "constant_speeds", "from_stragglers", "straggler_work_time",
            "simulate_assignment",

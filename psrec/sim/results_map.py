@@ -69,8 +69,9 @@ and the key.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from psrec.sim.calibration import CalibrationError
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from psrec.net import NetConfig, format_bandwidth, format_duration, parse_bandwidth, parse_duration, parse_net
 from psrec.sim.config import SimSpec

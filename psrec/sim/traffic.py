@@ -114,7 +114,8 @@ def nic_time(spec: SimSpec, messages: float, nbytes: float) -> float:
     0.0024
     """
     cal = spec.calibration
-    return transfer_time(spec.cluster.net, nbytes, messages) + slowdown(spec) * (messages * cal.alpha + nbytes * cal.beta)
+    software = slowdown(spec) * (messages * cal.alpha + nbytes * cal.beta)
+    return transfer_time(spec.cluster.net, nbytes, messages) + software
 
 
 def wire_time(spec: SimSpec, messages: float, nbytes: float) -> float:

@@ -39,8 +39,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from psrec.sim.calibration import Calibration, fit_calibration
 from psrec.sim.config import SimSpec

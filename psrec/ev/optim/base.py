@@ -20,7 +20,7 @@ from psrec.ev.config import OptimizerConfig
 
 __all__ = ["SlotSpec", "SparseOptimizer", "register_optimizer", "make_optimizer", "optimizer_names"]
 
-_REGISTRY: dict[str, type["SparseOptimizer"]] = {}
+_REGISTRY: dict[str, type[SparseOptimizer]] = {}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class SparseOptimizer(ABC):
         """The per-row state this optimizer keeps (empty for SGD)."""
         return ()
 
-    def init_slots(self, values: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+    def init_slots(self, values: np.ndarray, slots: dict[str, np.ndarray]) -> None:  # noqa: B027 - most optimizers keep no slots
         """Adjust fresh rows' slots (already filled with `SlotSpec.init`) to their initial
         `values` (n, D) float32, in place. Most optimizers need nothing here."""
 

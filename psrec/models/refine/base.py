@@ -12,8 +12,9 @@ Evaluation of Feature Refinement Modules for CTR Prediction", RefineCTR).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn

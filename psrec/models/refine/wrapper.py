@@ -1,7 +1,8 @@
 """Putting a refiner in front of any CTR model."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

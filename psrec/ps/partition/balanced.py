@@ -36,7 +36,7 @@ class BalancedPartitioner(Partitioner):
 
     @classmethod
     def fit(cls, num_shards: int, keys: np.ndarray, requests: np.ndarray,
-            hot_fraction: float = 0.5) -> "BalancedPartitioner":
+            hot_fraction: float = 0.5) -> BalancedPartitioner:
         """Place the keys that carry `hot_fraction` of all observed requests.
 
         keys, requests: (K,) distinct keys and how many sampled batches requested each.
