@@ -62,8 +62,8 @@ def _rank(rank: int, port: int, sizes: list[int], repeats: int, bucket_bytes: in
     import torch.distributed as dist
 
     from collective.dense_sync import DenseSync
-    from collective.group import init_torch_group
     from collective.sharded_store import exchange_blocks
+    from psrec.comm.collectives import init_torch_group
 
     torch.set_num_threads(1)
     comm = init_torch_group(("127.0.0.1", port), rank, WORLD, "auto", timeout_s=600)

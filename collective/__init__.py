@@ -2,15 +2,21 @@
 dense parameters replicated and all-reduced (the TorchRec / HugeCTR / DLRM architecture).
 
     config         CollectiveConfig: workers, row- or table-wise sharding, buckets, overlap
-    group          the transport seam: torch.distributed (gloo / NCCL) and an in-process group
     sharding       which rank owns which rows
     sharded_store  an EmbeddingStore over the ranks' EV shards (all-to-all lookups and updates)
-    dense_sync     bucketed gradient all-reduce, optionally overlapped with backward
-    worker         one rank's training step with its time and traffic accounted for
-    runner         plan, start (Ray actors or threads), train, evaluate, report
+    dense_sync     bucketed gradient all-reduce, optionally overlapped with backward, and the
+                   training step's dense hook over it (`BucketedDense`)
+    lockstep       a rank's wait for the slowest backward, told apart from the all-reduce
+    worker         one rank: the one training step (`psrec.core.step`) in lockstep, interleaved
+                   rows or work-queue tasks, and its share of a distributed evaluation
+    plan           the job resolved on the driver (picklable, handed to every rank)
+    jobs           the ranks on threads or in Ray actors, behind `psrec.core.job.Job`
+    runner         `run_collective`: the one run skeleton over those ranks
 
-Depends on psrec's EV core, embedding layer, models, data and metrics; never on the PS
-server. Importing this package does not import Ray (only the Ray job does).
+The collectives themselves (torch.distributed, an in-process group) are the `psrec.comm`
+seam, shared with hybrid PS training. Depends on psrec's core, EV, embedding layer, models,
+data and metrics; never on the PS server. Importing this package does not import Ray (only
+the Ray job does).
 """
 from collective.config import CollectiveConfig, collective_config_for
 

@@ -30,9 +30,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from collective.group import Collectives, Work
+from psrec.comm.collectives import Collectives, Work
+from psrec.comm.traffic import Traffic
+from psrec.core.step import DenseSeconds, DenseUpdate
+from psrec.net import NetConfig
 
-__all__ = ["DenseSync", "SyncTimes", "plan_buckets"]
+__all__ = ["DenseSync", "SyncTimes", "BucketedDense", "plan_buckets"]
 
 
 def plan_buckets(numels: list[int], bucket_bytes: int) -> list[list[int]]:
@@ -97,7 +100,7 @@ class DenseSync:
     every parameter's `.grad` holds the mean gradient over the ranks.
 
     Example (one rank: the mean is the gradient itself):
-        >>> from collective.group import ThreadGroup
+        >>> from psrec.comm.collectives import ThreadGroup
         >>> m = nn.Linear(3, 2)
         >>> sync = DenseSync(m, ThreadGroup(1).member(0), bucket_bytes=8, overlap=True)
         >>> m(torch.ones(1, 3)).sum().backward(); times = sync.finish()
@@ -206,3 +209,35 @@ def _union(intervals: list[tuple[float, float]]) -> float:
         total += e - max(s, end)
         end = e
     return total
+
+
+class BucketedDense(DenseUpdate):
+    """The training step's dense hook on a `DenseSync`: the loss gradient is scaled by this
+    rank's share of the step's rows (1/N for equal shares), backward fills the buckets and
+    launches them, `exchange` waits for the rest, every replica steps its optimizer.
+
+    Args:
+        sync: the rank's DenseSync over its group.
+        optimizer: the replica's dense optimizer.
+        net: the emulated network for the group's traffic (None: real time only).
+    """
+
+    def __init__(self, sync: DenseSync, optimizer: torch.optim.Optimizer, net: NetConfig | None = None) -> None:
+        super().__init__(optimizer)
+        self.sync, self.net = sync, net
+
+    def begin(self, weight: float | None) -> None:
+        # Ranks training unequal rows weight their mean loss by n_r / R, so that the summed
+        # gradients are those of the mean loss over all R rows (local training on the union).
+        self.sync.scale = 1.0 / self.sync.comm.world_size if weight is None else weight
+
+    def empty_backward(self) -> None:
+        self.sync.attach_grads()  # no forward to do it: zero buckets, .grad -> bucket views
+
+    def exchange(self) -> DenseSeconds:
+        t = self.sync.finish()
+        return DenseSeconds(t.total, t.exposed)
+
+    def take_traffic(self) -> Traffic:
+        # one log per rank, shared with the sharded store: it takes the step's records
+        return Traffic()

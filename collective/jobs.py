@@ -7,16 +7,20 @@ process. One queue per `train()` call; its accounting ends up in `queue_stats`."
 from __future__ import annotations
 
 import threading
-import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from collective.lockstep import split_peer_wait
 from collective.plan import CollectivePlan
-from collective.worker import COMM_PHASES, PHASES, CollectiveWorker, WorkerReport
+from collective.worker import CollectiveWorker
 from psrec.config_io import to_mapping
+from psrec.core.job import Job, poll_ray_workers
+from psrec.core.report import WorkerReport, progress_of
+from psrec.core.result import max_over_mean
+from psrec.core.step import COMM_PHASES
 from psrec.metrics.prom import JobMetrics
 from psrec.raysession import ensure_ray
 from psrec.threads import on_threads
@@ -24,16 +28,44 @@ from psrec.threads import on_threads
 __all__ = ["CollectiveJob", "InProcessJob", "RayJob", "start_job"]
 
 
-class CollectiveJob(ABC):
+class CollectiveJob(Job):
     """The ranks of one job, started and set up; every call involves all ranks."""
 
     plan: CollectivePlan
     # after a queue-fed `train()`: {"accounting": ..., "stats": ...} of its work queue
     queue_stats: dict | None = None
 
-    @abstractmethod
     def train(self, bar=None, metrics: JobMetrics | None = None) -> list[WorkerReport]:
-        """Run `plan.rounds` steps on every rank; returns their reports."""
+        """Run `plan.rounds` steps on every rank (or the queue's tasks); returns their reports,
+        each rank's wait for the slowest backward moved from all-reduce to wait
+        (`collective.lockstep`)."""
+        reports = self._train(bar, metrics)
+        split_peer_wait(reports)
+        self.shards = self.shard_stats()
+        return reports
+
+    @abstractmethod
+    def _train(self, bar, metrics) -> list[WorkerReport]:
+        ...
+
+    def details(self) -> dict:
+        shards = self.shards
+        return {"per_shard": shards, "workqueue": self.queue_stats,
+                "backend": getattr(self, "backend", "inprocess"),
+                "shard_imbalance": {
+                    "rows": max_over_mean(sum(s["rows"].values()) for s in shards),
+                    "bytes_served": max_over_mean(s["bytes_served"] for s in shards),
+                    "keys_served": max_over_mean(s["keys_served"] for s in shards)}}
+
+    def publish(self, metrics: JobMetrics) -> None:
+        from prometheus_client import Gauge
+
+        rows = Gauge("psrec_shard_rows", "embedding rows held by a rank's shard", ["rank"], registry=metrics.registry)
+        served = Gauge("psrec_shard_bytes_served_total", "row bytes a rank's shard sent to others", ["rank"],
+                       registry=metrics.registry)
+        for st in self.shards:
+            rows.labels(str(st["rank"])).set(sum(st["rows"].values()))
+            served.labels(str(st["rank"])).set(st["bytes_served"])
 
     @abstractmethod
     def evaluate(self, start: int, end: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,11 +98,6 @@ class CollectiveJob(ABC):
         self.close()
 
 
-def _progress_of(worker: CollectiveWorker | None) -> dict:
-    steps = list(worker.report.steps) if worker else []
-    return {"steps": len(steps), "rows": sum(r.rows for r in steps),
-            "phases": {p: sum(r.seconds.get(p, 0.0) for r in steps) for p in PHASES},
-            "sent": sum(r.bytes_sent for r in steps), "received": sum(r.bytes_received for r in steps)}
 
 
 def _shard_stats(worker: CollectiveWorker) -> dict:
@@ -101,7 +128,7 @@ class InProcessJob(CollectiveJob):
     """Ranks on threads over a ThreadGroup (same worker code as on Ray)."""
 
     def __init__(self, plan: CollectivePlan, source=None) -> None:
-        from collective.group import ThreadGroup
+        from psrec.comm.collectives import ThreadGroup
 
         self.plan = plan
         self.group = ThreadGroup(plan.coll.workers, timeout_s=plan.coll.timeout_s)
@@ -110,7 +137,7 @@ class InProcessJob(CollectiveJob):
     def _on_all(self, fn: Callable[[CollectiveWorker], Any]) -> list:
         return on_threads(self.workers, fn)
 
-    def train(self, bar=None, metrics=None):
+    def _train(self, bar=None, metrics=None):
         p = self.plan
         tick = (lambda: bar.update(1)) if bar is not None else None
         if p.coll.data == "queue":
@@ -124,19 +151,22 @@ class InProcessJob(CollectiveJob):
             self.queue_stats = queue.stats()
             return out
 
-        return self._on_all(lambda w: w.run(p.rounds, p.batch_size, p.base_row, on_step=tick))
+        return self._on_all(lambda w: w.run(p.rounds, p.batch_size, p.base_row, p.per_epoch, on_step=tick))
 
     def evaluate(self, start, end, batch_size):
         parts = self._on_all(lambda w: w.evaluate(start, end, batch_size))
         return np.concatenate([y for y, _ in parts]), np.concatenate([q for _, q in parts])
 
+    def malformed(self):
+        return self.workers[0].source.malformed_lines()  # the ranks share the driver's source
+
     def dense(self):
-        from psrec.ps.dense import flat_params
+        from psrec.core.flat import flat_params
 
         return flat_params(self.workers[0].model)
 
     def dense_all(self):
-        from psrec.ps.dense import flat_params
+        from psrec.core.flat import flat_params
 
         return [flat_params(w.model) for w in self.workers]
 
@@ -179,7 +209,7 @@ def _actor_class():
 
         def setup(self, master: tuple[str, int]) -> str:
             """Join the process group (rank 0 listens at `master`) and build the worker."""
-            from collective.group import init_torch_group
+            from psrec.comm.collectives import init_torch_group
 
             c = self.plan.coll
             comm = init_torch_group(master, self.rank, c.workers, c.backend, c.timeout_s)
@@ -190,19 +220,22 @@ def _actor_class():
             """Train: the interleaved rows, or tasks from the work-queue actor `queue`."""
             p = self.plan
             if queue is None:
-                return self.worker.run(p.rounds, p.batch_size, p.base_row)
+                return self.worker.run(p.rounds, p.batch_size, p.base_row, p.per_epoch)
             r = self.rank
             return self.worker.run_tasks(lambda done: ray.get(queue.complete_and_take.remote(r, done)),
                                          p.batch_size, poll_interval_s=p.cfg.workqueue.poll_interval_s)
 
         def progress(self) -> dict:
-            return _progress_of(self.worker)
+            return progress_of(self.worker.report if self.worker else None)
+
+        def malformed(self) -> list:
+            return self.worker.source.malformed_lines() if self.worker else []
 
         def evaluate(self, start: int, end: int, batch_size: int):
             return self.worker.evaluate(start, end, batch_size)
 
         def dense(self):
-            from psrec.ps.dense import flat_params
+            from psrec.core.flat import flat_params
 
             return flat_params(self.worker.model)
 
@@ -255,44 +288,29 @@ class RayJob(CollectiveJob):
 
         return ray.get(refs, timeout=timeout or self.plan.coll.timeout_s)
 
-    def train(self, bar=None, metrics=None):
+    def _train(self, bar=None, metrics=None):
         p = self.plan
         if p.coll.data != "queue":
-            return self._train(None, bar, metrics)
+            return self._run(None, bar, metrics)
         from workqueue.actor import WorkQueue
 
         queue = WorkQueue.start(p.cfg.workqueue, p.coll.workers, *p.queue_rows,
                                 ready_timeout_s=p.coll.timeout_s)
         try:
-            reports = self._train(queue.actor, bar, metrics)
+            reports = self._run(queue.actor, bar, metrics)
             self.queue_stats = {"accounting": queue.accounting(), "stats": queue.stats()}
         finally:
             queue.shutdown(patience_s=min(self.patience_s, 10.0))
         return reports
 
-    def _train(self, queue, bar, metrics) -> list[WorkerReport]:
-        import ray
+    def _run(self, queue, bar, metrics) -> list[WorkerReport]:
+        actors = self.actors
+        return poll_ray_workers([a.run.remote(queue) for a in actors],
+                                lambda: self._get([a.progress.remote() for a in actors]),
+                                bar, metrics, COMM_PHASES, self.plan.coll.timeout_s)
 
-        runs = [a.run.remote(queue) for a in self.actors]
-        done_steps, t0 = 0, time.perf_counter()
-        pending = list(runs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-            if ready:
-                ray.get(ready)  # a failed rank raises here, before the others time out
-            prog = self._get([a.progress.remote() for a in self.actors])
-            steps = sum(x["steps"] for x in prog)
-            tot = {p: sum(x["phases"][p] for x in prog) for p in PHASES}
-            wall = sum(tot.values())
-            rows = sum(x["rows"] for x in prog)
-            if bar is not None:
-                bar.update(steps - done_steps, samples_per_s=rows / (time.perf_counter() - t0),
-                           comm_pct=100.0 * sum(tot[p] for p in COMM_PHASES) / wall if wall else None)
-            done_steps = steps
-            if metrics is not None:
-                for i, x in enumerate(prog):
-                    metrics.worker(i, x["phases"], x["rows"], x["sent"], x["received"])
-        return ray.get(runs)
+    def malformed(self):
+        return [m for part in self._get([a.malformed.remote() for a in self.actors]) for m in part]
 
     def evaluate(self, start, end, batch_size):
         parts = self._get([a.evaluate.remote(start, end, batch_size) for a in self.actors])

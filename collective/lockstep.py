@@ -18,10 +18,10 @@ phases still sum to its wall time. The slowest rank's peer wait is 0: what it wa
 the all-reduce is the all-reduce.
 
 Example (two ranks; the second's backward ends 4 ms later):
-    >>> from collective.worker import StepRecord, WorkerReport
+    >>> from psrec.core.report import WorkerReport
+    >>> from psrec.core.step import StepRecord
     >>> def rec(ready, ar):
-    ...     return StepRecord(1, {"wait": 0.0, "allreduce": ar, "compute": ready}, ar, 0.0, 0, 0, 0, {}, 8,
-    ...                       ready=ready)
+    ...     return StepRecord(1, {"wait": 0.0, "allreduce": ar, "compute": ready}, 8, allreduce_total=ar, ready=ready)
     >>> a, b = WorkerReport(0, [rec(0.010, 0.005)]), WorkerReport(1, [rec(0.014, 0.001)])
     >>> split_peer_wait([a, b])
     True

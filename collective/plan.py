@@ -9,11 +9,11 @@ import numpy as np
 from collective.config import CollectiveConfig, collective_config_for
 from collective.worker import CollectiveWorker
 from psrec.config import Config
-from psrec.data.factory import make_source
-from psrec.embedding.layer import EmbeddingLayer, TableSpec
+from psrec.core.plan import build_replica, plan_model, stragglers_of
+from psrec.core.ranges import count_rounds, rounds_per_epoch, row_ranges
+from psrec.data.spec import SourceSpec
+from psrec.embedding.layer import TableSpec
 from psrec.models.base import FeatureSpec
-from psrec.train.local import row_ranges
-from psrec.train.plan import count_rounds, plan_model
 
 __all__ = ["CollectivePlan", "plan_collective"]
 
@@ -29,53 +29,41 @@ class CollectivePlan:
     ev_configs: dict  # table -> EVConfig
     dense_init: np.ndarray  # (P,) the driver model's initial dense parameters
     param_numels: list[int]  # elements of each trainable dense parameter, registration order
-    rounds: int  # steps per rank (interleaved); with the queue an estimate, for progress bars
+    rounds: int  # steps per rank (interleaved, over every epoch); with the queue an estimate, for progress bars
     batch_size: int
     base_row: int
+    per_epoch: int  # interleaved rounds in one pass over the training rows
+    source: SourceSpec  # how each rank rebuilds the run's data source
     # rows [start, end) of every work-queue epoch (collective.data = "queue"): the whole
     # training range (capped by train.max_steps), its last task shorter when task_rows does
     # not divide it; the interleaved split drops the rows short of a full round instead
     queue_rows: tuple[int, int] = (0, 0)
 
-    def stragglers(self):
-        """The configured straggler model ([stragglers]) for the ranks, or None when nobody
-        is slowed (the PS workers' model: `workqueue.stragglers`)."""
-        sc = self.cfg.stragglers
-        if not (sc.factors or sc.dist != "none" or sc.period_rate_per_s > 0):
-            return None
-        from workqueue.stragglers import Stragglers
-
-        return Stragglers(sc, self.coll.workers)
-
     def build_worker(self, comm, source=None) -> CollectiveWorker:
         """Rank `comm.rank`'s worker: a replica with the plan's initial parameters, its shard."""
-        import torch
-
-        from collective.dense_sync import DenseSync
+        from collective.dense_sync import BucketedDense, DenseSync
         from collective.sharded_store import ShardedStore
         from collective.sharding import make_sharding
+        from psrec.core.step import TrainStep, make_dense_optimizer
         from psrec.net import parse_net
-        from psrec.ps.dense import set_flat_params
 
         cfg, c = self.cfg, self.coll
-        torch.manual_seed(cfg.train.seed)
-        source = source or make_source(cfg)
-        model = cfg.build_model(self.spec)
-        set_flat_params(model, self.dense_init)
-        layer = EmbeddingLayer(source.schema, self.tables, cfg.embedding.pooling)
-        dense = DenseSync(model, comm, c.bucket_bytes, c.overlap)
+        source = source or self.source.build()
+        model, layer = build_replica(cfg, self.spec, self.tables, self.dense_init, source)
+        net = parse_net(c.net) if c.net else None
         # DenseSync scales the loss gradient by 1/N at the model's output, so the embedding
         # rows' gradients arrive pre-scaled too: their owners sum them.
         store = ShardedStore(comm, self.ev_configs, make_sharding(c.sharding, comm.world_size, self.tables),
-                             average=False)
-        return CollectiveWorker(comm.rank, comm.world_size, model, layer, store, dense, source,
-                                cfg.train.optimizer, cfg.train.lr, parse_net(c.net) if c.net else None,
-                                self.stragglers())
+                             average=False, net=net)
+        opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
+        dense = BucketedDense(DenseSync(model, comm, c.bucket_bytes, c.overlap), opt, net)
+        step = TrainStep(model, layer, store, dense, comm.rank, stragglers_of(cfg, c.workers))
+        return CollectiveWorker(comm.rank, comm.world_size, step, source)
 
 
 def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=None) -> CollectivePlan:
     """Resolve model, tables and the work split on the driver (seeded like `build_local`)."""
-    from psrec.ps.dense import flat_params
+    from psrec.core.flat import flat_params
 
     coll = coll or collective_config_for(cfg)
     mp = plan_model(cfg, source)
@@ -91,11 +79,13 @@ def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=No
         queue_rows = (rr.train_start, end)
         # Every rank trains a batch a step while tasks last: about rows x epochs / (N x batch).
         rounds = max(1, -(-(end - rr.train_start) * cfg.workqueue.epochs // (coll.workers * bs)))
+        per_epoch = rounds
     else:
         rounds = count_rounds(cfg, rr.train_end - rr.train_start, coll.workers)
+        per_epoch = rounds_per_epoch(cfg, rr.train_end - rr.train_start, coll.workers)
     if cfg.stragglers.factors:
         from workqueue.stragglers import Stragglers
 
         Stragglers(cfg.stragglers, coll.workers)  # a rank out of range fails here, on the driver
     return CollectivePlan(cfg, coll, spec, tables, ev_configs, flat_params(model), numels, rounds, bs,
-                          rr.train_start, queue_rows)
+                          rr.train_start, per_epoch, source.describe(), queue_rows)

@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from collective.group import Collectives
 from collective.sharding import Sharding
+from psrec.comm.collectives import Collectives
+from psrec.comm.traffic import Traffic
 from psrec.embedding.local import LocalStore
 from psrec.embedding.store import BatchedStore
 from psrec.ev import EVConfig
+from psrec.net import NetConfig
 
 __all__ = ["ShardedStore", "ShardCounters", "exchange_blocks"]
 
@@ -133,7 +135,7 @@ class ShardedStore(BatchedStore):
             their loss gradient by 1/N (`collective.dense_sync.DenseSync` does): then it sums.
 
     Example (one rank; with more, every rank makes the same calls):
-        >>> from collective.group import ThreadGroup
+        >>> from psrec.comm.collectives import ThreadGroup
         >>> from collective.sharding import RowWise
         >>> store = ShardedStore(ThreadGroup(1).member(0), {"emb": EVConfig(dim=4)}, RowWise(1))
         >>> keys = np.array([7, 9], dtype=np.int64)
@@ -144,11 +146,14 @@ class ShardedStore(BatchedStore):
         [2, 1]
     """
 
+    pull_phase = push_phase = "alltoall"  # the calls time their parts; packing is all-to-all work
+
     def __init__(self, comm: Collectives, tables: Mapping[str, EVConfig], sharding: Sharding,
-                 average: bool = True) -> None:
+                 average: bool = True, net: NetConfig | None = None) -> None:
         if sharding.world_size != comm.world_size:
             raise ValueError(f"sharding is for {sharding.world_size} ranks, the group has {comm.world_size}")
         self.comm = comm
+        self.net = net  # emulated network for the traffic's seconds (None: real time only)
         self.sharding = sharding
         self.average = average
         self.names = list(tables)
@@ -266,6 +271,10 @@ class ShardedStore(BatchedStore):
         self._seconds["alltoall"] += time.perf_counter() - t_start - t_apply
 
     # ---------------------------------------------------------------- shard state
+    def take_traffic(self) -> Traffic:
+        """The rank's collectives since the last take (the dense all-reduce's too: one log per rank)."""
+        return Traffic.of_records(self.comm.log.take(), self.net)
+
     def take_seconds(self) -> dict[str, float]:
         """Seconds per phase since the last call (wait, alltoall, lookup, apply)."""
         out = dict(self._seconds)

@@ -10,6 +10,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+import psrec
 import psrec.commands
 from psrec.config import ConfigError
 
@@ -18,6 +19,7 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psrec", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"psrec {psrec.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for m in sorted(pkgutil.iter_modules(psrec.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"psrec.commands.{m.name}").register(sub)

@@ -119,12 +119,15 @@ class TrainConfig:
     max_steps: int = 0  # 0 = run the whole training range
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True  # show a progress bar
+    # steps per worker left out of steady-state figures (throughput, step times, comm share):
+    # first-call allocations, tables growing from empty, first connections
+    warmup_steps: int = 2
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
-        if self.max_steps < 0 or self.threads < 0:
-            raise ValueError("train.max_steps and train.threads must be >= 0")
+        if self.max_steps < 0 or self.threads < 0 or self.warmup_steps < 0:
+            raise ValueError("train.max_steps, train.threads and train.warmup_steps must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from torch import nn
 
 from collective.config import CollectiveConfig
 from collective.dense_sync import DenseSync
-from collective.group import ThreadGroup, ring_allreduce_traffic
 from collective.runner import InProcessJob, plan_collective
 from collective.sharding import RowWise, TableWise
+from psrec.comm.collectives import ThreadGroup, ring_allreduce_traffic
 from psrec.config import load_config
-from psrec.ps.dense import flat_params
+from psrec.core.flat import flat_params
+from psrec.core.local import build_local, train_range
+from psrec.core.ranges import rows_of
 from psrec.threads import on_threads
-from psrec.train.local import build_local, train_range
 
 K, B = 5, 64
 BASE = ["synthetic.num_fields=6", "synthetic.num_dense=2", "embedding.dim=4", "model.name=deepfm",
@@ -149,7 +150,7 @@ def test_step_traffic_matches_the_formula():
         # K_[r][d][t]: distinct keys of table t that rank r sent rank d in the last step
         kk = np.zeros((n, n, T), np.int64)
         for r, w in enumerate(job.workers):
-            keys, _, _ = w.layer.dedup(w.source.read(*w.rows_of(K - 1, B)))
+            keys, _, _ = w.layer.dedup(w.source.read(*rows_of(K - 1, r, n, B, 0, plan.per_epoch)))
             for i, t in enumerate(tables):
                 kk[r, :, i] = np.bincount(w.store.sharding.owners(t.name, keys[t.name]), minlength=n)
         dim = np.array([t.dim for t in tables])
@@ -235,7 +236,7 @@ def test_table_wise_places_tables_by_load():
     assert set(own.tolist()) == {0, 1, 2, 3} and np.bincount(own).min() > 200
 
 
-@pytest.mark.parametrize("name", ["collective.group", "collective.sharding", "collective.sharded_store",
+@pytest.mark.parametrize("name", ["psrec.comm.collectives", "collective.sharding", "collective.sharded_store",
                                   "collective.dense_sync", "collective.config", "collective.lockstep"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
@@ -267,11 +268,12 @@ def test_peer_wait_moves_from_the_allreduce_to_wait():
     exposed all-reduce) moves to `wait`; the phases still sum to the step; the slowest rank
     keeps its all-reduce; ranks out of lockstep are left alone."""
     from collective.lockstep import split_peer_wait
-    from collective.worker import StepRecord, WorkerReport
+    from psrec.core.report import WorkerReport
+    from psrec.core.step import StepRecord
 
     def rec(ready, ar, total):
-        return StepRecord(1, {"wait": 0.001, "alltoall": 0.002, "compute": ready, "allreduce": ar}, total, 0.0,
-                          0, 0, 0, {}, 8, ready=ready)
+        return StepRecord(1, {"wait": 0.001, "alltoall": 0.002, "compute": ready, "allreduce": ar}, 8,
+                          allreduce_total=total, ready=ready)
 
     ranks = [WorkerReport(0, [rec(0.010, 0.005, 0.007), rec(0.020, 0.001, 0.001)]),
              WorkerReport(1, [rec(0.013, 0.001, 0.002), rec(0.012, 0.003, 0.003)]),

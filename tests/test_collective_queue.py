@@ -13,8 +13,8 @@ from test_collective import BASE, assert_matches_local
 from collective.config import CollectiveConfig
 from collective.runner import InProcessJob, plan_collective
 from psrec.config import ConfigError, load_config
+from psrec.core.local import build_local
 from psrec.data.base import concat_batches
-from psrec.train.local import build_local
 
 B = 64  # rows per step and rank
 
@@ -45,7 +45,7 @@ def local_replay(plan, reports):
     steps = len(reports[0].steps)
     for k in range(steps):
         parts = [setup.source.read(*r.steps[k].span) for r in reports if r.steps[k].rows]
-        setup.step.train(concat_batches(parts), reports[0].steps[k].step)
+        setup.step.train_batch(concat_batches(parts), reports[0].steps[k].step)
     return setup
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from psrec.config import load_config
-from psrec.ps.dense import flat_params
-from psrec.ps.runner import _run_inprocess, plan_ps
-from psrec.train.local import build_local, train_range
-from psrec.train.progress import progress_bar
+from psrec.core.flat import flat_params
+from psrec.core.local import build_local, train_range
+from psrec.core.progress import progress_bar
+from psrec.ps.runner import InProcessPSJob, plan_ps
 
 K, B = 5, 64
 BASE = ["synthetic.num_fields=6", "synthetic.num_dense=2", "embedding.dim=4", "model.name=deepfm",
@@ -37,8 +37,10 @@ def test_sync_ps_matches_local(workers, num_ps, dense):
                                     f"ps.num_ps={num_ps}", f"ps.dense={dense}"])
     plan = plan_ps(cfg)
     assert plan.rounds == K
+    job = InProcessPSJob(plan, plan.source.build())
     with progress_bar(0, False) as bar:
-        reports, transport, wks = _run_inprocess(plan, None, bar)
+        job.train(bar, None)
+    transport, wks = job.transport, job.workers
     for t, want in want_rows.items():
         got = {}
         for e in transport.endpoints:

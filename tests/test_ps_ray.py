@@ -7,20 +7,22 @@ import torch
 from test_ps_equivalence import BASE, B, K, local_params
 
 from psrec.config import load_config
+from psrec.core.progress import progress_bar
 from psrec.metrics.prom import JobMetrics
 from psrec.ps.runner import plan_ps, run_ps
-from psrec.train.progress import progress_bar
 
 
 def test_sync_ps_on_ray_matches_local(ray_session, tmp_path):
-    from psrec.ps.ray_runner import run_on_ray
+    from psrec.ps.ray_runner import RayPSJob
 
     want_rows, want_dense, _ = local_params(2)
     cfg = load_config(None, BASE + [f"data.batch_size={B}", f"data.train_rows={K * B * 2}", "ps.sync=true",
                                     "ps.workers=2", "ps.num_ps=2", "ps.metrics_port=-1"])
     plan = plan_ps(cfg)
+    job = RayPSJob(plan, plan.source.build())
     with progress_bar(0, False) as bar:
-        reports, transport, dense, shard_stats, _ = run_on_ray(plan, bar)
+        reports = job.train(bar, None)
+    transport, dense = job.transport, job.dense()
     try:
         for t, want in want_rows.items():
             got = {}
@@ -33,7 +35,7 @@ def test_sync_ps_on_ray_matches_local(ray_session, tmp_path):
         torch.testing.assert_close(torch.from_numpy(dense), torch.from_numpy(want_dense), rtol=1e-5, atol=1e-6)
         assert all(len(r.steps) == K for r in reports)
     finally:
-        transport.shutdown()
+        job.close()
 
 
 def test_async_hybrid_run_accounts_time_and_bytes(ray_session, tmp_path):

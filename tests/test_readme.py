@@ -26,3 +26,24 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 def test_quickstart_runs_the_main_job():
     assert readme_commands()[0].endswith("psrec compare")
+
+
+def readme_python() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)\n```", section, flags=re.S)
+    return code
+
+
+def test_from_python_snippet_runs_as_written(ray_session, tmp_path, monkeypatch, capsys):
+    """The README's "From Python" snippet, verbatim: under 10 lines, and it trains on PS."""
+    code = readme_python()
+    assert len(code.splitlines()) < 10
+    monkeypatch.chdir(tmp_path)  # its run directory lands under ./runs
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    res, again = scope["res"], scope["again"]
+    assert res.mode == "ps-async" and 0.5 < res.auc < 1 and res.samples_per_s > 0
+    assert 0 < res.comm_fraction < 1 and res.phases["pull"] > 0
+    assert again.auc == res.auc and again.path == res.path
+    assert "AUC" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import pytest
 
 from psrec.cli import main
 from psrec.config import load_config
-from psrec.train.local import run_local
+from psrec.core.local import run_local
 
 SMALL = ["synthetic.num_fields=8", "synthetic.num_dense=3", "data.eval_rows=20000",
          "train.progress=false"]
@@ -21,7 +21,7 @@ def test_cli_train_writes_run_dir(tmp_path, capsys):
     res = json.loads((run / "results.json").read_text())
     for key in ("auc", "logloss", "samples_per_s", "phases", "planted_auc"):
         assert key in res
-    for phase in ("data", "lookup", "forward_backward", "sparse_apply"):
+    for phase in ("data", "lookup", "compute", "apply"):
         assert res["phases"][phase] > 0
     assert load_config(run / "config.toml").model.name == "lr"
 

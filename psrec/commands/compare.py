@@ -2,14 +2,16 @@
 
 Every mode trains the same model from the same seed on the same rows with the same
 per-worker batch, then evaluates on the same held-out rows. One table (mode, samples/s,
-step time p50/p95, communication %, bytes per step, AUC, logloss) goes to the terminal;
-the run directory gets each mode's own results.json (in a subdirectory), `compare.json`,
-`report.md` and two pictures: where a step's time goes per mode, and throughput per mode.
+step time mean/p50/p95, communication %, bytes per step, AUC, logloss) goes to the
+terminal; the run directory gets each mode's own results.json (in a subdirectory),
+`compare.json`, `report.md` and two pictures: where a step's time goes per mode, and
+throughput per mode.
 
-Throughput is training rows over training seconds, start-up excluded in every mode (for a
-distributed mode: rows / the slowest worker's summed step time), so that the seconds spent
-starting actors do not count against the distributed modes. Bytes per step are payload bytes
-sent plus received by one worker in one step.
+Every figure is the `RunResult`'s, by its one throughput rule: steady state, after
+`train.warmup_steps` steps of each worker, start-up excluded (for a distributed mode, rows
+over the slowest worker's summed step time). The picture stacks the steady-state mean step
+by phase: its bars are the table's "step ms", its communication share the table's "comm %".
+Bytes per step are payload bytes sent plus received by one worker in one step.
 
 The embedded default is sized to finish in under 3 minutes on 2 cores, Ray start included
 (`DEFAULT_ROWS`).
@@ -36,8 +38,9 @@ DEFAULT_ROWS = 81_920
 DEFAULT_EVAL_ROWS = 20_480  # AUC standard error ~0.004 at this size: enough to rank modes 0.01 apart
 COMM_PHASES = ("pull", "push", "allreduce", "alltoall")
 WAIT_PHASES = ("wait",)
-TABLE_COLUMNS = ["mode", "samples_per_s", "step_p50_ms", "step_p95_ms", "comm_pct", "bytes_per_step", "auc", "logloss"]
-TABLE_HEADERS = ["mode", "samples/s", "step p50 ms", "step p95 ms", "comm %", "bytes/step", "AUC", "logloss"]
+TABLE_COLUMNS = ["mode", "samples_per_s", "step_mean_ms", "step_p50_ms", "step_p95_ms", "comm_pct", "bytes_per_step",
+                 "auc", "logloss"]
+TABLE_HEADERS = ["mode", "samples/s", "step ms", "p50 ms", "p95 ms", "comm %", "bytes/step", "AUC", "logloss"]
 
 
 def register(sub) -> None:
@@ -117,14 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ running
-def compare(cfg, modes: list[str], run_dir: Path, coll=None) -> list[dict[str, Any]]:
+def run_modes(cfg, modes: list[str], run_dir: Path, coll=None, log=None) -> dict:
     """Run `modes` one after another on `cfg`; each writes into `run_dir/<mode>/`.
-    Returns one summary row per mode (the table's columns plus the time breakdown)."""
+    Returns mode -> `RunResult` (`psrec.compare`)."""
     import ray
 
     from collective.config import collective_config_for
     from collective.runner import run_collective
     from psrec.config import with_section
+    from psrec.core.local import run_local
     from psrec.ps.runner import run_ps
     from psrec.raysession import ensure_ray
 
@@ -135,113 +139,77 @@ def compare(cfg, modes: list[str], run_dir: Path, coll=None) -> list[dict[str, A
                                address=p.address, metrics_port=p.metrics_port)
     bs = cfg.data.batch_size
     # Every mode trains the same rows: the distributed modes take whole rounds of workers x batch.
-    rounds = cfg.data.train_rows // (bs * p.workers)
+    rounds = cfg.data.train_rows // (bs * p.workers) * cfg.data.epochs
     if cfg.train.max_steps:
         rounds = min(rounds, cfg.train.max_steps)
     started_ray = False
     if any(m != "local" for m in modes) and not ray.is_initialized():
         ensure_ray(p.address)
         started_ray = True
-    out = []
+    out = {}
     try:
         for mode in modes:
             sub = Path(run_dir) / mode
-            sub.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             if mode == "local":
-                res = _run_local(cfg, sub, max_steps=rounds * p.workers)
+                res = run_local(cfg, sub, max_steps=rounds * p.workers)
             elif mode == "collective":
                 res = run_collective(cfg, sub, coll=coll)
             else:
                 ps = dataclasses.replace(p, sync=mode == "ps-sync", dense="allreduce" if mode == "hybrid" else "ps")
-                mcfg = with_section(cfg, ps=ps)
-                (sub / "config.toml").write_text(mcfg.to_toml())
-                res = run_ps(mcfg, sub)
-            row = summarize(mode, res)
-            row["wall_seconds"] = time.perf_counter() - t0
-            row["run_dir"] = str(sub)
-            out.append(row)
-            print(f"  {mode}: {row['samples_per_s']:,.0f} samples/s, AUC {row['auc']:.4f} "
-                  f"({row['wall_seconds']:.0f} s)", file=sys.stderr)
+                res = run_ps(with_section(cfg, ps=ps), sub)
+            res.extra["wall_seconds"] = time.perf_counter() - t0
+            out[mode] = res
+            if log is not None:
+                log(f"  {mode}: {res.samples_per_s:,.0f} samples/s, AUC {res.auc:.4f} "
+                    f"({res.extra['wall_seconds']:.0f} s)")
     finally:
         if started_ray:
             ray.shutdown()
     return out
 
 
-class _StepClock:
-    """A progress-bar stand-in for `train_range` that records when each step ends."""
-
-    def __init__(self) -> None:
-        self.times = [time.perf_counter()]
-
-    def update(self, n: int = 1, **stats) -> None:
-        self.times.append(time.perf_counter())
-
-    @property
-    def step_seconds(self) -> list[float]:
-        return [b - a for a, b in zip(self.times, self.times[1:])]
+def compare(cfg, modes: list[str], run_dir: Path, coll=None) -> list[dict[str, Any]]:
+    """`run_modes`, then one summary row per mode (the table's columns plus the time breakdown)."""
+    results = run_modes(cfg, modes, run_dir, coll, log=lambda m: print(m, file=sys.stderr))
+    rows = []
+    for mode, res in results.items():
+        row = summarize(mode, res)
+        row["wall_seconds"] = res.extra["wall_seconds"]
+        row["run_dir"] = res.path
+        rows.append(row)
+    return rows
 
 
-def _run_local(cfg, run_dir: Path, max_steps: int) -> dict[str, Any]:
-    """Single-process training with per-step times (`run_local` keeps totals only)."""
-    import numpy as np
-
-    from psrec.runs import write_results
-    from psrec.train.local import build_local, evaluate, row_ranges, train_range
-
-    (run_dir / "config.toml").write_text(cfg.to_toml())
-    setup = build_local(cfg)
-    rr = row_ranges(cfg, setup.source)
-    clock = _StepClock()
-    stats = train_range(setup.step, setup.source, rr.train_start, rr.train_end, cfg.data.batch_size,
-                        max_steps=max_steps, bar=clock)
-    metrics = evaluate(setup.step, setup.source, rr.eval_start, rr.eval_end, max(cfg.data.batch_size, 4096))
-    steps = np.array(clock.step_seconds)
-    res = {
-        "mode": "local", "model": cfg.model.name, **metrics,
-        "samples_per_s": stats.samples / stats.seconds if stats.seconds else float("nan"),
-        "train_seconds": stats.seconds, "train_rows": stats.samples, "steps": stats.steps,
-        "step_p50": float(np.percentile(steps, 50)), "step_p95": float(np.percentile(steps, 95)),
-        "phases": setup.step.timer.as_dict(), "comm_fraction": 0.0, "bytes_per_step": 0.0,
-        "run_dir": str(run_dir),
-    }
-    write_results(run_dir, res)
-    return res
-
-
-def summarize(mode: str, res: dict[str, Any]) -> dict[str, Any]:
-    """One table row from a mode's results, plus its time per worker-step split into compute,
-    communication, waiting (and the emulated network's extra, when `--net` is set)."""
-    workers = [w for w in res.get("per_worker", []) if w.get("steps")]
-    if workers:
-        rows = sum(w["rows"] for w in workers)
-        wall = max(sum(w["phases"].values()) for w in workers)  # the slowest worker's training seconds
-        sps = rows / wall if wall else float("nan")
-        steps = sum(w["steps"] for w in workers)
-        emu = sum(w.get("emulated_net_seconds", 0.0) for w in workers) / steps
-    else:
-        sps, steps, emu = res["samples_per_s"], res["steps"], 0.0
-    phases = res["phases"]
-    comm = sum(v for k, v in phases.items() if k in COMM_PHASES) / steps
-    wait = sum(v for k, v in phases.items() if k in WAIT_PHASES) / steps
-    compute = sum(v for k, v in phases.items() if k not in COMM_PHASES + WAIT_PHASES) / steps
+def summarize(mode: str, res) -> dict[str, Any]:
+    """One table row from a mode's `RunResult`, plus its steady-state step split into compute,
+    communication and waiting (and the emulated network's extra, when `--net` is set): the
+    table and the picture read the same statistic, the steady-state mean step."""
+    phases = res.phases  # seconds per worker step, steady state
+    comm = sum(v for k, v in phases.items() if k in COMM_PHASES)
+    wait = sum(v for k, v in phases.items() if k in WAIT_PHASES)
+    compute = sum(v for k, v in phases.items() if k not in COMM_PHASES + WAIT_PHASES)
+    live = [w for w in res.per_worker if w.get("steady_steps")]
+    steady = sum(w["steady_steps"] for w in live)
+    emu = sum(w.get("steady_emulated_seconds", 0.0) for w in live) / steady if steady else 0.0
     return {
         "mode": mode,
-        "samples_per_s": sps,
-        "step_p50_ms": 1e3 * res["step_p50"],
-        "step_p95_ms": 1e3 * res["step_p95"],
-        "comm_pct": 100.0 * res["comm_fraction"],
-        "bytes_per_step": int(round(res["bytes_per_step"])),
-        "auc": res["auc"],
-        "logloss": res["logloss"],
-        "compute_ms": 1e3 * compute,  # per worker-step
+        "samples_per_s": res.samples_per_s,
+        "step_mean_ms": res.step_mean_ms,
+        "step_p50_ms": res.step_p50_ms,
+        "step_p95_ms": res.step_p95_ms,
+        "comm_pct": 100.0 * res.comm_fraction,
+        "bytes_per_step": int(round(res.bytes_per_step)),
+        "auc": res.auc,
+        "logloss": res.logloss,
+        "compute_ms": 1e3 * compute,  # per worker step, steady state: they sum to step_mean_ms
         "comm_ms": 1e3 * comm,
         "wait_ms": 1e3 * wait,
         "emulated_net_ms": 1e3 * emu,
-        "emulated_comm_pct": 100.0 * res.get("emulated_comm_fraction", res["comm_fraction"]),
-        "workers": res.get("workers", 1),
-        "train_rows": res["train_rows"],
+        "emulated_comm_pct": 100.0 * res.emulated_comm_fraction,
+        "warmup_steps": res.warmup_steps,
+        "workers": res.workers,
+        "train_rows": res.train_rows,
     }
 
 
@@ -279,10 +247,13 @@ def write_report(cfg, rows: list[dict[str, Any]], run_dir: Path, wall: float) ->
         "",
         "How to read it:",
         "",
+        f"- every figure is steady state: each worker's first {rows[0]['warmup_steps'] if rows else 0} steps "
+        "(warm-up) are left out.",
         "- samples/s: training rows per second of training (start-up excluded; for a distributed",
         "  mode, rows over the slowest worker's summed step time).",
-        "- step time: one worker's step; comm %: communication time over step time (PS: pull and",
-        "  push; hybrid: plus the dense all-reduce; collective: all-to-all and the exposed all-reduce).",
+        "- step ms: one worker's mean step (the picture's bar), p50/p95 its spread; comm %: communication",
+        "  time over step time (PS: pull and push; hybrid: plus the dense all-reduce; collective:",
+        "  all-to-all and the exposed all-reduce).",
         "- bytes/step: payload bytes one worker sent and received in one step.",
         "- waiting: sync barriers (PS sync: a shard holding a pull until the step is applied;",
         "  collective: the step's first rendezvous).",
@@ -321,7 +292,8 @@ def _plot_breakdown(rows: list[dict[str, Any]], path: Path) -> None:
             ax.text(i, bottom[i], f"{r['comm_pct']:.0f}% comm", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(x), modes)
     ax.set_ylim(0, max(bottom + [1.0]) * 1.12)  # room for the labels above the bars
-    ax.set_ylabel("ms per worker step (mean)")
+    warm = rows[0]["warmup_steps"] if rows else 0
+    ax.set_ylabel(f"ms per worker step (steady-state mean,\nafter {warm} warm-up steps)")
     ax.set_title("Where a step's time goes")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", alpha=0.3)

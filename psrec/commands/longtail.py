@@ -137,7 +137,7 @@ class TrainRows:
     def setup(self) -> None:
         import torch
 
-        from psrec.train.local import build_local, train_range
+        from psrec.core.local import build_local, train_range
 
         torch.set_num_threads(1)  # 4 workers share 2 cores: intra-op threads would spin against each other
         cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(self.cfg.train, threads=1, progress=False))
@@ -147,7 +147,7 @@ class TrainRows:
         train_range(self._setup.step, self._setup.source, 0, min(2 * bs, self._setup.source.num_rows), bs)
 
     def __call__(self, start: int, end: int) -> int:
-        from psrec.train.local import train_range
+        from psrec.core.local import train_range
 
         if self._setup is None:
             self.setup()
@@ -178,7 +178,6 @@ def run_collective_policies(cfg, workers: int, policies: tuple[str, ...], queue_
     `collective.transport = "ray"`) must be up. Only training is timed: no evaluation.
     """
     from collective.jobs import start_job
-    from collective.lockstep import split_peer_wait
     from collective.plan import plan_collective
     from workqueue.longtail import summarize_lockstep
 
@@ -191,11 +190,10 @@ def run_collective_policies(cfg, workers: int, policies: tuple[str, ...], queue_
         job = start_job(plan_collective(c, coll))
         try:
             log(f"[collective {policy}] {workers} ranks ready in {time.perf_counter() - t:.1f} s; running")
-            reports = job.train()
+            reports = job.train()  # waits for the slowest backward at the all-reduce count as peer wait
             queue = job.queue_stats
         finally:
             job.close()
-        split_peer_wait(reports)  # waits for the slowest backward at the all-reduce count as peer wait
         per_rank = [r.summary() for r in reports]
         summary = summarize_lockstep(_collective_ranks(per_rank))
         log(f"[collective {policy}] makespan {summary['makespan_s']:.1f} s, "

@@ -33,8 +33,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from psrec.core.local import run_local
     from psrec.report.table import format_table
-    from psrec.train.local import run_local
 
     extra = []
     if args.model:

@@ -110,9 +110,9 @@ def spec_for(rs, cfg, cores: float):
     both hold every field's keys. Dense parameters from the model itself; psrec's wire format
     (a count with every pushed row; rows, not pooled vectors, in the collective's all-to-all).
     """
+    from psrec.core.plan import plan_model
     from psrec.net import NetConfig, parse_net
     from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
-    from psrec.train.plan import plan_model
 
     if cfg.data.source != "synthetic":
         raise ValueError("validate-sim describes synthetic-data runs only (their key law is known)")

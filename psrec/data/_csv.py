@@ -249,6 +249,12 @@ class CsvSource(DataSource):
                                 f"delimiter {self.delimiter!r} or not this format?")
         self._malformed: dict[int, MalformedLine] = {}
 
+    def describe(self):
+        from psrec.data.spec import SourceSpec
+
+        return SourceSpec.of(self, path=self.path, strict=self.strict, delimiter=self.delimiter,
+                             header=self._index.header is not None)
+
     # -- what subclasses provide ---------------------------------------------------------
     @abstractmethod
     def _parse(self, table: Table, errors: RowErrors) -> ParsedRows:

@@ -139,6 +139,19 @@ class DataSource(ABC):
         for s in range(start, end, batch_size):
             yield self.read(s, min(s + batch_size, end))
 
+    def describe(self):
+        """What a worker rebuilds this source from (`psrec.data.spec.SourceSpec`). By default
+        the source itself, serialised to the worker; built-in sources name their class and
+        arguments instead, so each worker reopens the data on its own node."""
+        from psrec.data.spec import SourceSpec
+
+        return SourceSpec(obj=self)
+
+    def malformed_lines(self) -> list:
+        """Lines skipped so far as malformed (`psrec.data.errors.MalformedLine`); none for a
+        source that cannot hold a malformed line."""
+        return list(getattr(self, "malformed", None) or [])
+
     def _check_range(self, start: int, end: int) -> None:
         if not (0 <= start <= end <= self.num_rows):
             raise IndexError(f"row range [{start}, {end}) outside [0, {self.num_rows})")

@@ -302,6 +302,11 @@ class SyntheticSource(DataSource):
             u = u * scale[..., None] if u is not None else None
         return keys, w, u, t
 
+    def describe(self):
+        from psrec.data.spec import SourceSpec
+
+        return SourceSpec.of(self, cfg=self.cfg)
+
     @cache  # noqa: B019 - one source per run; the cache lives as long as it does
     def _tables(self):
         """Per-rank (keys, w, u, t) of all tabulated fields, concatenated; and each field's offset.

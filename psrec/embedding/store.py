@@ -10,11 +10,22 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from psrec.comm.traffic import Traffic
+
 __all__ = ["EmbeddingStore", "BatchedStore"]
 
 
 class EmbeddingStore(ABC):
-    """Named embedding tables keyed by int64 feature keys."""
+    """Named embedding tables keyed by int64 feature keys.
+
+    The training step (`psrec.core.step.TrainStep`) also asks a store what its calls cost:
+    `take_seconds` splits their seconds into the step's phases (what it leaves unsplit is
+    booked as `pull_phase` for lookups, `push_phase` for applies) and `take_traffic` gives
+    their bytes. A local store costs no traffic and books lookups and applies as such.
+    """
+
+    pull_phase = "lookup"
+    push_phase = "apply"
 
     @abstractmethod
     def dim(self, table: str) -> int:
@@ -49,7 +60,22 @@ class EmbeddingStore(ABC):
         for t, (k, g, c) in grads.items():
             self.apply_gradients(t, k, g, c, step)
 
-    def flush(self) -> None:  # noqa: B027 - a no-op for synchronous stores, by design
+    def begin_step(self) -> None:
+        """A training step starts (a PS client asks its next pull for a global step)."""
+
+    def global_step(self, proposed: int) -> int:
+        """The step's global step once its lookup is done (an async PS hands one out)."""
+        return proposed
+
+    def take_seconds(self) -> dict[str, float]:
+        """Seconds of the calls since the last take, by step phase (see the class doc)."""
+        return {}
+
+    def take_traffic(self) -> Traffic:
+        """Bytes and messages of the calls since the last take."""
+        return Traffic()
+
+    def flush(self) -> None:
         """Wait for outstanding asynchronous updates (no-op for synchronous stores)."""
 
 

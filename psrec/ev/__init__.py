@@ -21,12 +21,12 @@ from psrec.ev.optim import SlotSpec, SparseOptimizer, make_optimizer, optimizer_
 from psrec.ev.partition import Partition, hash_mod_partition, hash_mod_shard
 from psrec.ev.variable import EmbeddingVariable, EvictionReport, EVStats
 from psrec.ev.warmstart import (
-                                DenseWarmStartReport,
-                                TableMigration,
-                                WarmStartReport,
-                                warm_start,
-                                warm_start_dense,
-                                warm_start_variable,
+    DenseWarmStartReport,
+    TableMigration,
+    WarmStartReport,
+    warm_start,
+    warm_start_dense,
+    warm_start_variable,
 )
 
 __all__ = [

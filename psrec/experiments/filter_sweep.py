@@ -33,11 +33,12 @@ from typing import Any, Literal
 
 from psrec.config import Config
 from psrec.config_io import to_mapping
+from psrec.core.local import build_local, evaluate, train_range
+from psrec.core.ranges import row_ranges
 from psrec.data.base import DataSource
 from psrec.data.factory import make_source
 from psrec.embedding.local import LocalStore
 from psrec.runs import make_run_dir, write_results
-from psrec.train.local import build_local, evaluate, row_ranges, train_range
 
 __all__ = ["FilterSetting", "FilterSweepConfig", "run_filter_sweep", "export_bytes"]
 

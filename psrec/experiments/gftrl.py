@@ -13,13 +13,13 @@ from typing import Any
 import torch
 
 from psrec.config import Config, ModelConfig, with_section
+from psrec.core.ranges import RowRanges
 from psrec.data.base import DataSource
 from psrec.ev.config import OptimizerConfig
 from psrec.experiments.zoo import experiment_data, fit, zero_rows
 from psrec.metrics.delong import delong_diff
 from psrec.optim import FTRL
 from psrec.report.table import format_table
-from psrec.train.local import RowRanges
 
 __all__ = ["GFTRLConfig", "GFTRLReport", "run_xdeepint_gftrl"]
 

@@ -43,14 +43,14 @@ import numpy as np
 
 from psrec.config import Config, ConfigError, load_config
 from psrec.config_io import to_mapping
+from psrec.core.local import LocalSetup, build_local, evaluate, train_range
+from psrec.core.step import TrainStep
 from psrec.data.base import Batch, DataSource
 from psrec.data.keys import key_field
 from psrec.data.synthetic import SyntheticSource
 from psrec.embedding.local import LocalStore, table_seed
 from psrec.ev import DenseWarmStartReport, WarmStartReport, warm_start, warm_start_dense
 from psrec.runs import make_run_dir, write_results
-from psrec.train.local import LocalSetup, build_local, evaluate, train_range
-from psrec.train.step import SparseStep
 
 __all__ = ["IncrementalConfig", "DropFields", "run_incremental", "dense_summary"]
 
@@ -181,7 +181,7 @@ def _warm_started(new_cfg: Config, source: DataSource, old: LocalSetup,
     dense = warm_start_dense(fresh.model, old.model.state_dict())
     # The dense optimizer holds the model's own parameter objects (copied into in place), so it
     # carries over; it has no state yet.
-    step = SparseStep(fresh.model, fresh.layer, store, fresh.step.dense_opt)
+    step = TrainStep(fresh.model, fresh.layer, store, fresh.step.dense)
     return LocalSetup(source, fresh.model, store, fresh.layer, step), report, dense
 
 

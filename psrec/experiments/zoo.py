@@ -13,7 +13,7 @@ optimizer, dense optimizer, batch size, seed) is shared.
 AUC differences come with a DeLong standard error computed on the same evaluation rows
 (DeLong, DeLong & Clarke-Pearson 1988), so "does not beat DNN" separates noise from a real gap.
 
-Layering: a runner. It uses psrec.train.local and the models; only the CLI imports it.
+Layering: a runner. It uses psrec.core.local and the models; only the CLI imports it.
 """
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ import numpy as np
 import torch
 
 from psrec.config import Config, ModelConfig, with_section
+from psrec.core.local import LocalSetup, build_local, train_range
+from psrec.core.progress import progress_bar
+from psrec.core.ranges import RowRanges
+from psrec.core.step import DenseUpdate
 from psrec.data.base import Batch, DataSource, Ragged
 from psrec.data.factory import make_source
 from psrec.embedding.local import LocalStore
@@ -36,8 +40,6 @@ from psrec.models import model_names
 from psrec.models.refine import refiner_names
 from psrec.report.table import format_table
 from psrec.runs import write_results
-from psrec.train.local import LocalSetup, RowRanges, build_local, train_range
-from psrec.train.progress import progress_bar
 
 if TYPE_CHECKING:  # the G-FTRL module imports this one
     from psrec.experiments.gftrl import GFTRLConfig, GFTRLReport
@@ -180,7 +182,7 @@ def fit(cfg: Config, source: DataSource, rr: RowRanges, label: str | None = None
     """
     setup = build_local(cfg, source)
     if dense_opt is not None:
-        setup.step.dense_opt = dense_opt(setup.model)
+        setup.step.dense = DenseUpdate(dense_opt(setup.model))
     bs = cfg.data.batch_size
     total = -(-(rr.train_end - rr.train_start) // bs)
     if cfg.train.max_steps:

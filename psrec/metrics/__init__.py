@@ -1,5 +1,9 @@
-"""Quality metrics and timing accounting."""
-from psrec.metrics.auc import auc, logloss
-from psrec.metrics.timers import PhaseTimer
+"""Quality metrics (AUC, logloss, DeLong's test) and the Prometheus export of a job.
 
-__all__ = ["auc", "logloss", "PhaseTimer"]
+    auc, logloss   held-out quality of click probabilities
+    delong         DeLong's test between two models' AUCs on the same rows
+    prom           `JobMetrics`: the driver's Prometheus registry and HTTP endpoint
+"""
+from psrec.metrics.auc import auc, logloss
+
+__all__ = ["auc", "logloss"]

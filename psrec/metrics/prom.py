@@ -43,6 +43,7 @@ class JobMetrics:
         self.ps_bytes = Gauge("psrec_ps_bytes_served_total", "bytes served by a PS", ["ps"], registry=r)
         self.ps_requests = Gauge("psrec_ps_requests_total", "requests served by a PS", ["ps"], registry=r)
         self.ps_rows = Gauge("psrec_ps_rows", "embedding rows held by a PS", ["ps"], registry=r)
+        self._ar = None  # the dense all-reduce's gauges, made on first use (hybrid and collective jobs)
         self.port = None
         self._server = None
         if port >= 0:
@@ -59,6 +60,17 @@ class JobMetrics:
         total = sum(phases.values())
         comm = sum(phases.get(k, 0) for k in ("pull", "push", "allreduce", "alltoall"))
         self.comm.labels(str(w)).set(comm / total if total else 0.0)
+
+    def dense_exchange(self, w: int, total: float, hidden: float) -> None:
+        """Worker `w`'s dense all-reduce: seconds in flight (exposed + hidden) and hidden behind backward."""
+        if self._ar is None:
+            r = self.registry
+            self._ar = (Gauge("psrec_worker_allreduce_total_seconds", "dense all-reduce in flight (exposed + hidden)",
+                              ["worker"], registry=r),
+                        Gauge("psrec_worker_allreduce_hidden_seconds", "dense all-reduce hidden behind backward",
+                              ["worker"], registry=r))
+        self._ar[0].labels(str(w)).set(total)
+        self._ar[1].labels(str(w)).set(hidden)
 
     def shard(self, s: int, bytes_served: int, requests: int, rows: int) -> None:
         self.ps_bytes.labels(str(s)).set(bytes_served)

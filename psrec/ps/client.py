@@ -3,40 +3,21 @@
 Per step, one pull and one push per shard: the batch's distinct keys (already deduplicated
 by the embedding layer) are routed with the partitioner, sent to every shard at once
 through the transport, and the rows are put back in request order. Bytes and time are
-booked per call; with a network model (`--net`) each call also books the time its bytes
-would take on that network, separately from the real time.
+booked per call (`take_traffic`, tagged "pull" and "push"; a sync shard's hold on a pull is
+`take_seconds()["wait"]`); with a network model (`--net`) each call also books the time its
+bytes would take on that network, separately from the real time.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import numpy as np
 
+from psrec.comm.traffic import Traffic
 from psrec.embedding.store import BatchedStore
 from psrec.net import NetConfig, transfer_time
 from psrec.ps.partition import Partitioner
 from psrec.ps.transport import Transport
 
-__all__ = ["PSClient", "CommStats"]
-
-
-@dataclass
-class CommStats:
-    """Communication booked by one client (seconds are wall-clock unless named `emulated`)."""
-
-    pull_seconds: float = 0.0
-    push_seconds: float = 0.0
-    wait_seconds: float = 0.0  # sync barrier: time a shard held a pull until its step was applied
-    emulated_seconds: float = 0.0  # what the bytes would take on the configured network
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    messages: int = 0
-
-    def reset(self) -> CommStats:
-        out = CommStats(**self.__dict__)
-        self.__init__()
-        return out
+__all__ = ["PSClient"]
 
 
 class PSClient(BatchedStore):
@@ -63,18 +44,36 @@ class PSClient(BatchedStore):
         self.sync = sync
         self.net = net
         self.dense_slices = dense_slices
-        self.comm = CommStats()
+        self._traffic = Traffic()
+        self._wait = 0.0  # sync barrier: seconds a shard held a pull until its step was applied
+        self.pending_dense_grad: np.ndarray | None = None  # the next push's dense gradient (dense on the PS)
         self.step = 0  # global step of the step in progress (from `begin_step`)
         self.min_step = 0  # sync: the step whose update the next pull must see
         self.dense_values: np.ndarray | None = None  # filled by a pull when dense lives on the PS
         self._want_dense = False
         self._want_step = False
 
+    pull_phase = "pull"
+    push_phase = "push"
+
     # ---------------------------------------------------------------- BatchedStore
-    def begin_step(self, want_dense: bool, next_global_step: bool) -> None:
-        """Ask the next pull to also fetch the dense slices and/or a new global step."""
-        self._want_dense = want_dense
-        self._want_step = next_global_step
+    def begin_step(self) -> None:
+        """Ask the next pull to also fetch the dense slices (dense on the PS) and, async, a new
+        global step."""
+        self._want_dense = self.dense_slices is not None
+        self._want_step = not self.sync
+
+    def global_step(self, proposed: int) -> int:
+        """Sync: the round the driver numbered; async: the step the first shard handed out."""
+        return proposed if self.sync else self.step
+
+    def take_seconds(self) -> dict[str, float]:
+        out, self._wait = {"wait": self._wait}, 0.0
+        return out
+
+    def take_traffic(self) -> Traffic:
+        out, self._traffic = self._traffic, Traffic()
+        return out
 
     def lookup_many(self, keys: dict[str, np.ndarray], train: bool = True) -> dict[str, np.ndarray]:
         n = self.transport.num_shards
@@ -87,9 +86,7 @@ class PSClient(BatchedStore):
                 args.append((req, train, want_dense, self.min_step if train else 0, s == 0 and self._want_step))
             else:
                 args.append(None)
-        t0 = time.perf_counter()
         replies = self.transport.call_all("pull", args)
-        elapsed = time.perf_counter() - t0
         out = {t: np.empty((len(k), self.dims[t]), np.float32) for t, k in keys.items()}
         sent = recv = msgs = 0
         waited = 0.0
@@ -110,12 +107,14 @@ class PSClient(BatchedStore):
                 self.step = step
         if dense_parts:
             self.dense_values = np.concatenate(dense_parts)
-        self._book(elapsed, waited, sent, recv, msgs, pull=True)
+        self._book(waited, sent, recv, msgs, pull=True)
         self._want_dense = self._want_step = False
         return out
 
-    def apply_many(self, grads, step, dense_grad: np.ndarray | None = None) -> None:
+    def apply_many(self, grads, step) -> None:
+        """Push summed row gradients (and `pending_dense_grad`, when staged) to every shard."""
         n = self.transport.num_shards
+        dense_grad, self.pending_dense_grad = self.pending_dense_grad, None
         splits = {t: self.partitioner.split(k) for t, (k, _, _) in grads.items()}
         args = []
         for s in range(n):
@@ -129,28 +128,20 @@ class PSClient(BatchedStore):
                 a, b = self.dense_slices[s]
                 d = dense_grad[a:b] if b > a else None
             args.append((part, d, step) if (part or d is not None or self.sync) else None)
-        t0 = time.perf_counter()
         self.transport.call_all("push", args)
-        elapsed = time.perf_counter() - t0
         sent = sum(sum(k.nbytes + g.nbytes + c.nbytes for k, g, c in a[0].values())
                    + (a[1].nbytes if a[1] is not None else 0) for a in args if a is not None)
-        self._book(elapsed, 0.0, sent, 0, sum(a is not None for a in args), pull=False)
+        self._book(0.0, sent, 0, sum(a is not None for a in args), pull=False)
         if self.sync:
             self.min_step = step  # the next pull must see this step applied
 
     # ---------------------------------------------------------------- accounting
-    def _book(self, elapsed: float, waited: float, sent: int, recv: int, msgs: int, pull: bool) -> None:
-        c = self.comm
-        comm = max(elapsed - waited, 0.0)
-        if pull:
-            c.pull_seconds += comm
-        else:
-            c.push_seconds += comm
-        c.wait_seconds += waited
-        c.bytes_sent += sent
-        c.bytes_received += recv
-        c.messages += msgs
+    def _book(self, waited: float, sent: int, recv: int, msgs: int, pull: bool) -> None:
+        """Book one call (the step times it; `waited`: a sync shard's hold on it)."""
+        self._wait += waited
+        emulated = 0.0
         if self.net is not None and msgs:
             # The worker's NIC carries every shard's bytes; the shards answer in parallel, so
             # one round-trip latency is paid per call, not per shard.
-            c.emulated_seconds += transfer_time(self.net, sent + recv, messages=1)
+            emulated = transfer_time(self.net, sent + recv, messages=1)
+        self._traffic.add("pull" if pull else "push", sent, recv, msgs, emulated)

@@ -1,28 +1,30 @@
 """PS training on Ray: PS shards and workers are actors; the driver polls and reports."""
 from __future__ import annotations
 
-import time
-
 import ray
 
+from psrec.core.job import poll_ray_workers
+from psrec.core.report import WorkerReport, progress_of
+from psrec.core.step import COMM_PHASES
 from psrec.ps.ray_transport import RayTransport, start_ps_actors
-from psrec.ps.worker import PHASES, WorkerReport
+from psrec.ps.runner import PSPlan, _PSJob
 from psrec.raysession import ensure_ray
 
-__all__ = ["run_on_ray", "PSWorkerActor"]
+__all__ = ["RayPSJob", "PSWorkerActor"]
+
+SETUP_TIMEOUT_S = 300.0  # building a worker: its source (a file index), model, a gloo group
 
 
 @ray.remote(max_concurrency=2)  # one thread trains, the other answers progress polls
 class PSWorkerActor:
     """A PSWorker in its own process, talking to the PS actors."""
 
-    def __init__(self, plan, index: int, ps_actors, queue=None) -> None:
+    def __init__(self, plan: PSPlan, index: int, ps_actors, queue=None) -> None:
         import torch
 
         torch.set_num_threads(plan.cfg.ps.threads)
         self.plan, self.index, self.ps_actors, self.queue = plan, index, ps_actors, queue
         self.worker = None
-        self._group = None
 
     def node_address(self) -> tuple[str, int]:
         from psrec.metrics.prom import free_port
@@ -30,26 +32,14 @@ class PSWorkerActor:
         return ray.util.get_node_ip_address(), free_port()
 
     def setup(self, master: tuple[str, int] | None) -> int:
-        """Build the worker; join the gloo group for hybrid (all-reduced dense) training."""
-        from psrec.net import parse_net
-        from psrec.ps.client import PSClient
-        from psrec.ps.dense import TorchAllReduce
-        from psrec.ps.worker import PSWorker
-
-        plan, p = self.plan, self.plan.cfg.ps
-        allreduce = None
+        """Build the worker (rebuilding the run's source from the plan); join the gloo group
+        for hybrid (all-reduced dense) training."""
+        comm = None
         if master is not None:
-            import torch.distributed as dist
+            from psrec.comm.collectives import init_torch_group
 
-            dist.init_process_group("gloo", init_method=f"tcp://{master[0]}:{master[1]}",
-                                    rank=self.index, world_size=p.workers)
-            allreduce = TorchAllReduce()
-        model, layer, source = plan.build_worker_parts()
-        client = PSClient(RayTransport(self.ps_actors), plan.partitioner, plan.dims, p.sync,
-                          parse_net(p.net) if p.net else None, plan.dense_slices)
-        stragglers = plan.stragglers()
-        self.worker = PSWorker(self.index, p.workers, model, layer, client, source, p.dense,
-                               plan.cfg.train.optimizer, plan.cfg.train.lr, allreduce, stragglers)
+            comm = init_torch_group(master, self.index, self.plan.cfg.ps.workers, "gloo", SETUP_TIMEOUT_S)
+        self.worker = self.plan.build_worker(self.index, RayTransport(self.ps_actors), comm)
         return self.index
 
     def run(self) -> WorkerReport:
@@ -58,17 +48,17 @@ class PSWorkerActor:
             q, w = self.queue, self.index
             return self.worker.run_tasks(lambda done: ray.get(q.complete_and_take.remote(w, done)),
                                          plan.batch_size)
-        return self.worker.run(plan.rounds, plan.batch_size, plan.base_row)
+        return self.worker.run(plan.rounds, plan.batch_size, plan.base_row, plan.per_epoch)
 
     def progress(self) -> dict:
         """Cumulative figures so far (read while `run` goes on in the other thread)."""
-        steps = list(self.worker.report.steps) if self.worker else []
-        return {"steps": len(steps), "rows": sum(r.rows for r in steps),
-                "phases": {p: sum(r.seconds.get(p, 0.0) for r in steps) for p in PHASES},
-                "sent": sum(r.bytes_sent for r in steps), "received": sum(r.bytes_received for r in steps)}
+        return progress_of(self.worker.report if self.worker else None)
+
+    def malformed(self) -> list:
+        return self.worker.source.malformed_lines() if self.worker else []
 
     def dense(self):
-        from psrec.ps.dense import flat_params
+        from psrec.core.flat import flat_params
 
         return flat_params(self.worker.model)
 
@@ -79,63 +69,60 @@ class PSWorkerActor:
             dist.destroy_process_group()
 
 
-def run_on_ray(plan, bar, metrics=None):
-    """Train `plan` on Ray; returns (worker reports, transport, dense values, shard stats)."""
-    from psrec.config_io import to_mapping
+class RayPSJob(_PSJob):
+    """PS actors and worker actors (a local Ray starts unless `ps.address` names a cluster)."""
 
-    p = plan.cfg.ps
-    ensure_ray(p.address)
-    ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(), p.ps_cpus)
-    transport = RayTransport(ps_actors)
-    queue = None
-    if p.data == "queue":
-        from workqueue.actor import WorkQueue
+    def __init__(self, plan: PSPlan, source) -> None:
+        p = plan.cfg.ps
+        self.plan, self.eval_source = plan, source
+        ensure_ray(p.address)
+        self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(), p.ps_cpus)
+        self.transport = RayTransport(self.ps_actors)
+        self.queue = None
+        self.workers = []
+        try:
+            if p.data == "queue":
+                from workqueue.actor import WorkQueue
 
-        end = plan.base_row + plan.rounds * p.workers * plan.batch_size
-        queue = WorkQueue.start(plan.cfg.workqueue, p.workers, plan.base_row, end)
-    workers = [PSWorkerActor.options(num_cpus=p.worker_cpus).remote(plan, w, ps_actors, queue and queue.actor)
-               for w in range(p.workers)]
-    queue_stats = None
-    try:
-        master = ray.get(workers[0].node_address.remote()) if p.dense == "allreduce" else None
-        ray.get([w.setup.remote(master) for w in workers], timeout=300)
-        runs = [w.run.remote() for w in workers]
-        done_steps, t0 = 0, time.perf_counter()
-        pending = list(runs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-            # A worker that failed ends the job now: in sync mode the others would otherwise
-            # wait at the barrier for its pushes until the PS timeout.
-            ray.get(ready)
-            prog = ray.get([w.progress.remote() for w in workers])
-            steps = sum(x["steps"] for x in prog)
-            total = {ph: sum(x["phases"][ph] for x in prog) for ph in PHASES}
-            wall = sum(total.values())
-            comm = total["pull"] + total["push"] + total["allreduce"]
-            rows = sum(x["rows"] for x in prog)
-            bar.update(steps - done_steps, samples_per_s=rows / (time.perf_counter() - t0),
-                       comm_pct=100.0 * comm / wall if wall else None)
-            done_steps = steps
-            if metrics is not None:
-                for i, x in enumerate(prog):
-                    metrics.worker(i, x["phases"], x["rows"], x["sent"], x["received"])
-        reports = ray.get(runs)
-        if queue is not None:
-            queue_stats = {"accounting": queue.accounting(), "stats": queue.stats()}
-        dense = (ray.get(workers[0].dense.remote()) if p.dense == "allreduce"
-                 else _dense_from(transport))
-        shard_stats = [to_mapping(s) for s in transport.broadcast("stats", True)]
-        ray.get([w.shutdown.remote() for w in workers], timeout=30)
-    finally:
+                self.queue = WorkQueue.start(plan.cfg.workqueue, p.workers, *plan.queue_rows)
+            self.workers = [PSWorkerActor.options(num_cpus=p.worker_cpus).remote(
+                plan, w, self.ps_actors, self.queue and self.queue.actor) for w in range(p.workers)]
+            master = ray.get(self.workers[0].node_address.remote(), timeout=SETUP_TIMEOUT_S) \
+                if p.dense == "allreduce" else None
+            ray.get([w.setup.remote(master) for w in self.workers], timeout=SETUP_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def train(self, bar, metrics):
+        workers = self.workers
+        reports = poll_ray_workers([w.run.remote() for w in workers],
+                                   lambda: ray.get([w.progress.remote() for w in workers], timeout=60),
+                                   bar, metrics, COMM_PHASES, timeout_s=60)
+        if self.queue is not None:
+            self.queue_stats = {"accounting": self.queue.accounting(), "stats": self.queue.stats()}
+        from psrec.config_io import to_mapping
+
+        self.shard_stats = [to_mapping(s) for s in self.transport.broadcast("stats", True)]
+        return reports
+
+    def dense(self):
+        if self.plan.cfg.ps.dense == "allreduce":
+            return ray.get(self.workers[0].dense.remote(), timeout=60)
+        return super().dense()
+
+    def malformed(self):
+        return [m for part in ray.get([w.malformed.remote() for w in self.workers], timeout=60) for m in part]
+
+    def close(self) -> None:
+        workers, self.workers = self.workers, []
+        try:
+            ray.get([w.shutdown.remote() for w in workers], timeout=30)
+        except Exception:  # noqa: BLE001 - a dead or stuck worker: killed below either way
+            pass
         for w in workers:
             ray.kill(w)
-        if queue is not None:
-            queue.shutdown()
-    return reports, transport, dense, shard_stats, queue_stats
-
-
-def _dense_from(transport):
-    import numpy as np
-
-    replies = transport.broadcast("pull", {}, False, True, 0, False)
-    return np.concatenate([r[1] for r in replies])
+        if self.queue is not None:
+            self.queue.shutdown()
+            self.queue = None
+        super().close()

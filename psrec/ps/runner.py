@@ -1,41 +1,43 @@
-"""Parameter-server training end to end: start shards and workers, train, evaluate, report.
+"""Parameter-server training end to end, through the one run skeleton (`psrec.core.job`).
 
 `run_ps(cfg)` runs on Ray (PS and workers are actors; a local Ray starts unless
-`ps.address` names a cluster) or in process (`ps.transport = "inprocess"`: shards are
-objects, workers are threads; for tests and debugging). Both run the same PSShard,
-PSClient and PSWorker code.
+`ps.address` names a cluster: `psrec.ps.ray_runner`) or in process (`ps.transport =
+"inprocess"`: shards are objects, workers are threads; for tests and debugging). Both run
+the same PSShard, PSClient, TrainStep and PSWorker code, on the rows of the source the run
+was given (each Ray worker rebuilds it from `PSPlan.source`).
 """
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from psrec.comm.collectives import ThreadGroup
 from psrec.config import Config
 from psrec.config_io import to_mapping
-from psrec.data.factory import make_source
+from psrec.core.flat import flat_params, slices
+from psrec.core.job import Job, run_job
+from psrec.core.local import predict_range
+from psrec.core.plan import build_replica, plan_model, stragglers_of
+from psrec.core.ranges import count_rounds, rounds_per_epoch, row_ranges
+from psrec.core.result import RunResult, max_over_mean
+from psrec.core.step import DenseUpdate, TrainStep, make_dense_optimizer
+from psrec.data.spec import SourceSpec
 from psrec.embedding.layer import EmbeddingLayer
-from psrec.metrics.auc import auc, logloss
 from psrec.metrics.prom import JobMetrics
 from psrec.models.base import FeatureSpec
 from psrec.net import parse_net
 from psrec.ps.client import PSClient
-from psrec.ps.dense import ThreadAllReduce, flat_params, set_flat_params, slices
+from psrec.ps.dense import HybridAllReduce, OnPS
 from psrec.ps.partition import make_partitioner
 from psrec.ps.shard import DenseSpec, PSShard
 from psrec.ps.transport import InProcessTransport, Transport
-from psrec.ps.worker import PHASES, PSWorker, WorkerReport
-from psrec.runs import make_run_dir, write_results
+from psrec.ps.worker import PSWorker
 from psrec.threads import on_threads
-from psrec.train.local import row_ranges
-from psrec.train.plan import count_rounds, plan_model
-from psrec.train.progress import progress_bar
 
-__all__ = ["PSPlan", "plan_ps", "run_ps", "aggregate_reports"]
+__all__ = ["PSPlan", "plan_ps", "run_ps", "ps_mode", "InProcessPSJob", "ps_imbalance"]
 
 
 @dataclass
@@ -49,32 +51,38 @@ class PSPlan:
     partitioner: Any
     dense_init: np.ndarray  # (P,) the driver model's initial dense parameters
     dense_slices: list[tuple[int, int]] | None
-    rounds: int
+    rounds: int  # steps per worker, over every epoch
+    per_epoch: int  # rounds in one pass over the training rows
     batch_size: int
     base_row: int
+    source: SourceSpec  # how each worker rebuilds the run's data source
 
     @property
     def dims(self) -> dict[str, int]:
         return {t.name: t.dim for t in self.tables}
 
-    def build_worker_parts(self, source=None):
-        """A model replica with the plan's initial parameters, its embedding layer, a source."""
-        import torch
+    @property
+    def queue_rows(self) -> tuple[int, int]:
+        """Rows [start, end) the work queue hands out (ps.data = "queue"): the whole rounds of
+        one pass (capped by train.max_steps); the queue's own `workqueue.epochs` repeat it."""
+        rounds = min(self.rounds, self.per_epoch)
+        return self.base_row, self.base_row + rounds * self.cfg.ps.workers * self.batch_size
 
-        torch.manual_seed(self.cfg.train.seed)
-        source = source or make_source(self.cfg)
-        model = self.cfg.build_model(self.spec)
-        set_flat_params(model, self.dense_init)
-        return model, EmbeddingLayer(source.schema, self.tables, self.cfg.embedding.pooling), source
-
-    def stragglers(self):
-        """The configured straggler model ([stragglers]), or None when nobody is slowed."""
-        sc = self.cfg.stragglers
-        if not (sc.factors or sc.dist != "none" or sc.period_rate_per_s > 0):
-            return None
-        from workqueue.stragglers import Stragglers
-
-        return Stragglers(sc, self.cfg.ps.workers)
+    def build_worker(self, index: int, transport: Transport, allreduce=None, source=None) -> PSWorker:
+        """Worker `index`: a replica with the plan's initial parameters, its client and step.
+        `allreduce`: its member of the workers' group (`psrec.comm`) for hybrid dense."""
+        cfg, p = self.cfg, self.cfg.ps
+        source = source or self.source.build()
+        model, layer = build_replica(cfg, self.spec, self.tables, self.dense_init, source)
+        net = parse_net(p.net) if p.net else None
+        client = PSClient(transport, self.partitioner, self.dims, p.sync, net, self.dense_slices)
+        if p.dense == "ps":
+            dense: DenseUpdate = OnPS(model, client)
+        else:
+            opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
+            dense = HybridAllReduce(model, allreduce, opt, net) if p.dense == "allreduce" else DenseUpdate(opt)
+        step = TrainStep(model, layer, client, dense, index, stragglers_of(cfg, p.workers))
+        return PSWorker(index, p.workers, step, source)
 
     def dense_specs(self) -> list[DenseSpec | None]:
         if self.dense_slices is None:
@@ -99,156 +107,106 @@ def plan_ps(cfg: Config, source=None) -> PSPlan:
     partitioner = make_partitioner(p.partitioner, p.num_ps, sample)
     dense_init = flat_params(model)
     dense_slices = slices(len(dense_init), p.num_ps) if p.dense == "ps" else None
-    rounds = count_rounds(cfg, rr.train_end - rr.train_start, p.workers)
-    return PSPlan(cfg, spec, tables, ev_configs, partitioner, dense_init, dense_slices, rounds, bs, rr.train_start)
+    n_train = rr.train_end - rr.train_start
+    return PSPlan(cfg, spec, tables, ev_configs, partitioner, dense_init, dense_slices,
+                  count_rounds(cfg, n_train, p.workers), rounds_per_epoch(cfg, n_train, p.workers), bs,
+                  rr.train_start, source.describe())
 
 
-def aggregate_reports(summaries: list[dict]) -> dict[str, Any]:
-    """Job-level figures from per-worker summaries."""
-    live = [s for s in summaries if s.get("steps")]
-    phases = {p: float(sum(s["phases"][p] for s in live)) for p in PHASES}
-    wall = sum(phases.values())
-    comm = phases["pull"] + phases["push"] + phases["allreduce"]
-    emu = sum(s["emulated_net_seconds"] for s in live)
+def ps_mode(cfg: Config) -> str:
+    """ps-sync / ps-async, "-hybrid" when dense parameters are all-reduced."""
+    p = cfg.ps
+    return f"ps-{'sync' if p.sync else 'async'}" + ("-hybrid" if p.dense == "allreduce" else "")
+
+
+def ps_imbalance(shard_stats: list[dict]) -> dict[str, float]:
+    """max/mean over PS of rows held, bytes served and requests (1.0 = perfectly even)."""
     return {
-        "phases": phases,  # seconds summed over workers
-        "comm_fraction": comm / wall if wall else float("nan"),
-        "wait_fraction": phases["wait"] / wall if wall else float("nan"),
-        "emulated_comm_fraction": (comm + emu) / (wall + emu) if wall else float("nan"),
-        "step_p50": float(np.median([s["step_p50"] for s in live])) if live else float("nan"),
-        "step_p95": float(max(s["step_p95"] for s in live)) if live else float("nan"),
-        "bytes_per_step": float(sum(s["bytes_sent"] + s["bytes_received"] for s in live)
-                                / max(1, sum(s["steps"] for s in live))),
+        "rows": max_over_mean(sum(s["rows"].values()) for s in shard_stats),
+        "bytes_served": max_over_mean(s["bytes_out"] for s in shard_stats),
+        "requests": max_over_mean(s["requests"] for s in shard_stats),
     }
 
 
-# ------------------------------------------------------------------------------ in process
-def _run_inprocess(plan: PSPlan, source, bar) -> tuple[list[WorkerReport], Transport, list[PSWorker]]:
-    cfg, p = plan.cfg, plan.cfg.ps
-    shards = [PSShard(i, plan.ev_configs, p.workers, p.sync, d) for i, d in enumerate(plan.dense_specs())]
-    transport = InProcessTransport(shards)
-    net = parse_net(p.net) if p.net else None
-    group = ThreadAllReduce(p.workers) if p.dense == "allreduce" else None
-    workers = []
-    for w in range(p.workers):
-        model, layer, src = plan.build_worker_parts(source)
-        client = PSClient(transport, plan.partitioner, plan.dims, p.sync, net, plan.dense_slices)
-        workers.append(PSWorker(w, p.workers, model, layer, client, src, p.dense,
-                                cfg.train.optimizer, cfg.train.lr, group, plan.stragglers()))
+class _PSJob(Job):
+    """What both PS jobs share: evaluation over the shards, shard figures, dense values."""
 
-    def run(wk: PSWorker) -> None:
-        for r in range(plan.rounds):
-            wk.train_rows(*wk.rows_of(r, plan.batch_size, plan.base_row), r + 1)
-            bar.update(1)
+    plan: PSPlan
+    transport: Transport
+    shard_stats: list[dict]
+    queue_stats: dict | None = None
 
-    on_threads(workers, run)
-    return [w.report for w in workers], transport, workers
+    def dense(self) -> np.ndarray:
+        """(P,) the trained dense parameters: from the PS slices, or worker 0's replica."""
+        replies = self.transport.broadcast("pull", {}, False, True, 0, False)
+        return np.concatenate([r[1] for r in replies])
 
+    def evaluate(self, start, end, batch_size):
+        """Predictions with the trained parameters, embeddings read from the PS (eval lookups count nothing)."""
+        import torch
 
-def _evaluate(plan: PSPlan, transport: Transport, source, dense_values: np.ndarray) -> dict[str, float]:
-    """AUC/logloss on held-out rows, reading embeddings from the PS (eval lookups count nothing)."""
-    import torch
+        plan = self.plan
+        model, layer = build_replica(plan.cfg, plan.spec, plan.tables, self.dense(), self.eval_source)
+        client = PSClient(self.transport, plan.partitioner, plan.dims, False, None, None)
+        with torch.no_grad():
+            return predict_range(TrainStep(model, layer, client), self.eval_source, start, end, batch_size)
 
-    from psrec.train.step import SparseStep
+    def details(self):
+        return {"per_ps": self.shard_stats, "ps_imbalance": ps_imbalance(self.shard_stats),
+                "workqueue": self.queue_stats}
 
-    cfg = plan.cfg
-    model, layer, _ = plan.build_worker_parts(source)
-    set_flat_params(model, dense_values)
-    client = PSClient(transport, plan.partitioner, plan.dims, False, None, None)
-    step = SparseStep(model, layer, client, None)
-    rr = row_ranges(cfg, source)
-    ys, ps = [], []
-    with torch.no_grad():
-        for b in source.batches(rr.eval_start, rr.eval_end, max(cfg.data.batch_size, 4096)):
-            ps.append(step.predict(b))
-            ys.append(b.labels)
-    y, pr = np.concatenate(ys), np.concatenate(ps)
-    return {"auc": auc(y, pr), "logloss": logloss(y, pr), "eval_rows": int(len(y))}
+    def publish(self, metrics: JobMetrics) -> None:
+        for st in self.shard_stats:
+            metrics.shard(st["shard"], st["bytes_out"], st["requests"], sum(st["rows"].values()))
+
+    def close(self) -> None:
+        self.transport.shutdown()
 
 
-def _dense_from_ps(transport: Transport, plan: PSPlan) -> np.ndarray:
-    replies = transport.broadcast("pull", {}, False, True, 0, False)
-    return np.concatenate([r[1] for r in replies])
+class InProcessPSJob(_PSJob):
+    """Shards as objects, workers on threads (`ps.transport = "inprocess"`)."""
+
+    def __init__(self, plan: PSPlan, source) -> None:
+        p = plan.cfg.ps
+        if p.data == "queue":
+            raise ValueError("ps.data=queue needs the Ray transport (the queue is a Ray actor)")
+        self.plan, self.eval_source = plan, source
+        shards = [PSShard(i, plan.ev_configs, p.workers, p.sync, d) for i, d in enumerate(plan.dense_specs())]
+        self.transport = InProcessTransport(shards)
+        group = ThreadGroup(p.workers) if p.dense == "allreduce" else None
+        self.workers = [plan.build_worker(w, self.transport, group and group.member(w), source)
+                        for w in range(p.workers)]
+
+    def train(self, bar, metrics):
+        plan = self.plan
+        reports = on_threads(self.workers, lambda wk: wk.run(plan.rounds, plan.batch_size, plan.base_row,
+                                                             plan.per_epoch, on_step=lambda: bar.update(1)))
+        self.shard_stats = [to_mapping(e.stats(True)) for e in self.transport.endpoints]
+        return reports
+
+    def dense(self):
+        if self.plan.cfg.ps.dense == "ps":
+            return super().dense()
+        return flat_params(self.workers[0].model)
 
 
-def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> dict[str, Any]:
-    """Train with parameter servers, evaluate, and write results.json."""
+def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> RunResult:
+    """Train with parameter servers on `source` (default: the configured one), evaluate on
+    the held-out rows, and write the run directory; returns the `RunResult`."""
+    from psrec.data.factory import make_source
+
     source = source or make_source(cfg)
     plan = plan_ps(cfg, source)
     p = cfg.ps
-    mode = f"ps-{'sync' if p.sync else 'async'}" + ("-hybrid" if p.dense == "allreduce" else "")
-    run_dir = run_dir or make_run_dir(cfg, mode)
-    total = plan.rounds * p.workers
-    prom = JobMetrics(p.metrics_port)
-    if prom.port is not None:
-        print(f"prometheus metrics: http://127.0.0.1:{prom.port}/metrics", file=sys.stderr)
-    t0 = time.perf_counter()
-    try:
-        with progress_bar(total, cfg.train.progress, desc=mode) as bar:
-            queue_stats = None
-            if p.transport == "inprocess":
-                if p.data == "queue":
-                    raise ValueError("ps.data=queue needs the Ray transport (the queue is a Ray actor)")
-                reports, transport, workers = _run_inprocess(plan, source, bar)
-                dense = (_dense_from_ps(transport, plan) if p.dense == "ps" else flat_params(workers[0].model))
-                shard_stats = [to_mapping(e.stats(True)) for e in transport.endpoints]
-            else:
-                from psrec.ps.ray_runner import run_on_ray
 
-                reports, transport, dense, shard_stats, queue_stats = run_on_ray(plan, bar, prom)
-        wall = time.perf_counter() - t0
-        for r in reports:
-            s = r.summary()
-            if s.get("steps"):
-                prom.worker(r.worker, s["phases"], s["rows"], s["bytes_sent"], s["bytes_received"])
-        for st in shard_stats:
-            prom.shard(st["shard"], st["bytes_out"], st["requests"], sum(st["rows"].values()))
-        scrape = prom.scrape()
-    finally:
-        prom.close()
-    try:
-        metrics = _evaluate(plan, transport, source, dense)
-    finally:
-        transport.shutdown()
-    summaries = [r.summary() for r in reports]
-    rows = sum(s.get("rows", 0) for s in summaries)
-    # Training time: the slowest worker's summed step time (excludes starting Ray and actors).
-    train_s = max((sum(s["phases"].values()) for s in summaries if s.get("steps")), default=float("nan"))
-    results = {
-        "mode": mode,
-        "model": cfg.model.name,
-        **metrics,
-        "samples_per_s": rows / train_s if train_s else float("nan"),
-        "train_seconds": train_s,
-        "job_seconds": wall,  # including start-up
-        "train_rows": rows,
-        "steps": plan.rounds,
-        "batch_size": plan.batch_size,  # rows per worker step
-        "dense_params": int(len(plan.dense_init)),
-        "workers": p.workers,
-        "num_ps": p.num_ps,
-        "net": p.net,
-        **aggregate_reports(summaries),
-        "per_worker": summaries,
-        "per_ps": shard_stats,
-        "ps_imbalance": _imbalance(shard_stats),
-        "metrics_port": prom.port,
-        "workqueue": queue_stats,
-        "run_dir": str(run_dir),
-    }
-    write_results(run_dir, results)
-    (Path(run_dir) / "metrics.prom").write_text(scrape)  # the final scrape, for offline reading
-    return results
+    def start() -> Job:
+        if p.transport == "inprocess":
+            return InProcessPSJob(plan, source)
+        from psrec.ps.ray_runner import RayPSJob
 
+        return RayPSJob(plan, source)
 
-def _imbalance(shard_stats: list[dict]) -> dict[str, float]:
-    """max/mean over PS of rows held, bytes served and requests (1.0 = perfectly even)."""
-    def ratio(values):
-        v = np.asarray(values, dtype=np.float64)
-        return float(v.max() / v.mean()) if v.size and v.mean() > 0 else float("nan")
-
-    return {
-        "rows": ratio([sum(s["rows"].values()) for s in shard_stats]),
-        "bytes_served": ratio([s["bytes_out"] for s in shard_stats]),
-        "requests": ratio([s["requests"] for s in shard_stats]),
-    }
+    layout = {"dense_params": int(len(plan.dense_init)), "num_ps": p.num_ps, "net": p.net,
+              "transport": p.transport, "data": p.data}
+    return run_job(cfg, ps_mode(cfg), start, source, run_dir=run_dir, total_steps=plan.rounds * p.workers,
+                   metrics_port=p.metrics_port, details=layout)

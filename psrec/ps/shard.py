@@ -82,7 +82,7 @@ class PSShard:
         self._dense = None
         if dense is not None:
             self._dense = torch.nn.Parameter(torch.from_numpy(np.array(dense.init, dtype=np.float32)))
-            from psrec.train.step import make_dense_optimizer
+            from psrec.core.step import make_dense_optimizer
 
             self._dense_opt = make_dense_optimizer(dense.optimizer, [self._dense], dense.lr)
 

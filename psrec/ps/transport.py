@@ -77,7 +77,7 @@ class Transport(ABC):
         """The same call on every shard."""
         return self.call_all(method, [args] * self.num_shards)
 
-    def shutdown(self) -> None:  # noqa: B027 - in-process transports hold nothing
+    def shutdown(self) -> None:
         """Release the shards (no-op in process)."""
 
 

@@ -7,10 +7,14 @@ the runtime (PS actors, trainers, Ray).
     config       SimSpec = ClusterSpec + ModelSpec + DataSpec + SimOptions + Calibration
     keys         distinct keys per Zipf batch, per-shard load of hash-mod / balanced placement
     collective   alpha-beta all-reduce / all-to-all (ring, tree, hierarchical), nccl-tests busbw
+    breakdown    the step-breakdown dataclasses (StepCost, ComputeCost) and compute_cost
+    traffic      a PS worker's traffic and pull/push phases (PSTraffic, ps_phases, NIC time)
     costs        StepCost per mode: ps-async, ps-sync, hybrid, collective
     des          static vs dynamic task assignment under a straggler model
     sweep        costs as one input varies
     calibration  fitted constants, JSON file, least-squares fit from runs' results.json
+    results_map  a run's results.json (any mode, any schema version) -> the fit's inputs
+    validate     leave-one-out predictions of measured runs, and their error summary
 
 Example:
     >>> from psrec.sim import SimSpec, simulate
@@ -20,36 +24,36 @@ Example:
 """
 from psrec.sim.calibration import Calibration, CalibrationError, fit_calibration, load_calibration, save_calibration
 from psrec.sim.collective import (
-                                   CollectiveCost,
-                                   allgather_cost,
-                                   allreduce_cost,
-                                   alltoall_cost,
-                                   bus_factor,
-                                   reduce_scatter_cost,
+    CollectiveCost,
+    allgather_cost,
+    allreduce_cost,
+    alltoall_cost,
+    bus_factor,
+    reduce_scatter_cost,
 )
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
 from psrec.sim.costs import (
-                                   MODES,
-                                   ComputeCost,
-                                   PSTraffic,
-                                   StepCost,
-                                   collective_step,
-                                   compute_cost,
-                                   hybrid_step,
-                                   ps_async_step,
-                                   ps_phases,
-                                   ps_serve_time,
-                                   ps_sync_step,
-                                   ps_traffic,
-                                   simulate,
+    MODES,
+    ComputeCost,
+    PSTraffic,
+    StepCost,
+    collective_step,
+    compute_cost,
+    hybrid_step,
+    ps_async_step,
+    ps_phases,
+    ps_serve_time,
+    ps_sync_step,
+    ps_traffic,
+    simulate,
 )
 from psrec.sim.des import (
-                                   DESResult,
-                                   compare_policies,
-                                   constant_speeds,
-                                   from_stragglers,
-                                   simulate_assignment,
-                                   straggler_work_time,
+    DESResult,
+    compare_policies,
+    constant_speeds,
+    from_stragglers,
+    simulate_assignment,
+    straggler_work_time,
 )
 from psrec.sim.keys import KeyStats, ShardLoad, key_stats, shard_load, touched_shards, zipf_normalizer
 

@@ -6,8 +6,8 @@ worker step: phases summed over workers / worker steps summed, without each work
 step when the runner recorded `steady_phases`; counters are per step over all steps):
 
 Robust per-step statistics. When every worker recorded its steps one by one
-(`step_seconds`, `step_emulated`: `psrec.metrics.steps`), a phase's seconds per step are its
-mean over that worker's steps after the first `WARMUP_STEPS` (lazy tables, first
+(`step_seconds`, `step_emulated`: `psrec.core.report`), a phase's seconds per step are its
+mean over that worker's steps after its run's `warmup_steps` (lazy tables, first
 connections) that took at most `SPIKE` times the worker's median step, averaged over the
 workers; the measured step is the sum of those means. On a shared machine another job's
 burst stretches a few steps by 2-5x (step_p95 / step_p50 ~ 4 in the runs of issue 8): a
@@ -20,12 +20,14 @@ fraction error, the trimmed means 3.3-4.6). Without per-step records the steady 
 (first step left out) or the totals are averaged.
 
 PS modes (ps-async, ps-sync, ps-*-hybrid):
-    compute          data + compute phases: both are CPU work per sample on the worker, and
-                     the simulator has one compute term
+    compute          data + compute (+ the worker's own optimizer step, `apply`: hybrid's
+                     dense step) phases: all CPU work per sample on the worker, and the
+                     simulator has one compute term. Since the one training step, the
+                     batch's dedup and assembly are compute in every mode; earlier runs
+                     booked them in pull
     pull, push       the phases as measured (real time; the emulated network is booked apart
                      by the client, so `net` is *not* set: the fit subtracts nothing); they
-                     include the client's dedup/assembly and the shard's lookup, which the
-                     fitted software alpha/beta absorb
+                     include the shard's lookup, which the fitted software alpha/beta absorb
     bytes, messages  per_worker pull_bytes / push_bytes / pull_messages / push_messages; a
                      pull call is two messages on the wire (request, response) as the
                      simulator counts them, a push one
@@ -48,9 +50,9 @@ PS modes (ps-async, ps-sync, ps-*-hybrid):
                      the run's `ps_imbalance.rows` (max/mean over the shards; 1 if absent)
     wait             the sync barrier, per worker step
 Collective:
-    compute          data + compute phases, under the model name `<model>/collective`: this
-                     runner books the batch's dedup and assembly as compute (the PS runner
-                     books them in pull), so the two paths get their own compute constants
+    compute          data + compute phases, under the model name `<model>/collective` (the
+                     two paths keep their own compute constants: a rank's backward also
+                     fills and launches the dense buckets)
     alltoall         {seconds, bytes, messages, calls} per rank step (ids, rows, gradients,
                      sizes); calls = messages / (W - 1): each call sends one message per peer
     allreduce        {seconds (exposed + hidden; exposed only when the ranks fill every core),
@@ -118,10 +120,16 @@ def _steady(live: list[Mapping[str, Any]]) -> bool:
 WARMUP_STEPS = 2  # steps left out of the per-step statistics: lazy set-up shows in the first one or two
 
 
-def _per_step(live: list[Mapping[str, Any]]) -> bool:
+def _per_step(live: list[Mapping[str, Any]], warmup: int = WARMUP_STEPS) -> bool:
     """Every worker kept its steps one by one, more of them than the warm-up."""
-    return all(isinstance(w.get("step_seconds"), list) and len(w["step_seconds"]) > WARMUP_STEPS
+    return all(isinstance(w.get("step_seconds"), list) and len(w["step_seconds"]) > warmup
                and isinstance(w.get("step_emulated"), list) for w in live)
+
+
+def _warmup(results: Mapping[str, Any]) -> int:
+    """The run's own warm-up steps (`RunResult.warmup_steps`; runs before it: `WARMUP_STEPS`)."""
+    w = results.get("warmup_steps")
+    return int(w) if isinstance(w, int) and not isinstance(w, bool) and w >= 0 else WARMUP_STEPS
 
 
 def _median(xs: list[float]) -> float:
@@ -133,13 +141,14 @@ def _median(xs: list[float]) -> float:
 SPIKE = 2.0  # a step longer than this many median steps was stretched by something outside the run
 
 
-def _phase_robust(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> dict[str, float]:
+def _phase_robust(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str,
+                  warmup: int = WARMUP_STEPS) -> dict[str, float]:
     """phase -> the workers' mean of its seconds over their steps after the warm-up that took
     at most `SPIKE` median steps ("emulated" too; module doc)."""
     out = {n: 0.0 for n in (*names, "emulated")}
     for w in live:
-        steps = w["step_seconds"][WARMUP_STEPS:]
-        emus = [float(e) for e in w["step_emulated"][WARMUP_STEPS:]]
+        steps = w["step_seconds"][warmup:]
+        emus = [float(e) for e in w["step_emulated"][warmup:]]
         for r in steps:
             for n in (*names, *(r if isinstance(r, Mapping) else ())):
                 v = r.get(n) if isinstance(r, Mapping) else None
@@ -154,12 +163,13 @@ def _phase_robust(live: list[Mapping[str, Any]], names: tuple[str, ...], where: 
     return out
 
 
-def _phase_means(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str) -> tuple[dict[str, float], float]:
+def _phase_means(live: list[Mapping[str, Any]], names: tuple[str, ...], where: str,
+                 warmup: int = WARMUP_STEPS) -> tuple[dict[str, float], float]:
     """(phase -> seconds per worker step, summed worker steps): means over the steps without
     spikes when recorded (module doc), else steady-state means when recorded, else means."""
-    if _per_step(live):
-        med = _phase_robust(live, names, where)
-        return {n: med[n] for n in names}, float(sum(len(w["step_seconds"]) - WARMUP_STEPS for w in live))
+    if _per_step(live, warmup):
+        med = _phase_robust(live, names, where, warmup)
+        return {n: med[n] for n in names}, float(sum(len(w["step_seconds"]) - warmup for w in live))
     key, steps_key = ("steady_phases", "steady_steps") if _steady(live) else ("phases", "steps")
     steps = sum(_num(w, steps_key, where, "per_worker[].") for w in live)
     out = {}
@@ -174,14 +184,15 @@ def _measured(results: Mapping[str, Any], live: list[Mapping[str, Any]], comm: t
     """Mean step seconds with the emulated network's seconds added, and the comm fraction
     (comm phases + emulated seconds over the step), as the runners define it. With per-step
     records: over the steps without spikes (module doc)."""
-    if _per_step(live):
+    warmup = _warmup(results)
+    if _per_step(live, warmup):
         names = tuple(live[0]["step_seconds"][0].keys()) if live[0]["step_seconds"] else ()
-        med = _phase_robust(live, names, where)
+        med = _phase_robust(live, names, where, warmup)
         wall, emu = sum(med[n] for n in names), med["emulated"]
         comm_s = sum(med.get(c, 0.0) for c in comm)
         return {"step": wall + emu, "emulated": emu,
                 "comm_fraction": (comm_s + emu) / (wall + emu) if wall + emu > 0 else 0.0, "steady": True,
-                "statistic": f"mean over steps after {WARMUP_STEPS} within {SPIKE:g}x the median step"}
+                "statistic": f"mean over steps after {warmup} within {SPIKE:g}x the median step"}
     steady = _steady(live)
     key, steps_key, emu_key = (("steady_phases", "steady_steps", "steady_emulated_seconds") if steady
                                else ("phases", "steps", "emulated_net_seconds"))
@@ -214,6 +225,7 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
     workers = int(_num(results, "workers", where))
     batch = _num(results, "batch_size", where)
     live = _workers(results, where)
+    warmup = _warmup(results)
     # Counters (bytes, messages, applies) cover every step; phase means may leave the first out.
     all_steps = sum(_num(w, "steps", where, "per_worker[].") for w in live)
     net = results.get("net") or ""
@@ -222,9 +234,10 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
                            "cores": float(cores), "emulated_net": net}
     if mode == "collective":
         out["model"] = f"{model}/collective"
-        ph, steps = _phase_means(live, ("data", "compute", "wait", "alltoall", "allreduce", "lookup", "apply"), where)
+        ph, steps = _phase_means(live, ("data", "compute", "wait", "alltoall", "allreduce", "lookup", "apply"), where,
+                                 warmup)
         ar_total = sum(_num(w, "allreduce_total_seconds", where, "per_worker[].") for w in live) / all_steps
-        if _per_step(live):
+        if _per_step(live, warmup):
             # The total is only kept summed: the robust exposed part plus the mean hidden part.
             exposed = sum(float((w.get("phases") or {}).get("allreduce", 0.0)) for w in live) / all_steps
             ar_total = ph["allreduce"] + max(0.0, ar_total - exposed)
@@ -257,7 +270,11 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         })
         out["apply_values"] = None  # the collective's apply is fitted per row only (mixed widths)
     else:
-        ph, steps = _phase_means(live, ("data", "compute", "pull", "push", "wait"), where)
+        # A worker's own optimizer step (`apply`: hybrid's dense step) is compute on the worker;
+        # results written before the one training step have no such phase.
+        own_apply = all("apply" in (w.get("phases") or {}) for w in live)
+        ph, steps = _phase_means(live, ("data", "compute", "pull", "push", "wait") + (("apply",) if own_apply else ()),
+                                 where, warmup)
         m = int(_num(results, "num_ps", where))
         pull_b = sum(_num(w, "pull_bytes", where, "per_worker[].") for w in live) / all_steps
         push_b = sum(_num(w, "push_bytes", where, "per_worker[].") for w in live) / all_steps
@@ -276,7 +293,8 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         per = workers if sync else 1  # worker pushes merged into one apply
         out.update({
             "ps": m,
-            "phases": {"compute": ph["data"] + ph["compute"], "pull": ph["pull"], "push": ph["push"],
+            "phases": {"compute": ph["data"] + ph["compute"] + ph.get("apply", 0.0), "pull": ph["pull"],
+                       "push": ph["push"],
                        "apply": apply_s / applies},
             "bytes": {"pull": pull_b, "push": push_b},
             "messages": {"pull": 2 * pull_m, "push": push_m},

@@ -61,7 +61,7 @@ class SparseOptimizer(ABC):
         """The per-row state this optimizer keeps (empty for SGD)."""
         return ()
 
-    def init_slots(self, values: np.ndarray, slots: dict[str, np.ndarray]) -> None:  # noqa: B027 - most optimizers keep no slots
+    def init_slots(self, values: np.ndarray, slots: dict[str, np.ndarray]) -> None:
         """Adjust fresh rows' slots (already filled with `SlotSpec.init`) to their initial
         `values` (n, D) float32, in place. Most optimizers need nothing here."""
 

@@ -4,12 +4,12 @@ puts any of them in front of any registered CTR model (`refine_model(model, "sen
 Importing this package imports every refiner module so each registers itself.
 """
 from psrec.models.refine.base import (
-                                      ContextMLPParams,
-                                      Refiner,
-                                      build_refiner,
-                                      get_refiner_class,
-                                      refiner_names,
-                                      register_refiner,
+    ContextMLPParams,
+    Refiner,
+    build_refiner,
+    get_refiner_class,
+    refiner_names,
+    register_refiner,
 )
 from psrec.models.refine.fen import FEN
 from psrec.models.refine.gates import FWN, BGate, VGate

@@ -12,12 +12,12 @@ import torch
 
 from psrec.data.base import DataSource
 from psrec.data.factory import make_source
-from psrec.embedding.layer import TableSpec, plan_tables
+from psrec.embedding.layer import EmbeddingLayer, TableSpec, plan_tables
 from psrec.embedding.local import table_seed
 from psrec.ev import EVConfig
 from psrec.models.base import CTRModel, FeatureSpec
 
-__all__ = ["ModelPlan", "plan_model", "count_rounds"]
+__all__ = ["ModelPlan", "plan_model", "build_replica", "stragglers_of"]
 
 
 @dataclass
@@ -49,14 +49,23 @@ def plan_model(cfg, source: DataSource | None = None) -> ModelPlan:
     return ModelPlan(source, spec, model, tables, ev_configs)
 
 
-def count_rounds(cfg, train_rows: int, workers: int) -> int:
-    """Steps per worker when `workers` each take a batch per step from `train_rows` rows
-    (capped by `train.max_steps`); at least one or a ValueError naming the setting."""
-    bs = cfg.data.batch_size
-    rounds = train_rows // (bs * workers)
-    if cfg.train.max_steps:
-        rounds = min(rounds, cfg.train.max_steps)
-    if rounds < 1:
-        raise ValueError(f"data.train_rows={cfg.data.train_rows} is less than one round "
-                         f"({workers} workers x batch {bs})")
-    return rounds
+def build_replica(cfg, spec: FeatureSpec, tables: list[TableSpec], dense_init, source: DataSource):
+    """A worker's (model, embedding layer): the model seeded as on the driver and set to the
+    driver's initial dense parameters `dense_init` (P,), so every replica starts identical."""
+    from psrec.core.flat import set_flat_params
+
+    torch.manual_seed(cfg.train.seed)
+    model = cfg.build_model(spec)
+    set_flat_params(model, dense_init)
+    return model, EmbeddingLayer(source.schema, tables, cfg.embedding.pooling)
+
+
+def stragglers_of(cfg, workers: int):
+    """The configured straggler model ([stragglers]) over `workers` workers, or None when
+    nobody is slowed (`workqueue.stragglers`: PS workers and collective ranks alike)."""
+    sc = cfg.stragglers
+    if not (sc.factors or sc.dist != "none" or sc.period_rate_per_s > 0):
+        return None
+    from workqueue.stragglers import Stragglers
+
+    return Stragglers(sc, workers)

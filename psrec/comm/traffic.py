@@ -1,0 +1,77 @@
+"""What a step put on the wire: payload bytes each way, messages, and by kind.
+
+Every transport books into one `Traffic` per step (the PS client per pull and push, a
+`Collectives` member per all-to-all and all-reduce), so that every mode's `bytes_per_step`
+and emulated-network seconds come from the same bookkeeping.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from psrec.comm.collectives import CommRecord
+from psrec.net import NetConfig, transfer_time
+
+__all__ = ["Traffic", "emulated_seconds"]
+
+
+@dataclass
+class Traffic:
+    """Bytes and messages of one worker over some calls.
+
+    Args:
+        bytes_sent, bytes_received: payload bytes this worker put on / took off the network.
+        messages: messages it sent (each pays one latency on an emulated network).
+        emulated: seconds the calls would take on the emulated network (0 without one).
+        bytes_by_tag: what the bytes carried (pull, push, keys, rows, grads, dense, ...) ->
+            bytes sent + received.
+        messages_by_tag: the same for messages.
+    """
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages: int = 0
+    emulated: float = 0.0
+    bytes_by_tag: dict[str, int] = field(default_factory=dict)
+    messages_by_tag: dict[str, int] = field(default_factory=dict)
+
+    def add(self, tag: str, sent: int, received: int, messages: int, emulated: float = 0.0) -> None:
+        self.bytes_sent += sent
+        self.bytes_received += received
+        self.messages += messages
+        self.emulated += emulated
+        self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + sent + received
+        self.messages_by_tag[tag] = self.messages_by_tag.get(tag, 0) + messages
+
+    def __iadd__(self, other: Traffic) -> Traffic:
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.messages += other.messages
+        self.emulated += other.emulated
+        for mine, theirs in ((self.bytes_by_tag, other.bytes_by_tag), (self.messages_by_tag, other.messages_by_tag)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        return self
+
+    @classmethod
+    def of_records(cls, records: Iterable[CommRecord], net: NetConfig | None = None) -> Traffic:
+        """The traffic of a rank's collective calls; with `net`, their emulated seconds.
+
+        >>> t = Traffic.of_records([CommRecord("allreduce", "dense", 6000, 6000, 6)])
+        >>> t.bytes_sent, t.messages, t.bytes_by_tag
+        (6000, 6, {'dense': 12000})
+        """
+        out = cls()
+        for r in records:
+            out.add(r.tag, r.bytes_sent, r.bytes_received, r.messages, emulated_seconds(net, [r]))
+        return out
+
+
+def emulated_seconds(net: NetConfig | None, records: Iterable[CommRecord]) -> float:
+    """Seconds the collectives in `records` would take on `net`: per call, its messages'
+    latencies plus the larger of its sent and received bytes over the bandwidth (a NIC
+    sends and receives at once)."""
+    if net is None:
+        return 0.0
+    return float(sum(transfer_time(net, max(r.bytes_sent, r.bytes_received), messages=r.messages)
+                     for r in records if r.messages))

@@ -1,0 +1,155 @@
+"""Single-process training: the reference every distributed path is checked against.
+
+The same step (`psrec.core.step.TrainStep`) over in-process tables, run through the same
+skeleton (`psrec.core.job.run_job`) as the PS and collective modes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from psrec.config import Config
+from psrec.config_io import to_mapping
+from psrec.core.job import Job, eval_metrics, run_job
+from psrec.core.ranges import row_ranges
+from psrec.core.report import WorkerReport
+from psrec.core.result import RunResult
+from psrec.core.step import DenseUpdate, TrainStep, make_dense_optimizer
+from psrec.data.base import DataSource
+from psrec.embedding.layer import EmbeddingLayer
+from psrec.embedding.local import LocalStore
+from psrec.metrics.auc import auc
+from psrec.models.base import CTRModel
+
+__all__ = ["build_local", "evaluate", "predict_range", "run_local", "LocalSetup", "LocalJob", "TrainStats",
+           "train_range"]
+
+
+@dataclass
+class LocalSetup:
+    """Everything a single-process run holds."""
+
+    source: DataSource
+    model: CTRModel
+    store: LocalStore
+    layer: EmbeddingLayer
+    step: TrainStep
+
+
+def build_local(cfg: Config, source: DataSource | None = None) -> LocalSetup:
+    """Source, model, local embedding tables and the step, all seeded from `cfg.train.seed`."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    from psrec.core.plan import plan_model
+
+    mp = plan_model(cfg, source)
+    source, model, tables = mp.source, mp.model, mp.tables
+    store = LocalStore(mp.ev_configs)
+    layer = EmbeddingLayer(source.schema, tables, cfg.embedding.pooling)
+    opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
+    return LocalSetup(source, model, store, layer, TrainStep(model, layer, store, DenseUpdate(opt)))
+
+
+def predict_range(step: TrainStep, source: DataSource, start: int, end: int,
+                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N,) float32, click probabilities (N,) float64) over rows [start, end)."""
+    labels, probs = [], []
+    for b in source.batches(start, end, batch_size):
+        probs.append(step.predict(b))
+        labels.append(b.labels)
+    y = np.concatenate(labels) if labels else np.zeros(0, np.float32)
+    p = np.concatenate(probs) if probs else np.zeros(0)
+    return y, p
+
+
+def evaluate(step: TrainStep, source: DataSource, start: int, end: int, batch_size: int) -> dict[str, float]:
+    """AUC and logloss over rows [start, end)."""
+    return eval_metrics(*predict_range(step, source, start, end, batch_size))
+
+
+@dataclass
+class TrainStats:
+    """What a stretch of training did: steps, samples, running loss and wall seconds."""
+
+    steps: int = 0
+    samples: int = 0
+    loss_ema: float | None = None
+    seconds: float = 0.0
+
+
+def train_range(step: TrainStep, source: DataSource, start: int, end: int, batch_size: int,
+                first_step: int = 1, max_steps: int = 0, bar=None, report: WorkerReport | None = None) -> TrainStats:
+    """Train on rows [start, end) in order; global steps count from `first_step`.
+
+    max_steps > 0 stops early. `bar` is a progress bar from `progress_bar` (or None);
+    `report` collects the steps' records and keeps the loss average (a fresh one if None).
+    """
+    stats = TrainStats()
+    report = report if report is not None else WorkerReport(0)
+    t0 = time.perf_counter()
+    for s in range(start, end, batch_size):
+        if max_steps and stats.steps >= max_steps:
+            break
+        loss, rec = step.train_rows(source, s, min(s + batch_size, end), first_step + stats.steps)
+        report.add(rec, loss)
+        stats.steps += 1
+        stats.samples += rec.rows
+        stats.loss_ema = report.loss_ema
+        if bar is not None:
+            bar.update(1, samples_per_s=stats.samples / (time.perf_counter() - t0), loss=stats.loss_ema)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+class LocalJob(Job):
+    """One worker in this process: `data.epochs` passes over the training rows (capped by
+    `train.max_steps`), each step the configured batch."""
+
+    def __init__(self, cfg: Config, setup: LocalSetup, max_steps: int = 0) -> None:
+        self.cfg, self.setup = cfg, setup
+        rr = row_ranges(cfg, setup.source)
+        self.train_start, self.train_end = rr.train_start, rr.train_end
+        per_epoch = -(-(rr.train_end - rr.train_start) // cfg.data.batch_size)
+        self.total = per_epoch * cfg.data.epochs
+        cap = max_steps or cfg.train.max_steps
+        if cap:
+            self.total = min(self.total, cap)
+
+    def train(self, bar, metrics) -> list[WorkerReport]:
+        report = WorkerReport(0)
+        s = self.setup
+        for _ in range(self.cfg.data.epochs):
+            done = len(report.steps)
+            if done >= self.total:
+                break
+            train_range(s.step, s.source, self.train_start, self.train_end, self.cfg.data.batch_size,
+                        first_step=done + 1, max_steps=self.total - done, bar=bar, report=report)
+        return [report]
+
+    def evaluate(self, start, end, batch_size):
+        return predict_range(self.setup.step, self.setup.source, start, end, batch_size)
+
+    def details(self):
+        s = self.setup
+        out = {"tables": to_mapping(s.store.stats())}
+        planted = getattr(s.source, "planted_logits", None)
+        if planted is not None:
+            rr = row_ranges(self.cfg, s.source)
+            y = np.concatenate([b.labels for b in s.source.batches(rr.eval_start, rr.eval_end, 65536)])
+            out["planted_auc"] = auc(y, planted(rr.eval_start, rr.eval_end))
+        return out
+
+
+def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | None = None,
+              max_steps: int = 0) -> RunResult:
+    """Train on the training range, evaluate on the held-out range, write results.json.
+
+    `max_steps` > 0 caps the steps (as `train.max_steps`)."""
+    setup = build_local(cfg, source)
+    job = LocalJob(cfg, setup, max_steps)
+    return run_job(cfg, "local", lambda: job, setup.source, run_dir=run_dir, total_steps=job.total,
+                   metrics_port=-1)

@@ -1,0 +1,81 @@
+"""Which rows a run trains and evaluates, and which rows each worker takes in each step.
+
+Every mode resolves these the same way, so local, PS and collective runs of one
+configuration train the same rows in the same order (the equivalence oracles rely on it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psrec.data.base import DataSource
+
+__all__ = ["RowRanges", "row_ranges", "count_rounds", "rounds_per_epoch", "rows_of"]
+
+
+@dataclass(frozen=True)
+class RowRanges:
+    """Training rows [train_start, train_end) and held-out rows [eval_start, eval_end)."""
+
+    train_start: int
+    train_end: int
+    eval_start: int
+    eval_end: int
+
+
+def row_ranges(cfg, source: DataSource) -> RowRanges:
+    """Resolve the configured ranges against the source's size.
+
+    A file smaller than train_rows + eval_rows keeps its last 20% (at most eval_rows) for
+    evaluation and trains on the rest, so small samples still give a held-out AUC.
+    """
+    d, n = cfg.data, source.num_rows
+    if d.eval_start >= 0:
+        ev_start = d.eval_start
+        tr_end = min(d.train_rows, n)
+    elif d.train_rows + d.eval_rows <= n:
+        tr_end, ev_start = d.train_rows, d.train_rows
+    else:
+        n_eval = min(d.eval_rows, max(1, n // 5))
+        tr_end = ev_start = n - n_eval
+    ev_end = min(ev_start + d.eval_rows, n)
+    if tr_end <= 0 or ev_start > ev_end:
+        raise ValueError(f"source has {n} rows: too few for the configured train/eval ranges")
+    return RowRanges(0, tr_end, ev_start, ev_end)
+
+
+def rounds_per_epoch(cfg, train_rows: int, workers: int) -> int:
+    """Whole rounds (every worker one batch) in one pass over `train_rows` rows; at least one
+    or a ValueError naming the setting. The rows short of a full round are not trained."""
+    bs = cfg.data.batch_size
+    rounds = train_rows // (bs * workers)
+    if rounds < 1:
+        raise ValueError(f"data.train_rows={cfg.data.train_rows} is less than one round "
+                         f"({workers} workers x batch {bs})")
+    return rounds
+
+
+def count_rounds(cfg, train_rows: int, workers: int) -> int:
+    """Steps per worker over `data.epochs` passes, capped by `train.max_steps`.
+
+    >>> from types import SimpleNamespace as NS
+    >>> cfg = NS(data=NS(batch_size=10, epochs=3, train_rows=100), train=NS(max_steps=0))
+    >>> count_rounds(cfg, 100, 2)   # 5 rounds an epoch, 3 epochs
+    15
+    """
+    rounds = rounds_per_epoch(cfg, train_rows, workers) * cfg.data.epochs
+    if cfg.train.max_steps:
+        rounds = min(rounds, cfg.train.max_steps)
+    return rounds
+
+
+def rows_of(round_: int, index: int, workers: int, batch_size: int, base: int, per_epoch: int) -> tuple[int, int]:
+    """Rows [start, end) of worker `index` in round `round_` (0-based, counted over epochs).
+
+    Workers interleave, so a round covers `workers * batch_size` consecutive rows (= one
+    local step of that batch size); round `per_epoch` starts the next pass at `base` again.
+
+    >>> [rows_of(r, 1, 2, 10, 0, 3) for r in (0, 2, 3)]   # worker 1 of 2, 3 rounds an epoch
+    [(10, 20), (50, 60), (10, 20)]
+    """
+    start = base + ((round_ % per_epoch) * workers + index) * batch_size
+    return start, start + batch_size
