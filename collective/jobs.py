@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from abc import abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from collective.plan import CollectivePlan
 from collective.worker import CollectiveWorker
 from psrec.config_io import to_mapping
 from psrec.core.job import Job, poll_ray_workers
+from psrec.core.plan import build_replica
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.result import max_over_mean
 from psrec.core.step import COMM_PHASES
@@ -35,18 +37,40 @@ class CollectiveJob(Job):
     # after a queue-fed `train()`: {"accounting": ..., "stats": ...} of its work queue
     queue_stats: dict | None = None
 
-    def train(self, bar=None, metrics: JobMetrics | None = None) -> list[WorkerReport]:
-        """Run `plan.rounds` steps on every rank (or the queue's tasks); returns their reports,
+    @property
+    def rounds(self) -> int:
+        return self.plan.rounds
+
+    def train(self, bar=None, metrics: JobMetrics | None = None, start: int = 0,
+              stop: int | None = None) -> list[WorkerReport]:
+        """Run rounds [start, stop) on every rank (or the queue's tasks); returns their reports,
         each rank's wait for the slowest backward moved from all-reduce to wait
         (`collective.lockstep`)."""
-        reports = self._train(bar, metrics)
+        reports = self._train(bar, metrics, start, self.plan.rounds if stop is None else stop)
         split_peer_wait(reports)
         self.shards = self.shard_stats()
         return reports
 
     @abstractmethod
-    def _train(self, bar, metrics) -> list[WorkerReport]:
+    def _train(self, bar, metrics, start: int, stop: int) -> list[WorkerReport]:
         ...
+
+    def model_spec(self):
+        return self.plan.spec, self.plan.tables
+
+    def save_model(self, path: Path) -> int:
+        """Every rank's shard as `tables/shard-<rank>/` and rank 0's dense parameters."""
+        from psrec.core.dense_state import save_dense
+
+        self.export_shards(path / "tables")
+        model, _ = build_replica(self.plan.cfg, self.plan.spec, self.plan.tables, self.dense(),
+                                 self.plan.source.build())
+        save_dense(path / "dense", model)
+        return self.plan.coll.workers
+
+    @abstractmethod
+    def export_shards(self, path: Path) -> None:
+        """Rank r's shard of every table it holds into `path/shard-<r>/<table>/`."""
 
     def details(self) -> dict:
         shards = self.shards
@@ -137,7 +161,7 @@ class InProcessJob(CollectiveJob):
     def _on_all(self, fn: Callable[[CollectiveWorker], Any]) -> list:
         return on_threads(self.workers, fn)
 
-    def _train(self, bar=None, metrics=None):
+    def _train(self, bar, metrics, start, stop):
         p = self.plan
         tick = (lambda: bar.update(1)) if bar is not None else None
         if p.coll.data == "queue":
@@ -151,7 +175,12 @@ class InProcessJob(CollectiveJob):
             self.queue_stats = queue.stats()
             return out
 
-        return self._on_all(lambda w: w.run(p.rounds, p.batch_size, p.base_row, p.per_epoch, on_step=tick))
+        return self._on_all(lambda w: w.run(start, stop, p.batch_size, p.base_row, p.per_epoch, on_step=tick))
+
+    def export_shards(self, path):
+        for w in self.workers:
+            if w.store.local is not None:
+                w.store.local.export(path / f"shard-{w.rank}", evict=False)
 
     def evaluate(self, start, end, batch_size):
         parts = self._on_all(lambda w: w.evaluate(start, end, batch_size))
@@ -216,11 +245,12 @@ def _actor_class():
             self.worker = self.plan.build_worker(comm)
             return comm.backend
 
-        def run(self, queue=None) -> WorkerReport:
-            """Train: the interleaved rows, or tasks from the work-queue actor `queue`."""
+        def run(self, queue=None, start: int = 0, stop: int | None = None) -> WorkerReport:
+            """Train: rounds [start, stop) of the interleaved rows, or tasks from the work-queue actor `queue`."""
             p = self.plan
             if queue is None:
-                return self.worker.run(p.rounds, p.batch_size, p.base_row, p.per_epoch)
+                return self.worker.run(start, p.rounds if stop is None else stop, p.batch_size, p.base_row,
+                                       p.per_epoch)
             r = self.rank
             return self.worker.run_tasks(lambda done: ray.get(queue.complete_and_take.remote(r, done)),
                                          p.batch_size, poll_interval_s=p.cfg.workqueue.poll_interval_s)
@@ -241,6 +271,10 @@ def _actor_class():
 
         def table_values(self, table: str):
             return self.worker.store.table_values(table)
+
+        def export_shard(self, path: str) -> None:
+            if self.worker.store.local is not None:
+                self.worker.store.local.export(path, evict=False)
 
         def shard_stats(self) -> dict:
             return _shard_stats(self.worker)
@@ -288,10 +322,10 @@ class RayJob(CollectiveJob):
 
         return ray.get(refs, timeout=timeout or self.plan.coll.timeout_s)
 
-    def _train(self, bar=None, metrics=None):
+    def _train(self, bar, metrics, start, stop):
         p = self.plan
         if p.coll.data != "queue":
-            return self._run(None, bar, metrics)
+            return self._run(None, bar, metrics, start, stop)
         from workqueue.actor import WorkQueue
 
         queue = WorkQueue.start(p.cfg.workqueue, p.coll.workers, *p.queue_rows,
@@ -303,14 +337,17 @@ class RayJob(CollectiveJob):
             queue.shutdown(patience_s=min(self.patience_s, 10.0))
         return reports
 
-    def _run(self, queue, bar, metrics) -> list[WorkerReport]:
+    def _run(self, queue, bar, metrics, start=0, stop=None) -> list[WorkerReport]:
         actors = self.actors
-        return poll_ray_workers([a.run.remote(queue) for a in actors],
+        return poll_ray_workers([a.run.remote(queue, start, stop) for a in actors],
                                 lambda: self._get([a.progress.remote() for a in actors]),
                                 bar, metrics, COMM_PHASES, self.plan.coll.timeout_s)
 
     def malformed(self):
         return [m for part in self._get([a.malformed.remote() for a in self.actors]) for m in part]
+
+    def export_shards(self, path):
+        self._get([a.export_shard.remote(str(path / f"shard-{r}")) for r, a in enumerate(self.actors)])
 
     def evaluate(self, start, end, batch_size):
         parts = self._get([a.evaluate.remote(start, end, batch_size) for a in self.actors])

@@ -97,17 +97,19 @@ class CollectiveWorker:
         self.store.take_seconds()
         self.store.comm.log.take()
 
-    def run(self, rounds: int, batch_size: int, base: int, per_epoch: int, first_round: int = 1,
+    def run(self, first: int, stop: int, batch_size: int, base: int, per_epoch: int,
             on_step: Callable[[], None] | None = None) -> WorkerReport:
-        """Train `rounds` steps on this rank's interleaved rows, epoch after epoch; global
-        step = round. `on_step` is called after every step (progress bars)."""
-        t_run = self.step.t_origin = time.perf_counter()
-        for r in range(rounds):
+        """Train rounds [first, stop) on this rank's interleaved rows, epoch after epoch; global
+        step = round + 1. `on_step` is called after every step (progress bars)."""
+        t_run = time.perf_counter()
+        if first == 0 or not self.report.steps:
+            self.step.t_origin = t_run
+        for r in range(first, stop):
             start, end = rows_of(r, self.rank, self.world_size, batch_size, base, per_epoch)
-            self.train_rows(start, end, first_round + r)
+            self.train_rows(start, end, r + 1)
             if on_step is not None:
                 on_step()
-        self.report.run_seconds = time.perf_counter() - t_run
+        self.report.run_seconds += time.perf_counter() - t_run
         return self.report
 
     def run_tasks(self, take: Callable[[object | None], tuple[object | None, bool]], batch_size: int,

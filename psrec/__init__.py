@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # imported lazily below: `import psrec` stays cheap and cycle
     from psrec.core.result import RunResult
     from psrec.data.base import DataSource
 
-__all__ = ["__version__", "load_config", "train", "compare", "RunResult", "MODES"]
+__all__ = ["__version__", "load_config", "train", "compare", "load_model", "RunResult", "MODES"]
 
 try:
     __version__ = _metadata.version("psrec")
@@ -97,6 +97,14 @@ def compare(cfg: Config, modes: tuple[str, ...] | list[str] | None = None, run_d
     if bad:
         raise ValueError(f"unknown mode(s) {', '.join(bad)}; known: {', '.join(_ALL)}")
     return run_modes(cfg, modes, Path(run_dir) if run_dir is not None else make_run_dir(cfg, "compare"))
+
+
+def load_model(path: str):
+    """The model a run saved (`path`: its run directory, its `model/`, or a `psrec export` copy):
+    `.predict(batch)` gives click probabilities, `.evaluate(source, start, end)` AUC and logloss."""
+    from psrec.core.saved_model import load_model as _load
+
+    return _load(path)
 
 
 def __getattr__(name: str):

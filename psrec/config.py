@@ -132,10 +132,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunDirConfig:
-    """Where a run writes its configuration and results."""
+    """Where a run writes its configuration, results, checkpoints and model."""
 
     dir: str = "runs"
     name: str = ""  # default: <time>-<mode>-<model>
+    # A checkpoint every this many global steps (0: none). Each one is a barrier: every worker
+    # finishes the step, the job's state is written, training goes on.
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 2  # the newest ones kept; older ones go once a new one is complete
+    save_model: bool = True  # the final model (tables + dense + config) into <run dir>/model
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every_steps < 0:
+            raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"run.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
 
 @dataclass(frozen=True)

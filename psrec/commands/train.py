@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--straggler", help='slow workers down, e.g. "1:4x,3:2x" (stragglers.factors)')
     p.add_argument("--model", help="registered model name (see `psrec models`)")
     p.add_argument("--rows", type=int, help="training rows (data.train_rows)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue RUN_DIR from its newest checkpoint (its own config and mode; see "
+                        "run.checkpoint_every_steps)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
                       ("straggler", "stragglers.factors")):
         if getattr(args, flag):
             extra.append(f'{key}="{getattr(args, flag)}"')
+    if args.resume:
+        return _resume(args)
     cfg = config_from(args, extra)
     if args.mode == "ps":
         from psrec.ps.runner import run_ps
@@ -77,4 +82,37 @@ def run(args: argparse.Namespace) -> int:
     if res.get("malformed_lines"):
         print(f"skipped {len(res['malformed_lines'])} malformed lines (listed in results.json)")
     print(f"run directory: {res['run_dir']}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """`--resume RUN_DIR`: the run's own configuration (plus `--set`), mode and newest checkpoint."""
+    import sys
+    from pathlib import Path
+
+    from psrec.config import load_config
+    from psrec.core import checkpoint
+
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.toml").is_file():
+        print(f"psrec train: {run_dir} is not a run directory (no config.toml)", file=sys.stderr)
+        return 2
+    ckpt = checkpoint.latest(run_dir / "checkpoints")
+    if ckpt is None:
+        print(f"psrec train: {run_dir} has no complete, verified checkpoint to resume from", file=sys.stderr)
+        return 2
+    mode = checkpoint.verify(ckpt)["holds"].get("mode", "local")
+    cfg = load_config(run_dir / "config.toml", list(args.overrides))
+    if mode == "local":
+        from psrec.core.local import run_local
+
+        res = run_local(cfg, run_dir, resume_from=ckpt)
+    elif mode.startswith("ps-"):
+        from psrec.ps.runner import run_ps
+
+        res = run_ps(cfg, run_dir, resume_from=ckpt)
+    else:
+        print(f"psrec train: resuming a {mode} run is not supported", file=sys.stderr)
+        return 2
+    print(f"resumed {mode} from {ckpt.name}: AUC {res.auc:.4f}, {res.steps} steps; run directory: {run_dir}")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from psrec.config_io import to_mapping
+from psrec.core import checkpoint
 from psrec.core.progress import progress_bar
 from psrec.core.ranges import row_ranges
 from psrec.core.report import WorkerReport
@@ -33,11 +34,37 @@ __all__ = ["Job", "run_job", "eval_metrics", "merge_malformed", "poll_ray_worker
 
 
 class Job(ABC):
-    """The workers of one run, started; `run_job` drives them."""
+    """The workers of one run, started; `run_job` drives them.
+
+    `rounds` is the global steps the job trains in all; `train(bar, metrics, start, stop)`
+    trains rounds [start, stop) (all of them by default) and returns every worker's report so
+    far. A job that can be checkpointed (`checkpointable`) writes and restores its whole state
+    at a round boundary (`save_state`, `load_state`); every job saves its model (`save_model`).
+    """
+
+    rounds: int = 0
+    checkpointable: bool = False
 
     @abstractmethod
-    def train(self, bar, metrics: JobMetrics) -> list[WorkerReport]:
-        """Train every worker to the end; returns their reports (in worker order)."""
+    def train(self, bar, metrics: JobMetrics, start: int = 0, stop: int | None = None) -> list[WorkerReport]:
+        """Train rounds [start, stop) on every worker; returns their reports (in worker order)."""
+
+    def save_state(self, path: Path) -> dict[str, Any]:
+        """Write the job's state at this round boundary under `path`; returns what it holds."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed")
+
+    def load_state(self, path: Path) -> None:
+        """Restore the state `save_state` wrote at `path`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed")
+
+    @abstractmethod
+    def model_spec(self) -> tuple[Any, list]:
+        """(FeatureSpec, TableSpecs) the job's model was built from."""
+
+    @abstractmethod
+    def save_model(self, path: Path) -> int:
+        """Write the trained tables (`tables/shard-<i>/<table>/`) and dense parameters (`dense/`)
+        under `path`; returns the number of table shards."""
 
     @abstractmethod
     def evaluate(self, start: int, end: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +100,8 @@ def merge_malformed(*groups: Sequence) -> list[dict[str, Any]]:
 
 
 def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run_dir: Path | None = None,
-            total_steps: int = 0, metrics_port: int = 0, details: dict[str, Any] | None = None) -> RunResult:
+            total_steps: int = 0, metrics_port: int = 0, details: dict[str, Any] | None = None,
+            resume_from: Path | None = None) -> RunResult:
     """Start a job, train, evaluate, and write the run directory (module doc).
 
     Args:
@@ -85,6 +113,11 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         total_steps: worker steps in all, for the progress bar.
         metrics_port: the Prometheus endpoint's port (0: a free one; -1: none).
         details: figures of the run's layout (workers, PS, sharding, ...) for results.json.
+        resume_from: a checkpoint directory to continue from (`psrec.core.checkpoint`).
+
+    With `run.checkpoint_every_steps` = K the job stops at every K-th round, its state is
+    written as a checkpoint under `<run dir>/checkpoints/`, and training goes on; the final
+    model is saved under `<run dir>/model/` (`run.save_model`).
     """
     from psrec.runs import make_run_dir
 
@@ -96,16 +129,32 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         (run_dir / "config.toml").write_text(cfg.to_toml())
     rr = row_ranges(cfg, source)
     warmup = cfg.train.warmup_steps
+    every = cfg.run.checkpoint_every_steps
     prom = JobMetrics(metrics_port)
     if prom.port is not None:
         print(f"prometheus metrics: http://127.0.0.1:{prom.port}/metrics", file=sys.stderr)
     t0 = time.perf_counter()
     job = None
+    ckpt_seconds: list[float] = []
     try:
         job = start()
         startup = time.perf_counter() - t0
+        if (every or resume_from is not None) and not job.checkpointable:
+            raise ValueError(f"{mode}: this mode cannot be checkpointed or resumed yet "
+                             "(run.checkpoint_every_steps / --resume: local and interleaved PS runs)")
+        first = 0
+        if resume_from is not None:
+            first = int(checkpoint.verify(resume_from)["step"])
+            job.load_state(Path(resume_from))
+            print(f"resumed from {resume_from} (step {first} of {job.rounds})", file=sys.stderr)
         with progress_bar(total_steps, cfg.train.progress, desc=mode) as bar:
-            reports = job.train(bar, prom)
+            for a, b in _segments(first, job.rounds, every):
+                reports = job.train(bar, prom, a, b)
+                if every and b % every == 0 and b < job.rounds:
+                    tc = time.perf_counter()
+                    checkpoint.write_checkpoint(run_dir / "checkpoints", b,
+                                                lambda d: {"mode": mode, **job.save_state(d)}, cfg.run.keep_checkpoints)
+                    ckpt_seconds.append(time.perf_counter() - tc)
         summaries = [r.summary(warmup) for r in reports]
         for s in summaries:
             if s.get("steps"):
@@ -117,6 +166,8 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         y, p = job.evaluate(rr.eval_start, rr.eval_end, max(cfg.data.batch_size, 4096))
         own = job.details()
         malformed = merge_malformed(source.malformed_lines(), job.malformed())
+        if cfg.run.save_model:
+            checkpoint.write_checkpoint(run_dir / "model", job.rounds, lambda d: _model(cfg, job, source, d), keep=1)
     finally:
         prom.close()
         if job is not None:
@@ -130,10 +181,36 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         startup_seconds=startup, batch_size=cfg.data.batch_size, workers=len(reports),
         epochs=cfg.data.epochs, malformed_lines=malformed, per_worker=summaries,
         extra={**{k: v for k, v in agg.items() if k not in typed}, **(details or {}), **own,
-               "ranges": rr.__dict__, "metrics_port": prom.port})
+               "ranges": rr.__dict__, "metrics_port": prom.port,
+               "checkpoints": {"every_steps": every, "written": len(ckpt_seconds), "seconds": ckpt_seconds,
+                               "resumed_from_step": first}})
     result.write()
     (run_dir / "metrics.prom").write_text(scrape)  # the final scrape, for offline reading
     return result
+
+
+def _segments(first: int, total: int, every: int) -> list[tuple[int, int]]:
+    """Round ranges [a, b) from `first` to `total`, cut at multiples of `every` (0: one range).
+
+    >>> _segments(0, 10, 4), _segments(4, 10, 4), _segments(0, 5, 0)
+    ([(0, 4), (4, 8), (8, 10)], [(4, 8), (8, 10)], [(0, 5)])
+    """
+    if first >= total:
+        return [(total, total)]
+    cuts = list(range((first // every + 1) * every, total, every)) if every else []
+    bounds = [first, *cuts, total]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _model(cfg, job: Job, source: DataSource, path: Path) -> dict[str, Any]:
+    """Write the saved model's files (psrec.core.saved_model) into `path`."""
+    from psrec.core.saved_model import model_info, write_model_files
+
+    shards = job.save_model(path)
+    spec, tables = job.model_spec()
+    info = model_info(cfg, spec, tables, source.schema, shards)
+    write_model_files(path, cfg, info)
+    return {"model": cfg.model.name, "shards": shards}
 
 
 def poll_ray_workers(runs: list, progress: Callable[[], list[dict]], bar, metrics: JobMetrics | None,

@@ -23,7 +23,7 @@ from psrec.data.base import DataSource
 from psrec.embedding.layer import EmbeddingLayer
 from psrec.embedding.local import LocalStore
 from psrec.metrics.auc import auc
-from psrec.models.base import CTRModel
+from psrec.models.base import CTRModel, FeatureSpec
 
 __all__ = ["build_local", "evaluate", "predict_range", "run_local", "LocalSetup", "LocalJob", "TrainStats",
            "train_range"]
@@ -31,13 +31,14 @@ __all__ = ["build_local", "evaluate", "predict_range", "run_local", "LocalSetup"
 
 @dataclass
 class LocalSetup:
-    """Everything a single-process run holds."""
+    """Everything a single-process run holds (`spec`: what the model was built for)."""
 
     source: DataSource
     model: CTRModel
     store: LocalStore
     layer: EmbeddingLayer
     step: TrainStep
+    spec: FeatureSpec | None = None
 
 
 def build_local(cfg: Config, source: DataSource | None = None) -> LocalSetup:
@@ -51,7 +52,7 @@ def build_local(cfg: Config, source: DataSource | None = None) -> LocalSetup:
     store = LocalStore(mp.ev_configs)
     layer = EmbeddingLayer(source.schema, tables, cfg.embedding.pooling)
     opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
-    return LocalSetup(source, model, store, layer, TrainStep(model, layer, store, DenseUpdate(opt)))
+    return LocalSetup(source, model, store, layer, TrainStep(model, layer, store, DenseUpdate(opt)), mp.spec)
 
 
 def predict_range(step: TrainStep, source: DataSource, start: int, end: int,
@@ -107,31 +108,58 @@ def train_range(step: TrainStep, source: DataSource, start: int, end: int, batch
 
 class LocalJob(Job):
     """One worker in this process: `data.epochs` passes over the training rows (capped by
-    `train.max_steps`), each step the configured batch."""
+    `train.max_steps`), each step the configured batch; round r is global step r + 1."""
+
+    checkpointable = True
 
     def __init__(self, cfg: Config, setup: LocalSetup, max_steps: int = 0) -> None:
         self.cfg, self.setup = cfg, setup
         rr = row_ranges(cfg, setup.source)
         self.train_start, self.train_end = rr.train_start, rr.train_end
-        per_epoch = -(-(rr.train_end - rr.train_start) // cfg.data.batch_size)
-        self.total = per_epoch * cfg.data.epochs
+        self.per_epoch = -(-(rr.train_end - rr.train_start) // cfg.data.batch_size)
+        self.rounds = self.per_epoch * cfg.data.epochs
         cap = max_steps or cfg.train.max_steps
         if cap:
-            self.total = min(self.total, cap)
+            self.rounds = min(self.rounds, cap)
+        self.report = WorkerReport(0)
 
-    def train(self, bar, metrics) -> list[WorkerReport]:
-        report = WorkerReport(0)
-        s = self.setup
-        for _ in range(self.cfg.data.epochs):
-            done = len(report.steps)
-            if done >= self.total:
-                break
-            train_range(s.step, s.source, self.train_start, self.train_end, self.cfg.data.batch_size,
-                        first_step=done + 1, max_steps=self.total - done, bar=bar, report=report)
-        return [report]
+    def train(self, bar, metrics, start=0, stop=None) -> list[WorkerReport]:
+        s, bs = self.setup, self.cfg.data.batch_size
+        t0, rows = time.perf_counter(), 0
+        for r in range(start, self.rounds if stop is None else stop):
+            a = self.train_start + (r % self.per_epoch) * bs
+            loss, rec = s.step.train_rows(s.source, a, min(a + bs, self.train_end), r + 1)
+            self.report.add(rec, loss)
+            rows += rec.rows
+            if bar is not None:
+                bar.update(1, samples_per_s=rows / (time.perf_counter() - t0), loss=self.report.loss_ema)
+        return [self.report]
 
     def evaluate(self, start, end, batch_size):
         return predict_range(self.setup.step, self.setup.source, start, end, batch_size)
+
+    def model_spec(self):
+        return self.setup.spec, self.setup.layer.tables
+
+    def save_model(self, path: Path) -> int:
+        from psrec.core.dense_state import save_dense
+
+        self.setup.store.export(path / "tables" / "shard-0", evict=False)
+        save_dense(path / "dense", self.setup.model)
+        return 1
+
+    def save_state(self, path: Path) -> dict:
+        from psrec.core.dense_state import save_dense
+
+        self.setup.store.export(path / "tables" / "shard-0", evict=False)
+        save_dense(path / "dense", self.setup.model, self.setup.step.dense.optimizer, rng=True)
+        return {"tables": [t.name for t in self.setup.layer.tables], "shards": 1, "dense": "dense"}
+
+    def load_state(self, path: Path) -> None:
+        from psrec.core.dense_state import load_dense
+
+        self.setup.store.restore(path / "tables" / "shard-0")
+        load_dense(path / "dense", self.setup.model, self.setup.step.dense.optimizer, rng=True)
 
     def details(self):
         s = self.setup
@@ -145,11 +173,12 @@ class LocalJob(Job):
 
 
 def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | None = None,
-              max_steps: int = 0) -> RunResult:
+              max_steps: int = 0, resume_from: Path | None = None) -> RunResult:
     """Train on the training range, evaluate on the held-out range, write results.json.
 
-    `max_steps` > 0 caps the steps (as `train.max_steps`)."""
+    `max_steps` > 0 caps the steps (as `train.max_steps`); `resume_from`: a checkpoint to
+    continue from."""
     setup = build_local(cfg, source)
     job = LocalJob(cfg, setup, max_steps)
-    return run_job(cfg, "local", lambda: job, setup.source, run_dir=run_dir, total_steps=job.total,
-                   metrics_port=-1)
+    return run_job(cfg, "local", lambda: job, setup.source, run_dir=run_dir, total_steps=job.rounds,
+                   metrics_port=-1, resume_from=resume_from)

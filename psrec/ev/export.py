@@ -17,8 +17,11 @@ An export is a directory that numpy alone can read (`np.load(..., allow_pickle=F
 
 A snapshot is taken under the variable's lock, so values, slots and metadata are of one
 moment (restoring mismatched slots and values is how a known DeepRec bug trained into NaN).
-Files are written into a temporary sibling directory, the manifest last, then renamed into
-place: a directory without a manifest is an incomplete export and is refused.
+Files are written into a temporary sibling directory, the manifest last, fsynced, then renamed
+into place; an export being replaced is moved aside first and deleted only once the new one
+is in place (readers fall back to it meanwhile): a directory without a manifest is an
+incomplete export and is refused. Non-finite values or slots, negative freqs and negative
+accumulators are refused on writing and on reading.
 
 Version policy: readers refuse a `format_version` newer than theirs; a reader for version N
 reads every version <= N.
@@ -41,6 +44,8 @@ FORMAT_NAME = "psrec-ev"
 FORMAT_VERSION = 1
 
 _CORE = {"keys": ("int64", 1), "values": ("float32", 2), "freqs": ("int64", 1), "versions": ("int64", 1)}
+# optimizer slots that sum squares or count (adagrad accum, ftrl n, adam v and its step count)
+_NON_NEGATIVE_SLOTS = frozenset({"accum", "n", "v", "step"})
 
 
 @dataclass
@@ -97,6 +102,17 @@ class EVSnapshot:
                 raise ValueError(f"snapshot {self.name!r}: slot {name!r} has {len(a)} rows, keys have {r}")
         if r > 1 and not (self.keys[1:] > self.keys[:-1]).all():
             raise ValueError(f"snapshot {self.name!r}: keys must be unique and ascending")
+        # What the arrays hold: a corrupted or hand-edited export must not load and train on.
+        if not np.isfinite(self.values).all():
+            raise ValueError(f"snapshot {self.name!r}: values hold non-finite numbers")
+        if r and self.freqs.min() < 0:
+            raise ValueError(f"snapshot {self.name!r}: negative freq ({int(self.freqs.min())})")
+        for name, a in self.slots.items():
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"snapshot {self.name!r}: slot {name!r} holds non-finite numbers")
+            if name in _NON_NEGATIVE_SLOTS and a.size and a.min() < 0:
+                raise ValueError(f"snapshot {self.name!r}: slot {name!r} is negative ({float(a.min())}); "
+                                 "an accumulator of squares never is")
 
 
 def _entry(path: Path, fname: str, arr: np.ndarray) -> dict[str, Any]:
@@ -130,13 +146,38 @@ def save_snapshot(snap: EVSnapshot, path: str | os.PathLike) -> Path:
         }
         with open(tmp / "manifest.json", "w") as f:  # last: its presence marks a complete export
             json.dump(manifest, f, indent=1, sort_keys=True)
+        for p in tmp.iterdir():  # durable before the rename makes it visible
+            _fsync(p)
+        _fsync(tmp)
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # Never delete the old export before the new one is in place: move it aside, move the
+            # new one in, then delete. A kill in between leaves the aside copy, which
+            # `load_snapshot` reads while `path` is missing.
+            aside = _aside(path)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            os.replace(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _aside(path: Path) -> Path:
+    """Where the previous export waits while a new one replaces it."""
+    return path.parent / f".{path.name}.previous"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _load_array(path: Path, entry: dict[str, Any], what: str) -> np.ndarray:
@@ -153,6 +194,8 @@ def _load_array(path: Path, entry: dict[str, Any], what: str) -> np.ndarray:
 def load_snapshot(path: str | os.PathLike) -> EVSnapshot:
     """Read an export directory written by `save_snapshot` (any format version <= 1)."""
     path = Path(path)
+    if not path.exists() and (_aside(path) / "manifest.json").is_file():
+        path = _aside(path)  # a replacement was interrupted after moving the old export aside
     mf = path / "manifest.json"
     if not mf.is_file():
         raise ValueError(f"export {path}: no manifest.json (not an EV export, or an incomplete one)")

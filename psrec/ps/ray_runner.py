@@ -42,13 +42,24 @@ class PSWorkerActor:
         self.worker = self.plan.build_worker(self.index, RayTransport(self.ps_actors), comm)
         return self.index
 
-    def run(self) -> WorkerReport:
+    def run(self, start: int, stop: int) -> WorkerReport:
+        """Train rounds [start, stop) (the queue's tasks with `ps.data = "queue"`)."""
         plan = self.plan
         if self.queue is not None:
             q, w = self.queue, self.index
             return self.worker.run_tasks(lambda done: ray.get(q.complete_and_take.remote(w, done)),
                                          plan.batch_size)
-        return self.worker.run(plan.rounds, plan.batch_size, plan.base_row, plan.per_epoch)
+        return self.worker.run(start, stop, plan.batch_size, plan.base_row, plan.per_epoch)
+
+    def save_dense(self, path: str) -> None:
+        from psrec.core.dense_state import save_dense
+
+        save_dense(path, self.worker.model, self.worker.step.dense.optimizer)
+
+    def load_dense(self, path: str) -> None:
+        from psrec.core.dense_state import load_dense
+
+        load_dense(path, self.worker.model, self.worker.step.dense.optimizer)
 
     def progress(self) -> dict:
         """Cumulative figures so far (read while `run` goes on in the other thread)."""
@@ -94,9 +105,10 @@ class RayPSJob(_PSJob):
             self.close()
             raise
 
-    def train(self, bar, metrics):
+    def train(self, bar, metrics, start=0, stop=None):
         workers = self.workers
-        reports = poll_ray_workers([w.run.remote() for w in workers],
+        stop = self.plan.rounds if stop is None else stop
+        reports = poll_ray_workers([w.run.remote(start, stop) for w in workers],
                                    lambda: ray.get([w.progress.remote() for w in workers], timeout=60),
                                    bar, metrics, COMM_PHASES, timeout_s=60)
         if self.queue is not None:
@@ -110,6 +122,12 @@ class RayPSJob(_PSJob):
         if self.plan.cfg.ps.dense == "allreduce":
             return ray.get(self.workers[0].dense.remote(), timeout=60)
         return super().dense()
+
+    def _save_replica(self, path):
+        ray.get(self.workers[0].save_dense.remote(str(path)), timeout=SETUP_TIMEOUT_S)
+
+    def _load_replicas(self, path):
+        ray.get([w.load_dense.remote(str(path)) for w in self.workers], timeout=SETUP_TIMEOUT_S)
 
     def malformed(self):
         return [m for part in ray.get([w.malformed.remote() for w in self.workers], timeout=60) for m in part]

@@ -129,12 +129,61 @@ def ps_imbalance(shard_stats: list[dict]) -> dict[str, float]:
 
 
 class _PSJob(Job):
-    """What both PS jobs share: evaluation over the shards, shard figures, dense values."""
+    """What both PS jobs share: evaluation over the shards, shard figures, dense values, and
+    their state: every shard's tables, dense slice and step counters (`PSShard.export`) and,
+    when dense parameters live on the workers, worker 0's replica and optimizer (all equal)."""
 
     plan: PSPlan
     transport: Transport
     shard_stats: list[dict]
     queue_stats: dict | None = None
+
+    @property
+    def rounds(self) -> int:
+        return self.plan.rounds
+
+    @property
+    def checkpointable(self) -> bool:
+        return self.plan.cfg.ps.data != "queue"  # a queue's leases are not in the checkpoint yet
+
+    def model_spec(self):
+        return self.plan.spec, self.plan.tables
+
+    def _export_shards(self, path: Path) -> None:
+        n = self.transport.num_shards
+        self.transport.call_all("export", [(str(path / "tables" / f"shard-{i}"),) for i in range(n)])
+
+    def save_model(self, path: Path) -> int:
+        from psrec.core.dense_state import save_dense
+
+        self._export_shards(path)
+        model, _ = build_replica(self.plan.cfg, self.plan.spec, self.plan.tables, self.dense(), self.eval_source)
+        save_dense(path / "dense", model)
+        return self.transport.num_shards
+
+    def save_state(self, path: Path) -> dict:
+        self._export_shards(path)
+        if self.plan.cfg.ps.dense != "ps":
+            self._save_replica(path / "dense")
+        return {"tables": [t.name for t in self.plan.tables], "shards": self.transport.num_shards,
+                "dense": self.plan.cfg.ps.dense}
+
+    def load_state(self, path: Path) -> None:
+        n = self.transport.num_shards
+        found = sorted((path / "tables").glob("shard-*"))
+        if len(found) != n:
+            from psrec.core.checkpoint import CheckpointError
+
+            raise CheckpointError(f"checkpoint {path}: {len(found)} PS shards, this run has {n} (ps.num_ps)")
+        self.transport.call_all("restore", [(str(path / "tables" / f"shard-{i}"),) for i in range(n)])
+        if self.plan.cfg.ps.dense != "ps":
+            self._load_replicas(path / "dense")
+
+    def _save_replica(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def _load_replicas(self, path: Path) -> None:
+        raise NotImplementedError
 
     def dense(self) -> np.ndarray:
         """(P,) the trained dense parameters: from the PS slices, or worker 0's replica."""
@@ -177,10 +226,12 @@ class InProcessPSJob(_PSJob):
         self.workers = [plan.build_worker(w, self.transport, group and group.member(w), source)
                         for w in range(p.workers)]
 
-    def train(self, bar, metrics):
+    def train(self, bar, metrics, start=0, stop=None):
         plan = self.plan
-        reports = on_threads(self.workers, lambda wk: wk.run(plan.rounds, plan.batch_size, plan.base_row,
-                                                             plan.per_epoch, on_step=lambda: bar.update(1)))
+        stop = plan.rounds if stop is None else stop
+        tick = (lambda: bar.update(1)) if bar is not None else None
+        reports = on_threads(self.workers, lambda wk: wk.run(start, stop, plan.batch_size, plan.base_row,
+                                                             plan.per_epoch, on_step=tick))
         self.shard_stats = [to_mapping(e.stats(True)) for e in self.transport.endpoints]
         return reports
 
@@ -189,8 +240,20 @@ class InProcessPSJob(_PSJob):
             return super().dense()
         return flat_params(self.workers[0].model)
 
+    def _save_replica(self, path):
+        from psrec.core.dense_state import save_dense
 
-def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> RunResult:
+        w = self.workers[0]
+        save_dense(path, w.model, w.step.dense.optimizer)
+
+    def _load_replicas(self, path):
+        from psrec.core.dense_state import load_dense
+
+        for w in self.workers:
+            load_dense(path, w.model, w.step.dense.optimizer)
+
+
+def run_ps(cfg: Config, run_dir: Path | None = None, source=None, resume_from: Path | None = None) -> RunResult:
     """Train with parameter servers on `source` (default: the configured one), evaluate on
     the held-out rows, and write the run directory; returns the `RunResult`."""
     from psrec.data.factory import make_source
@@ -209,4 +272,4 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None) -> RunResult:
     layout = {"dense_params": int(len(plan.dense_init)), "num_ps": p.num_ps, "net": p.net,
               "transport": p.transport, "data": p.data}
     return run_job(cfg, ps_mode(cfg), start, source, run_dir=run_dir, total_steps=plan.rounds * p.workers,
-                   metrics_port=p.metrics_port, details=layout)
+                   metrics_port=p.metrics_port, details=layout, resume_from=resume_from)

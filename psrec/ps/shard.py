@@ -11,9 +11,11 @@ Modes:
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -184,12 +186,31 @@ class PSShard:
             return ShardStats(**s.__dict__)
 
     def export(self, path: str) -> None:
+        """This shard's whole state under `path`: its tables (`<table>/`, EV exports with
+        slots), its dense slice and optimizer state (`dense/`), its step counters
+        (`steps.json`). Under the shard's lock: one moment."""
         with self._lock:
             self.store.export(path, evict=False)
+            if self._dense is not None:
+                from psrec.core.dense_state import save_dense
+
+                save_dense(Path(path) / "dense", _Slice(self._dense), self._dense_opt)
+            (Path(path) / "steps.json").write_text(json.dumps(
+                {"global_step": self._global_step, "applied_step": self._applied_step}))
 
     def restore(self, path: str) -> None:
+        """Replace this shard's state with what `export` wrote at `path`."""
         with self._lock:
             self.store.restore(path)
+            if self._dense is not None:
+                from psrec.core.dense_state import load_dense
+
+                load_dense(Path(path) / "dense", _Slice(self._dense), self._dense_opt)
+            steps_file = Path(path) / "steps.json"
+            if steps_file.is_file():
+                steps = json.loads(steps_file.read_text())
+                self._global_step, self._applied_step = int(steps["global_step"]), int(steps["applied_step"])
+                self._pending.clear()  # pushes of steps after the checkpoint are redone
 
     def table_values(self, table: str) -> tuple[np.ndarray, np.ndarray]:
         """(keys, values) of every row this shard holds in `table` (for tests and export)."""
@@ -198,3 +219,11 @@ class PSShard:
 
     def ping(self) -> int:
         return self.index
+
+
+class _Slice(torch.nn.Module):
+    """The shard's dense slice as a module, so its state saves like a replica's."""
+
+    def __init__(self, param: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.dense = param

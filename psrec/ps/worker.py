@@ -61,10 +61,11 @@ class PSWorker:
             task, finished = take(task)
         return self.report
 
-    def run(self, rounds: int, batch_size: int, base: int, per_epoch: int, on_step=None) -> WorkerReport:
-        """Train `rounds` steps (global steps 1..rounds) on this worker's interleaved rows."""
-        self.step.t_origin = time.perf_counter()
-        for r in range(rounds):
+    def run(self, start: int, stop: int, batch_size: int, base: int, per_epoch: int, on_step=None) -> WorkerReport:
+        """Train rounds [start, stop) (global steps start+1..stop) on this worker's interleaved rows."""
+        if start == 0 or not self.report.steps:
+            self.step.t_origin = time.perf_counter()
+        for r in range(start, stop):
             self.train_rows(*rows_of(r, self.index, self.num_workers, batch_size, base, per_epoch), r + 1)
             if on_step is not None:
                 on_step()
