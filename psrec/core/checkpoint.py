@@ -11,7 +11,8 @@ sha256 per file, written aside and renamed into place in one atomic step.
 Writing: files go into a fresh temporary directory, each is fsynced, the manifest last, then
 the directory is renamed to `step-N` and the root fsynced: a crash at any moment leaves the
 previous checkpoints untouched and at most a temporary directory, which the next write
-reclaims. Older checkpoints beyond `keep` are removed only after the new one is in place.
+reclaims. Older checkpoints beyond `keep` are removed only after the new one is in place, each renamed
+out of the listing before its files are deleted.
 
 Reading (`verify`) refuses, each with one line naming the checkpoint and what is wrong: a
 missing or unparsable manifest, a wrong format or a non-integer or newer `format_version`, a
@@ -115,7 +116,11 @@ def write_checkpoint(root: str | os.PathLike, step: int, write: Callable[[Path],
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(root)[:-max(1, keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed out of the listing first: a kill in the middle of rmtree would otherwise leave
+        # a step directory with its manifest and only some of its files.
+        doomed = root / f".tmp-step-{old.name[5:]}-deleting"
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 

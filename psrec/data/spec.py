@@ -22,9 +22,9 @@ class SourceSpec:
     """A source to rebuild: `factory` ("module:Class", called with `kwargs`), or `obj` itself.
 
     >>> from psrec.data.synthetic import SyntheticConfig, SyntheticSource
-    >>> spec = SyntheticSource(SyntheticConfig(num_fields=3, num_dense=1)).describe()
+    >>> spec = SyntheticSource(SyntheticConfig(num_fields=6, num_dense=1)).describe()
     >>> spec.factory, spec.build().schema.num_fields
-    ('psrec.data.synthetic:SyntheticSource', 3)
+    ('psrec.data.synthetic:SyntheticSource', 6)
     """
 
     factory: str = ""
