@@ -13,9 +13,19 @@ and the EV apply are timed in turns (one call of each per round). The last line 
 
     lookup_vs_take=R lookup_vs_dict=R apply_vs_take=R
 
+    ... raw_lookup_vs_take=R raw_step_vs_take=R
+
 where R = baseline time / EV time (higher is better). Targets: lookup >= 0.5x take and
 >= 10x dict; apply >= 0.25x take. `--keys FILE.npy` replaces the synthetic Zipf batch with
 real keys (int64, drawn from the table's key space by rank).
+
+Raw mode: what a trainer's step pays on the batch as drawn (all `--batch` occurrences), on
+batches of its own, timed in turns with its floor, `np.take` of the raw draws' rows resolved
+beforehand ((N, D) out, as a fixed-array lookup gives). raw lookup = `psrec.ev.unique`
+(distinct keys, inverse, counts) + EV lookup of the distinct keys + `psrec.ev.expand` to the
+N draws: what `EmbeddingLayer.lookup` does on a local store. raw step = raw lookup +
+`psrec.ev.segment_sum` of an (N, D) gradient back to the distinct keys + the Adagrad apply.
+Targets: raw lookup >= 0.77x take, raw step >= 0.27x take.
 
     python benchmarks/ev_bench.py [--rows 4194304] [--threads 1]
 """
@@ -28,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from psrec.ev import EmbeddingVariable, EVConfig, OptimizerConfig
+from psrec.ev import EmbeddingVariable, EVConfig, OptimizerConfig, expand, segment_sum, unique
 
 
 def _zipf_ranks(rng: np.random.Generator, n: int, a: float, support: int) -> np.ndarray:
@@ -184,24 +194,55 @@ def main() -> None:
     t_step_apply = _median_ms_after(lambda i: ev.lookup(ak[i][0]),
                                     lambda i: ev.apply_gradients(ak[i][0], grads[i], ak[i][1], n_calls + i + 1), w, r)
     t_dict_apply = _median_ms(lambda i: dict_table.apply(ak[i][0], grads[i], ak[i][1], i + 1), w, r)
-    unique = int(np.median([len(k) for k, _ in lk]))
+    unique_keys = int(np.median([len(k) for k, _ in lk]))
+
+    # Raw mode: the draws themselves, a set per path (as above: no path finds its batch's
+    # rows in cache from another's), the floor and both raw paths in turns.
+    raw = {name: [table_keys[draw()] for _ in range(n_calls)] for name in ("take", "lookup", "step")}
+    raw_resolved = [ev._table.find(k) for k in raw["take"]]
+    raw_grads = [(0.01 * rng.standard_normal((len(k), args.dim))).astype(np.float32) for k in raw["step"]]
+    u0 = unique(raw["lookup"][0])
+    np.testing.assert_array_equal(expand(ev.lookup(u0.keys, train=False), u0.inverse),
+                                  ev.lookup(raw["lookup"][0], train=False))
+
+    def raw_lookup(keys: np.ndarray):
+        u = unique(keys)
+        return u, expand(ev.lookup(u.keys), u.inverse)  # (N, D): one row per draw
+
+    def raw_step(i: int) -> None:
+        u, _ = raw_lookup(raw["step"][i])
+        ev.apply_gradients(u.keys, segment_sum(raw_grads[i], u.inverse, len(u.keys)), u.counts, 2 * n_calls + i + 1)
+
+    t = _interleaved_ms({"take": lambda i: np.take(storage, raw_resolved[i], axis=0),
+                         "lookup": lambda i: raw_lookup(raw["lookup"][i]),
+                         "step": raw_step}, w, r)
+    t_raw_take, t_raw_lookup, t_raw_step = t["take"], t["lookup"], t["step"]
+    t_unique = _median_ms(lambda i: unique(raw["lookup"][i]), w, r)
+    t_np_unique = _median_ms(lambda i: np.unique(raw["lookup"][i], return_inverse=True, return_counts=True), w, r)
 
     print(f"table: {rows} rows x {args.dim} float32, built in {build_s:.1f} s; batch: {args.batch} "
-          f"Zipf({args.zipf}) draws -> ~{unique} unique keys; torch threads {args.threads}")
+          f"Zipf({args.zipf}) draws -> ~{unique_keys} unique keys; torch threads {args.threads}")
     print(f"np.take (resolved rows)  {t_take:8.3f} ms   (EV storage, {storage.ctypes.data % 64} bytes past a "
           f"64-byte boundary)")
     print(f"np.take (numpy copy)     {t_take_np:8.3f} ms   (information: {dict_table.values.ctypes.data % 64} bytes "
           f"past a 64-byte boundary)")
-    print(f"EV lookup                {t_lookup:8.3f} ms   ({unique / t_lookup / 1e3:.1f} M keys/s)")
+    print(f"EV lookup                {t_lookup:8.3f} ms   ({unique_keys / t_lookup / 1e3:.1f} M keys/s)")
     print(f"dict lookup              {t_dict:8.3f} ms")
-    print(f"EV apply (adagrad)       {t_apply:8.3f} ms   ({unique / t_apply / 1e3:.1f} M keys/s)")
+    print(f"EV apply (adagrad)       {t_apply:8.3f} ms   ({unique_keys / t_apply / 1e3:.1f} M keys/s)")
     print(f"EV apply after lookup    {t_step_apply:8.3f} ms   (rows reused: {t_take / t_step_apply:.3f}x take)")
     print(f"dict apply (adagrad)     {t_dict_apply:8.3f} ms")
+    print(f"raw: np.take of {args.batch} draws {t_raw_take:8.3f} ms;  raw lookup {t_raw_lookup:8.3f} ms;  "
+          f"raw step {t_raw_step:8.3f} ms")
+    print(f"raw: psrec.ev.unique {t_unique:8.3f} ms;  np.unique (inverse, counts) {t_np_unique:8.3f} ms")
     lt, ld, at = t_take / t_lookup, t_dict / t_lookup, t_take / t_apply
+    rl, rs = t_raw_take / t_raw_lookup, t_raw_take / t_raw_step
     print(f"targets: lookup_vs_take >= 0.5 ({'ok' if lt >= 0.5 else 'MISSED'}), lookup_vs_dict >= 10 "
           f"({'ok' if ld >= 10 else 'MISSED'}), apply_vs_take >= 0.25 ({'ok' if at >= 0.25 else 'MISSED'}); "
           f"apply vs dict apply: {t_dict_apply / t_apply:.1f}x")
-    print(f"lookup_vs_take={lt:.3f} lookup_vs_dict={ld:.2f} apply_vs_take={at:.3f}")
+    print(f"targets: raw_lookup_vs_take >= 0.77 ({'ok' if rl >= 0.77 else 'MISSED'}), raw_step_vs_take >= 0.27 "
+          f"({'ok' if rs >= 0.27 else 'MISSED'}); {w} warm-up and {r} timed calls per path")
+    print(f"lookup_vs_take={lt:.3f} lookup_vs_dict={ld:.2f} apply_vs_take={at:.3f} "
+          f"raw_lookup_vs_take={rl:.3f} raw_step_vs_take={rs:.3f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
    in process, B = 1K..128K. R = in-process time / Ray time (0.5 = Ray adds 1x on top). Ray
    is the default transport: to a PS actor on the same node, pulls and pushes go over a
    local socket with the arrays in shared memory (psrec/ps/channel.py, psrec/ps/shm.py); the
-   same calls as plain Ray actor calls through the object store are printed beside it.
+   same calls as plain Ray actor calls through the object store are printed beside it, and
+   over gRPC (psrec/ps/grpc_*.py, what `ps.transport = "auto"` uses across nodes; here on
+   the node's own address, with the job token on every call).
 2. Aggregate pull+push throughput of a PSClient over 1, 2 and 4 Ray PS actors.
 3. Load imbalance (max/mean bytes served) over 4 PS on Zipf(1.1) keys: hash-mod vs balanced.
 
@@ -12,7 +14,8 @@ Median of several repeats, all in the same run, in steady state: each Ray proces
 runs enough round trips to have written the whole local object store once (a process pays
 one page fault per 4 KiB store page the first time it writes there, a start-up cost that a
 training run amortises over its first steps; see psrec/raysession.py). Last line:
-`inproc_over_ray_64k=R inproc_over_ray_128k=R imbalance_hash=R imbalance_balanced=R`
+`inproc_over_ray_64k=R inproc_over_ray_128k=R imbalance_hash=R imbalance_balanced=R grpc_over_ray_64k=R`
+(grpc_over_ray: Ray actor-call time / gRPC time; >= 1.0 means gRPC is no slower than Ray calls)
 """
 from __future__ import annotations
 
@@ -95,17 +98,20 @@ def main() -> None:
     ensure_ray()
     sizes = [int(s) for s in args.sizes.split(",")]
     ratios = {}
-    print("pull+push of B distinct keys, one PS; ray = the default transport (same node: a socket")
-    print("and shared memory), objstore = the same calls as Ray actor calls through the object store")
-    print("keys      in-process (ms)   ray (ms)   inproc/ray   objstore (ms)   inproc/objstore")
+    print("pull+push of B distinct keys, one PS; ray = the same-node channel (a socket and shared")
+    print("memory), objstore = the same calls as Ray actor calls, grpc = over gRPC with the job token")
+    print("keys      in-process (ms)   ray (ms)   inproc/ray   objstore (ms)   inproc/objstore   grpc (ms)"
+          "   objstore/grpc")
     # One shard per path for every size (both tables grow alike), the Ray ones warmed once
     # with the largest batch: pull (keys 8 B + rows 4*DIM B) + push (keys, grads, counts).
     paths = {"in": InProcessTransport([PSShard(0, TABLES)]),
              "ray": RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5)),
-             "obj": RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5), shared_memory=False)}
+             "obj": RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5), shared_memory=False),
+             "grpc": RayTransport(start_ps_actors(1, TABLES, 1, False, [None], num_cpus=0.5), mode="grpc")}
     big = distinct_keys(rng, max(sizes))
     big_grads = rng.standard_normal((len(big), DIM)).astype(np.float32) * 1e-3
-    for name in ("ray", "obj"):
+    grpc_ratio = {}
+    for name in ("ray", "obj", "grpc"):
         warm_up(round_trip(paths[name], big, big_grads), len(big) * (8 + 4 * DIM) * 2 + len(big) * 16)
     for n in sizes:
         keys = distinct_keys(rng, n)
@@ -115,16 +121,17 @@ def main() -> None:
             fn()  # first touch of these keys: creates their rows
         t = interleaved_medians(fns, args.repeats)
         ratios[n] = t["in"] / t["ray"]
+        grpc_ratio[n] = t["obj"] / t["grpc"]
         print(f"{n:>7}   {1e3 * t['in']:14.2f}   {1e3 * t['ray']:8.2f}   {ratios[n]:10.3f}   "
-              f"{1e3 * t['obj']:13.2f}   {t['in'] / t['obj']:15.3f}")
-    for name in ("ray", "obj"):
+              f"{1e3 * t['obj']:13.2f}   {t['in'] / t['obj']:15.3f}   {1e3 * t['grpc']:9.2f}   {grpc_ratio[n]:13.3f}")
+    for name in ("ray", "obj", "grpc"):
         paths[name].shutdown()
 
     print("\naggregate pull+push of 65536 keys through a PSClient")
     keys = distinct_keys(rng, 65536)
     grads = rng.standard_normal((len(keys), DIM)).astype(np.float32) * 1e-3
     for m in (1, 2, 4):
-        actors = start_ps_actors(m, TABLES, 1, False, [None] * m, num_cpus=0.25)
+        actors = start_ps_actors(m, TABLES, 1, False, [None] * m, num_cpus=0.25, health_timeout_s=300)
         client = PSClient(RayTransport(actors), make_partitioner("hash", m), {"emb": DIM})
         step = [0]
 
@@ -157,7 +164,8 @@ def main() -> None:
     print(f"  (hottest key requested by {req.max()} of {len(sample)} sampled batches)")
     print(f"inproc_over_ray_64k={ratios.get(65536, float('nan')):.3f} "
           f"inproc_over_ray_128k={ratios.get(131072, float('nan')):.3f} "
-          f"imbalance_hash={imb['hash']:.3f} imbalance_balanced={imb['balanced']:.3f}")
+          f"imbalance_hash={imb['hash']:.3f} imbalance_balanced={imb['balanced']:.3f} "
+          f"grpc_over_ray_64k={grpc_ratio.get(65536, float('nan')):.3f}")
 
 
 if __name__ == "__main__":

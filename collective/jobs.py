@@ -18,7 +18,7 @@ from collective.lockstep import split_peer_wait
 from collective.plan import CollectivePlan
 from collective.worker import CollectiveWorker
 from psrec.config_io import to_mapping
-from psrec.core.job import Job, poll_ray_workers
+from psrec.core.job import Job, check_placement, poll_ray_workers
 from psrec.core.plan import build_replica
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.result import max_over_mean
@@ -82,14 +82,8 @@ class CollectiveJob(Job):
                     "keys_served": max_over_mean(s["keys_served"] for s in shards)}}
 
     def publish(self, metrics: JobMetrics) -> None:
-        from prometheus_client import Gauge
-
-        rows = Gauge("psrec_shard_rows", "embedding rows held by a rank's shard", ["rank"], registry=metrics.registry)
-        served = Gauge("psrec_shard_bytes_served_total", "row bytes a rank's shard sent to others", ["rank"],
-                       registry=metrics.registry)
         for st in self.shards:
-            rows.labels(str(st["rank"])).set(sum(st["rows"].values()))
-            served.labels(str(st["rank"])).set(st["bytes_served"])
+            metrics.collective_shard(st["rank"], sum(st["rows"].values()), st["bytes_served"])
 
     @abstractmethod
     def evaluate(self, start: int, end: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +301,7 @@ class RayJob(CollectiveJob):
         self.patience_s = patience_s
         c = plan.coll
         ensure_ray(c.address)
+        check_placement([(f"{c.workers} ranks x {c.worker_cpus:g}", c.workers * c.worker_cpus)])
         cls = _actor_class()
         self.actors = [cls.options(num_cpus=c.worker_cpus).remote(plan, r) for r in range(c.workers)]
         try:
@@ -339,9 +334,8 @@ class RayJob(CollectiveJob):
 
     def _run(self, queue, bar, metrics, start=0, stop=None) -> list[WorkerReport]:
         actors = self.actors
-        return poll_ray_workers([a.run.remote(queue, start, stop) for a in actors],
-                                lambda: self._get([a.progress.remote() for a in actors]),
-                                bar, metrics, COMM_PHASES, self.plan.coll.timeout_s)
+        return poll_ray_workers([a.run.remote(queue, start, stop) for a in actors], actors, bar, metrics, COMM_PHASES,
+                                self.plan.coll.timeout_s, self.plan.cfg.run.stall_timeout_s)
 
     def malformed(self):
         return [m for part in self._get([a.malformed.remote() for a in self.actors]) for m in part]

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 import psrec
 import psrec.commands
 from psrec.config import ConfigError
+from psrec.core.checkpoint import CheckpointError
+from psrec.core.job import JobFailed
+from psrec.data.errors import DataError
 
 __all__ = ["main", "build_parser"]
 
@@ -35,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FileNotFoundError as e:
         print(f"psrec: {e}", file=sys.stderr)
+        return 2
+    except (JobFailed, CheckpointError) as e:
+        print(f"psrec: {e}", file=sys.stderr)
+        return 1
+    except DataError as e:  # bad input files: one line naming the file, no traceback
+        print(f"psrec: data error: {e}", file=sys.stderr)
         return 2
 
 

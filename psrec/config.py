@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from collective.config import CollectiveConfig
 from psrec.config_io import ConfigError, from_mapping, parse_value, to_mapping, to_toml
+from psrec.data.features import FeatureConfig
 from psrec.data.synthetic import SyntheticConfig
 from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
 from psrec.ps.config import PSConfig
@@ -34,14 +35,30 @@ __all__ = ["DataConfig", "ModelConfig", "EmbeddingConfig", "TrainConfig", "RunDi
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which rows train and which evaluate.
+    """Which data, and which rows train, validate and test.
 
-    Rows `[0, train_rows)` train and `[eval_start, eval_start + eval_rows)` evaluate; with
-    `eval_start < 0` evaluation starts right after the training rows (a held-out range).
+    Your own files (`source = "files"`, implied by `train_path`): `format`, `train_path` (a path
+    or glob, comma-separated for several), optional `valid_path` and `test_path` (else the last
+    `test_share` of the train rows is held out), `label`, `[[data.features]]`; every train row
+    trains (`train.max_steps` caps it), valid and test rows are evaluated apart.
+
+    One source's rows (synthetic, or a preset with `path`): rows `[0, train_rows)` train and
+    `[eval_start, eval_start + eval_rows)` evaluate; with `eval_start < 0` evaluation starts
+    right after the training rows (a held-out range).
     """
 
-    source: Literal["synthetic", "criteo", "avazu", "movielens"] = "synthetic"
-    path: str = ""  # file for the file-backed sources
+    source: str = "synthetic"  # a registered source name (psrec/data/registry.py)
+    path: str = ""  # one file for a preset source (criteo, avazu, movielens), legacy layout
+    format: Literal["csv", "tsv", "parquet", "libsvm", "libfm"] = "csv"  # the reader of source = "files"
+    train_path: str = ""  # path or glob of the training files; setting it means source = "files" unless a preset
+    valid_path: str = ""  # optional validation files, evaluated apart (valid_auc in the result)
+    test_path: str = ""  # optional test files; empty: the last test_share of the train rows
+    test_share: float = 0.1  # held out for testing when there is no test file: 10% is the usual share
+    label: str = "label"  # the label column (0/1; libsvm -1/+1 too)
+    label_threshold: float = 0.0  # 0: labels must be 0/1; else label = value >= threshold (ratings)
+    columns: tuple[str, ...] = ()  # csv/tsv column names when the file has no header line
+    shuffle: bool = False  # serve the training rows in a seeded block order (train.seed); off: file order
+    features: tuple[FeatureConfig, ...] = ()  # [[data.features]]: name, type, transform, separator, max_len
     strict: bool = False  # a malformed line is an error instead of a counted, reported skip
     train_rows: int = 1_000_000  # enough for DeepFM to learn the planted interactions in ~1 epoch
     eval_rows: int = 200_000  # AUC std error ~0.001 at this size
@@ -50,8 +67,23 @@ class DataConfig:
     epochs: int = 1
 
     def __post_init__(self) -> None:
-        if self.source != "synthetic" and not self.path:
-            raise ValueError(f"data.path is required for source {self.source!r}")
+        if self.train_path and self.source == "synthetic":
+            object.__setattr__(self, "source", "files")  # a train_path names the user's own files
+        if self.source in ("criteo", "avazu", "movielens") and not (self.path or self.train_path):
+            raise ValueError(f"data.path (one file) or data.train_path is required for source {self.source!r}")
+        if self.source == "files":
+            if not self.train_path:
+                raise ValueError("data.train_path is required for source 'files'")
+            if not self.features:
+                raise ValueError("data.features: name at least one [[data.features]] entry "
+                                 "(`psrec data inspect FILE` suggests a block to paste)")
+        if (self.valid_path or self.test_path) and not self.train_path:
+            raise ValueError("data.valid_path and data.test_path need data.train_path")
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.features: names must be unique, got {names}")
+        if not 0.0 < self.test_share < 1.0:
+            raise ValueError(f"data.test_share must be in (0, 1), got {self.test_share}")
         if self.train_rows < 1 or self.eval_rows < 0:
             raise ValueError("data.train_rows must be >= 1 and data.eval_rows >= 0")
         if self.batch_size < 1:
@@ -137,16 +169,35 @@ class RunDirConfig:
     dir: str = "runs"
     name: str = ""  # default: <time>-<mode>-<model>
     # A checkpoint every this many global steps (0: none). Each one is a barrier: every worker
-    # finishes the step, the job's state is written, training goes on.
-    checkpoint_every_steps: int = 0
+    # finishes the step, the job's state is written, training goes on. 1000 steps: a 4M-row
+    # table's checkpoint then costs a few percent of training (benchmarks/checkpoint_bench.py)
+    checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 2  # the newest ones kept; older ones go once a new one is complete
     save_model: bool = True  # the final model (tables + dense + config) into <run dir>/model
+    # A worker whose step count has not moved for this long stops the job, naming it: no
+    # silent hangs (a sync step waits on every worker; 5 minutes is far beyond any one step)
+    stall_timeout_s: float = 300.0
+    # "recover": a worker or PS that dies (or hangs) restarts the job from the newest checkpoint
+    # (sync training rolls back to it; async loses the updates since it), at most max_restarts
+    # times; "fail": the job stops, naming what failed
+    on_failure: Literal["fail", "recover"] = "fail"
+    max_restarts: int = 3
+    # The driver's Prometheus endpoint: 127.0.0.1 keeps it on this host (0.0.0.0 to scrape it
+    # from elsewhere); port 0 picks a free one unless the mode's own (ps/collective.metrics_port) is set
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if self.checkpoint_every_steps < 0:
             raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"run.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.max_restarts < 0:
+            raise ValueError(f"run.max_restarts must be >= 0, got {self.max_restarts}")
+        if not self.stall_timeout_s > 0:
+            raise ValueError(f"run.stall_timeout_s must be > 0, got {self.stall_timeout_s}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"run.metrics_port must be 0 (a free port) or a port, got {self.metrics_port}")
 
 
 @dataclass(frozen=True)
@@ -240,6 +291,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_path(data, key.strip(), parse_value(text.strip()))
     cfg = from_mapping(Config, data)
     cfg.model_params()  # fail now, naming the key, rather than when the model is built
+    from psrec.data.registry import source_names
+
+    if cfg.data.source not in source_names():
+        raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; known: {', '.join(source_names())}")
     if cfg.ps.data == "queue" and cfg.ps.sync:
         raise ConfigError("ps.data: the work queue feeds asynchronous PS workers only (a sync step "
                           "needs every worker every step); set ps.sync=false or ps.data=\"interleaved\"")

@@ -156,7 +156,9 @@ def to_toml(data: Mapping[str, Any]) -> str:
         raise TypeError(f"cannot write {v!r} as TOML")
 
     def table(prefix: str, m: Mapping[str, Any]) -> None:
-        simple = {k: v for k, v in m.items() if not isinstance(v, Mapping) and v is not None}
+        arrays = {k: v for k, v in m.items()  # arrays of tables, e.g. [[data.features]]
+                  if isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v)}
+        simple = {k: v for k, v in m.items() if not isinstance(v, Mapping) and v is not None and k not in arrays}
         nested = {k: v for k, v in m.items() if isinstance(v, Mapping)}
         if prefix and (simple or not nested):
             lines.append(f"[{prefix}]")
@@ -166,6 +168,11 @@ def to_toml(data: Mapping[str, Any]) -> str:
             lines.append("")
         for k, v in nested.items():
             table(f"{prefix}.{k}" if prefix else k, v)
+        for k, items in arrays.items():
+            for item in items:
+                lines.append(f"[[{prefix}.{k}]]" if prefix else f"[[{k}]]")
+                lines.extend(f"{ik} = {scalar(iv)}" for ik, iv in item.items() if iv is not None)
+                lines.append("")
 
     table("", data)
     return "\n".join(lines).rstrip() + "\n"

@@ -52,5 +52,5 @@ def test_run_collective_accounts_time_bytes_and_metrics(ray_session, tmp_path):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["per_shard"][0]["keys_served"] > 0 and saved["shard_imbalance"]["rows"] < 1.2
     prom = (run_dir / "metrics.prom").read_text()
-    assert 'psrec_worker_phase_seconds_total{phase="alltoall",worker="0"}' in prom
-    assert "psrec_worker_allreduce_hidden_seconds" in prom and "psrec_shard_rows" in prom
+    assert 'psrec_worker_phase_seconds_total{mode="collective",' in prom and 'phase="alltoall"' in prom
+    assert "psrec_worker_allreduce_hidden_seconds_total" in prom and "psrec_shard_rows" in prom

@@ -60,7 +60,7 @@ def test_bad_values_name_the_field(data, field):
 
 
 def test_every_optimizer_and_filter_is_registered():
-    assert optimizer_names() == ["adagrad", "adam", "ftrl", "gftrl", "sgd"]
+    assert optimizer_names() == ["adagrad", "adam", "adam_async", "ftrl", "gftrl", "sgd"]
     for name in optimizer_names():
         assert make_optimizer(OptimizerConfig(name=name), 4).name == name
     for kind in ("none", "counter", "bloom"):

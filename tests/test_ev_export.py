@@ -171,7 +171,8 @@ def test_duplicate_keys_across_sources_are_an_error():
 def test_snapshot_is_consistent_while_updates_run_on_another_thread():
     # Adam's per-row step slot must equal the row's freq in every snapshot (each update
     # touches every key once); a snapshot mixing moments would break that.
-    cfg = EVConfig(dim=16, optimizer=OptimizerConfig(name="adam"), initializer=InitializerConfig(kind="zeros"))
+    # adam_async keeps a per-row update count (slot "step"): it must equal the row's freq here
+    cfg = EVConfig(dim=16, optimizer=OptimizerConfig(name="adam_async"), initializer=InitializerConfig(kind="zeros"))
     ev = EmbeddingVariable(cfg)
     keys = np.arange(3000, dtype=np.int64)
     ev.apply_gradients(keys, np.ones((3000, 16), np.float32), step=0)

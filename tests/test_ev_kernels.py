@@ -265,7 +265,7 @@ def test_apply_adagrad_matches_torch_block_update():
     np.testing.assert_array_equal(meta, want_m)
 
 
-@pytest.mark.parametrize("name", ["adam", "ftrl", "gftrl"])
+@pytest.mark.parametrize("name", ["adam", "adam_async", "ftrl", "gftrl"])
 def test_default_apply_rows_is_gather_update_scatter(name):
     values, _, meta, rows, grads, counts = _state(9)
     opt = make_optimizer(OptimizerConfig(name=name, lr=0.1, l1=0.01), values.shape[1])
@@ -275,7 +275,7 @@ def test_default_apply_rows_is_gather_update_scatter(name):
              for s in opt.slots()}
     want_v, want_s = values.copy(), {k: a.copy() for k, a in slots.items()}
     w, blocks = want_v[rows], {k: a[rows] for k, a in want_s.items()}
-    opt.update(w, grads, blocks)
+    opt.update(w, grads, blocks, 4)
     want_v[rows] = w
     for k in want_s:
         want_s[k][rows] = blocks[k]

@@ -62,8 +62,54 @@ def test_adagrad_matches_torch():
     torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(want), rtol=1e-5, atol=1e-6)
 
 
-def test_lazy_adam_matches_torch_on_rows_touched_every_step():
+def _run_sparse_torch(make, start: np.ndarray) -> np.ndarray:
+    """`_run_torch` with the gradients as torch would see them from a sparse embedding: only
+    the touched rows, as a sparse COO tensor."""
+    p = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    opt = make([p])
+    for step, g in enumerate(_grads(), start=1):
+        idx = np.flatnonzero(_touched(step))
+        p.grad = torch.sparse_coo_tensor(torch.from_numpy(idx)[None], torch.from_numpy(g[idx]), p.shape,
+                                         check_invariants=True)
+        opt.step()
+    return p.detach().numpy()
+
+
+def test_adam_is_torch_sparse_adam():
+    """The default sparse Adam corrects by the global step, as torch.optim.SparseAdam (and TF's
+    LazyAdam): every row, the ones touched on alternate steps included, matches it."""
     cfg = OptimizerConfig(name="adam", lr=0.05, beta1=0.8, beta2=0.99, eps=1e-7)
+    start, got = _run_ev(cfg)
+    want = _run_sparse_torch(lambda ps: torch.optim.SparseAdam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-7), start)
+    assert not np.allclose(got, start)
+    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(want), rtol=1e-6, atol=1e-7)
+    # ... and the per-row correction (adam_async) is a different optimizer on those rows
+    _, per_row = _run_ev(OptimizerConfig(name="adam_async", lr=0.05, beta1=0.8, beta2=0.99, eps=1e-7))
+    assert not np.allclose(per_row[2:], want[2:])
+
+
+def test_adam_defaults_are_torch_defaults():
+    """eps defaults per optimizer to torch's (Adagrad 1e-10, Adam / SparseAdam 1e-8); betas too."""
+    sparse_adam = torch.optim.SparseAdam([torch.nn.Parameter(torch.zeros(1))]).defaults
+    for name in ("adam", "adam_async"):
+        cfg = OptimizerConfig(name=name)
+        assert (cfg.eps, (cfg.beta1, cfg.beta2)) == (sparse_adam["eps"], sparse_adam["betas"])
+    torch_adagrad = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))])
+    assert OptimizerConfig(name="adagrad").eps == torch_adagrad.defaults["eps"]
+    assert OptimizerConfig(name="adam", eps=1e-7).eps == 1e-7
+
+
+def test_adam_step_zero_counts_as_the_first_step():
+    a, b = (EmbeddingVariable(EVConfig(dim=2, optimizer=OptimizerConfig(name="adam"))) for _ in range(2))
+    g = np.ones((2, 2), np.float32)
+    a.apply_gradients(KEYS[:2], g, step=0)
+    b.apply_gradients(KEYS[:2], g, step=1)
+    np.testing.assert_array_equal(a.lookup(KEYS[:2]), b.lookup(KEYS[:2]))
+    assert np.isfinite(a.lookup(KEYS[:2])).all()
+
+
+def test_adam_async_matches_torch_adam_on_rows_touched_every_step():
+    cfg = OptimizerConfig(name="adam_async", lr=0.05, beta1=0.8, beta2=0.99, eps=1e-7)
     start, got = _run_ev(cfg)
     want = _run_torch(lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-7), start)
     every = np.ones(len(KEYS), dtype=bool)
@@ -75,8 +121,8 @@ def test_lazy_adam_matches_torch_on_rows_touched_every_step():
     assert np.isfinite(got).all() and not np.allclose(got[~every], want[~every])
 
 
-def test_lazy_adam_counts_steps_per_row():
-    ev = EmbeddingVariable(EVConfig(dim=2, optimizer=OptimizerConfig(name="adam")))
+def test_adam_async_counts_steps_per_row():
+    ev = EmbeddingVariable(EVConfig(dim=2, optimizer=OptimizerConfig(name="adam_async")))
     ev.apply_gradients(KEYS[:2], np.ones((2, 2), np.float32), step=1)
     ev.apply_gradients(KEYS[:1], np.ones((1, 2), np.float32), step=2)
     assert ev.slot("step", KEYS[:2]).tolist() == [2, 1]

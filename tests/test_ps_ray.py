@@ -57,15 +57,17 @@ def test_async_hybrid_run_accounts_time_and_bytes(ray_session, tmp_path):
 
 
 def test_prometheus_endpoint_serves_job_metrics():
-    m = JobMetrics(0)
+    m = JobMetrics(0, run_id="r", mode="ps-async")
     try:
-        m.worker(1, {"pull": 2.0, "compute": 6.0, "push": 2.0}, rows=100, sent=10, received=20)
-        m.shard(0, bytes_served=123, requests=4, rows=7)
+        m.worker(1, {"pull": 2.0, "compute": 6.0, "push": 2.0}, rows=100, sent=10, received=20, node="n1")
+        m.shard(0, bytes_served=123, requests=4, rows=7, node="n2")
         text = urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=5).read().decode()
     finally:
         m.close()
-    assert 'psrec_worker_comm_fraction{worker="1"} 0.4' in text
-    assert 'psrec_ps_bytes_served_total{ps="0"} 123.0' in text
+    assert 'psrec_worker_phase_seconds_total{mode="ps-async",node="n1",phase="pull",run_id="r",worker="1"} 2.0' in text
+    assert ('psrec_bytes_total{direction="sent",kind="ps",mode="ps-async",node="n2",ps="0",run_id="r",worker=""} 123.0'
+            in text)
+    assert 'psrec_ps_requests_total{mode="ps-async",node="n2",ps="0",run_id="r"} 4.0' in text
 
 
 def test_async_workers_take_tasks_from_the_queue_around_a_straggler(ray_session, tmp_path):

@@ -1,5 +1,5 @@
-"""Shared-memory payloads of the Ray PS transport: exact round trips, arena lifecycle, and the
-same results as Ray's object store."""
+"""Shared-memory arenas of the same-node channel (psrec/ps/shm.py): PS-owned sealed memfds,
+refused short descriptors, and the same results as Ray's object store."""
 from __future__ import annotations
 
 import glob
@@ -8,79 +8,34 @@ import os
 import numpy as np
 import pytest
 
-from psrec.ps.shm import MIN_BYTES, Arena, MapCache, Slot, pack, payload_bytes, shm_available, unpack
+from psrec.ps.shm import Arena, map_fd, shm_available
 
-pytestmark = pytest.mark.skipif(not shm_available(), reason="needs a writable /dev/shm")
-
-
-def _payload(rng):
-    n = MIN_BYTES // 8 + 3  # just over the threshold for int64 keys
-    return ({"a": (rng.integers(-5, 5, n).astype(np.int64), rng.standard_normal((n, 3)).astype(np.float32),
-                   np.arange(4, dtype=np.int64))},
-            [rng.standard_normal(MIN_BYTES // 4).astype(np.float32).reshape(-1, 2), None, 7, "x"],
-            np.float64(2.5))
+pytestmark = pytest.mark.skipif(not shm_available(), reason="needs Linux memfds")
 
 
-def _assert_same(a, b):
-    if isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, (tuple, list)):
-        assert type(a) is type(b) and len(a) == len(b)
-        for x, y in zip(a, b):
-            _assert_same(x, y)
-    else:
-        assert a == b
-
-
-def test_pack_unpack_is_exact_and_only_moves_large_arrays():
-    obj = _payload(np.random.default_rng(0))
-    arena = Arena("t")
-    need = payload_bytes(obj)
-    # Two large arrays (keys and 3-wide grads) and one large float32 matrix, each 64-B aligned.
-    keys, grads = obj[0]["a"][0], obj[0]["a"][1]
-    mat = obj[1][0]
-    assert need == sum(-(-x.nbytes // 64) * 64 for x in (keys, grads, mat))
-    arena.ensure(need)
-    packed = pack(obj, arena.buf)
-    assert isinstance(packed[0]["a"][0], Slot) and isinstance(packed[1][0], Slot)
-    assert isinstance(packed[0]["a"][2], np.ndarray)  # small: stays inline
-    _assert_same(obj, unpack(packed, arena.buf))
-    views = unpack(packed, arena.buf, copy=False)
-    _assert_same(obj, views)
-    assert not views[1][0].flags.writeable
+def test_an_arena_is_sealed_against_shrinking_and_grows_into_a_new_memfd():
+    arena = Arena("t", max_bytes=8 << 20)
+    assert arena.ensure(10) and arena.capacity == 1 << 20
+    with pytest.raises(PermissionError):  # no holder of the fd can truncate it under the PS's mapping
+        os.ftruncate(arena.fd, 4096)
+    old = arena.fd
+    assert arena.ensure(3 << 20) and arena.capacity == 4 << 20 and arena.fd != old
+    assert not arena.ensure(100)
+    with pytest.raises(MemoryError, match="limit"):
+        arena.ensure(9 << 20)
+    assert arena.capacity == 4 << 20  # a refused growth keeps the arena
     arena.close()
 
 
-def test_arena_files_are_unlinked_once_mapped_and_on_close():
-    arena = Arena("life")
-    arena.ensure(10)
-    assert arena.capacity == 1 << 20 and os.path.exists(arena.path)
-    cache = MapCache()
-    first = arena.name
-    cache.get("c/req", first)
-    arena.peer_mapped()
-    assert not os.path.exists(first[0])  # the peer keeps the memory, the name is gone
-    arena.ensure(3 << 20)  # grows into a new file: doubling to 4 MiB
-    assert arena.capacity == 4 << 20 and arena.path != first[0]
-    buf = cache.get("c/req", arena.name)  # replaces the channel's old mapping
-    assert len(cache) == 1 and len(buf) == 4 << 20
-    path = arena.path
-    arena.close()
-    assert not os.path.exists(path)
-
-
-def test_a_write_through_the_arena_reaches_the_peer_mapping():
-    arena = Arena("peer")
-    a = np.arange(MIN_BYTES // 4, dtype=np.float32)
-    arena.ensure(payload_bytes(a))
-    peer = MapCache().get("p", arena.name)
-    packed = pack({"x": a}, arena.buf)
-    _assert_same({"x": a}, unpack(packed, peer))
+def test_a_write_through_the_arena_reaches_the_peer_mapping_and_a_short_fd_is_refused():
+    arena = Arena("peer", max_bytes=1 << 20)
+    arena.ensure(1)
+    peer = map_fd(os.dup(arena.fd), arena.capacity, writable=False)
+    arena.view(64, "<f4", (4, 2))[...] = np.arange(8, dtype=np.float32).reshape(4, 2)
+    np.testing.assert_array_equal(np.frombuffer(peer, np.float32, 8, offset=64), np.arange(8))
+    with pytest.raises(ValueError, match="announced"):
+        map_fd(os.dup(arena.fd), arena.capacity * 2, writable=False)
+    peer.close()
     arena.close()
 
 
@@ -89,7 +44,7 @@ def test_ray_transport_shared_memory_matches_object_store(ray_session):
     from psrec.ps.ray_transport import RayTransport, start_ps_actors
 
     tables = {"emb": EVConfig(dim=8, optimizer=OptimizerConfig(name="adagrad", lr=0.1))}
-    before = set(glob.glob("/dev/shm/psrec-*"))
+    before = set(glob.glob("/dev/shm/psrec-*"))  # memfds have no name: nothing may appear here
     shm = RayTransport(start_ps_actors(1, tables, 1, False, [None], num_cpus=0.1))
     obj = RayTransport(start_ps_actors(1, tables, 1, False, [None], num_cpus=0.1), shared_memory=False)
     assert shm.local == [True] and obj.local == [False]

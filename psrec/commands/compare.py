@@ -129,6 +129,7 @@ def run_modes(cfg, modes: list[str], run_dir: Path, coll=None, log=None) -> dict
     from collective.runner import run_collective
     from psrec.config import with_section
     from psrec.core.local import run_local
+    from psrec.metrics.prom import serving
     from psrec.ps.runner import run_ps
     from psrec.raysession import ensure_ray
 
@@ -147,22 +148,25 @@ def run_modes(cfg, modes: list[str], run_dir: Path, coll=None, log=None) -> dict
         ensure_ray(p.address)
         started_ray = True
     out = {}
+    # one Prometheus endpoint for every mode (each run's series carry its mode and run_id)
+    port = -1 if p.metrics_port < 0 else p.metrics_port or cfg.run.metrics_port
     try:
-        for mode in modes:
-            sub = Path(run_dir) / mode
-            t0 = time.perf_counter()
-            if mode == "local":
-                res = run_local(cfg, sub, max_steps=rounds * p.workers)
-            elif mode == "collective":
-                res = run_collective(cfg, sub, coll=coll)
-            else:
-                ps = dataclasses.replace(p, sync=mode == "ps-sync", dense="allreduce" if mode == "hybrid" else "ps")
-                res = run_ps(with_section(cfg, ps=ps), sub)
-            res.extra["wall_seconds"] = time.perf_counter() - t0
-            out[mode] = res
-            if log is not None:
-                log(f"  {mode}: {res.samples_per_s:,.0f} samples/s, AUC {res.auc:.4f} "
-                    f"({res.extra['wall_seconds']:.0f} s)")
+        with serving(port, cfg.run.metrics_address):
+            for mode in modes:
+                sub = Path(run_dir) / mode
+                t0 = time.perf_counter()
+                if mode == "local":
+                    res = run_local(cfg, sub, max_steps=rounds * p.workers)
+                elif mode == "collective":
+                    res = run_collective(cfg, sub, coll=coll)
+                else:
+                    ps = dataclasses.replace(p, sync=mode == "ps-sync", dense="allreduce" if mode == "hybrid" else "ps")
+                    res = run_ps(with_section(cfg, ps=ps), sub)
+                res.extra["wall_seconds"] = time.perf_counter() - t0
+                out[mode] = res
+                if log is not None:
+                    log(f"  {mode}: {res.samples_per_s:,.0f} samples/s, AUC {res.auc:.4f} "
+                        f"({res.extra['wall_seconds']:.0f} s)")
     finally:
         if started_ray:
             ray.shutdown()

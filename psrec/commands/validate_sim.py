@@ -102,39 +102,15 @@ def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, r
 
 
 def spec_for(rs, cfg, cores: float):
-    """The simulator's description of RunSpec `rs` trained with Config `cfg` on `cores` cores.
-
-    Tables: one sim table per (model table, field) so that each field keeps its own key
-    distribution (the synthetic generator draws every field from its own bounded Zipf law,
-    the law `psrec.sim.keys` assumes); DeepFM's `emb` (dim 16) and `linear` (dim 1) tables
-    both hold every field's keys. Dense parameters from the model itself; psrec's wire format
-    (a count with every pushed row; rows, not pooled vectors, in the collective's all-to-all).
-    """
-    from psrec.core.plan import plan_model
-    from psrec.net import NetConfig, parse_net
-    from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
+    """The simulator's description of RunSpec `rs` trained with Config `cfg` on `cores` cores
+    (`psrec.commands.simulate.spec.spec_from_config`: one sim table per (model table, field), each
+    field its own bounded Zipf law; the emulated network; the collective's own compute constant)."""
+    from psrec.commands.simulate.spec import spec_from_config
 
     if cfg.data.source != "synthetic":
         raise ValueError("validate-sim describes synthetic-data runs only (their key law is known)")
-    mp = plan_model(cfg)
-    syn = cfg.synthetic
-    cards, exps = syn.field_cardinalities, syn.field_zipf
-    tables, zipf = [], []
-    for t in mp.tables:
-        for f in t.fields:
-            tables.append(TableSpec(f"{t.name}_{f}", rows=int(cards[f]), dim=t.dim, keys_per_sample=1))
-            zipf.append(float(exps[f]))
-    dense = sum(p.numel() for p in mp.model.parameters())
-    # The collective's compute constant is its own (results_map: it books dedup and assembly there).
-    name = f"{cfg.model.name}/collective" if rs.mode == "collective" else cfg.model.name
-    model = ModelSpec(name=name, tables=tuple(tables), dense_params=int(dense), batch_size=rs.batch_size)
-    net = parse_net(rs.net, where=f"{rs.name}.net") if rs.net else NetConfig()
-    cluster = ClusterSpec(workers=rs.workers, ps=rs.ps, net=net, cores=cores)
-    options = SimOptions(partitioner=cfg.ps.partitioner, dense_on_ps=cfg.ps.dense == "ps", alltoall_payload="rows",
-                         overlap_allreduce=cfg.collective.overlap, bucket_bytes=cfg.collective.bucket_bytes,
-                         software_at_server=False,
-                         emulated_net=bool(rs.net))
-    return SimSpec(cluster=cluster, model=model, data=DataSpec(zipf_per_table=tuple(zipf)), options=options)
+    return spec_from_config(cfg, mode=rs.mode, workers=rs.workers, ps=rs.ps, batch_size=rs.batch_size,
+                            net=rs.net, cores=cores, emulated=True, per_mode_compute=True)
 
 
 def _fit(runs):

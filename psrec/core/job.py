@@ -26,11 +26,13 @@ from psrec.core.progress import progress_bar
 from psrec.core.ranges import row_ranges
 from psrec.core.report import WorkerReport
 from psrec.core.result import RESULT_FIELDS, RunResult, aggregate_workers
+from psrec.core.splits import split_report
+from psrec.core.trace import write_run_files
 from psrec.data.base import DataSource
 from psrec.metrics.auc import auc, logloss
 from psrec.metrics.prom import JobMetrics
 
-__all__ = ["Job", "run_job", "eval_metrics", "merge_malformed", "poll_ray_workers"]
+__all__ = ["Job", "JobFailed", "run_job", "eval_metrics", "merge_malformed", "poll_ray_workers", "check_placement"]
 
 
 class Job(ABC):
@@ -81,6 +83,25 @@ class Job(ABC):
         """Malformed lines the workers' own sources skipped (`MalformedLine`s)."""
         return []
 
+    def live_stats(self) -> dict[str, Any]:
+        """The job's servers' cumulative counters now, polled by the driver while it trains:
+        {"ps": [ShardStats mappings], "ps_nodes": [...], "queue": {depth, leases, ...}} (`JobMetrics.live`).
+        A job with a PS `transport` (the PS jobs) is asked through it, its `queue` too; others report nothing."""
+        from psrec.metrics.prom import actor_nodes
+
+        out: dict[str, Any] = {}
+        tr = getattr(self, "transport", None)
+        if tr is not None:
+            out["ps"] = [to_mapping(s) for s in tr.broadcast("stats", False)]
+            if getattr(tr, "actors", None):
+                if getattr(self, "_ps_nodes", None) is None:
+                    self._ps_nodes = actor_nodes(tr.actors)  # asked once: an actor does not move
+                out["ps_nodes"] = self._ps_nodes
+        queue = getattr(self, "queue", None)
+        if queue is not None and hasattr(queue, "stats"):
+            out["queue"] = queue.stats()
+        return out
+
     def close(self) -> None:
         """Release the workers (bounded: never hangs on a dead one)."""
 
@@ -91,11 +112,11 @@ def eval_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def merge_malformed(*groups: Sequence) -> list[dict[str, Any]]:
-    """Malformed lines from several sources reading one file, once each, by line number."""
-    seen: dict[int, Any] = {}
+    """Malformed lines from several sources reading the same files, once each, by file and line."""
+    seen: dict[tuple[str, int], Any] = {}
     for g in groups:
         for m in g:
-            seen.setdefault(m.line_no, m)
+            seen.setdefault((getattr(m, "file", ""), m.line_no), m)
     return [to_mapping(seen[k]) for k in sorted(seen)]
 
 
@@ -130,48 +151,74 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
     rr = row_ranges(cfg, source)
     warmup = cfg.train.warmup_steps
     every = cfg.run.checkpoint_every_steps
-    prom = JobMetrics(metrics_port)
-    if prom.port is not None:
-        print(f"prometheus metrics: http://127.0.0.1:{prom.port}/metrics", file=sys.stderr)
+    # the mode's own port option wins; 0 defers to run.metrics_port; -1 (either) serves nothing
+    run_id = run_dir.name if run_dir.parent == Path(cfg.run.dir) else f"{run_dir.parent.name}/{run_dir.name}"
+    prom = JobMetrics(metrics_port or cfg.run.metrics_port, cfg.run.metrics_address, run_id=run_id, mode=mode)
+    if prom.url is not None:
+        print(f"prometheus metrics: {prom.url}", file=sys.stderr)
     t0 = time.perf_counter()
     job = None
     ckpt_seconds: list[float] = []
+    recoveries: list[dict[str, Any]] = []
+    resumed = None if resume_from is None else int(checkpoint.verify(resume_from)["step"])
     try:
-        job = start()
-        startup = time.perf_counter() - t0
-        if (every or resume_from is not None) and not job.checkpointable:
-            raise ValueError(f"{mode}: this mode cannot be checkpointed or resumed yet "
-                             "(run.checkpoint_every_steps / --resume: local and interleaved PS runs)")
-        first = 0
-        if resume_from is not None:
-            first = int(checkpoint.verify(resume_from)["step"])
-            job.load_state(Path(resume_from))
-            print(f"resumed from {resume_from} (step {first} of {job.rounds})", file=sys.stderr)
-        with progress_bar(total_steps, cfg.train.progress, desc=mode) as bar:
-            for a, b in _segments(first, job.rounds, every):
-                reports = job.train(bar, prom, a, b)
-                if every and b % every == 0 and b < job.rounds:
-                    tc = time.perf_counter()
-                    checkpoint.write_checkpoint(run_dir / "checkpoints", b,
-                                                lambda d: {"mode": mode, **job.save_state(d)}, cfg.run.keep_checkpoints)
-                    ckpt_seconds.append(time.perf_counter() - tc)
+        while True:  # one pass per attempt: run.on_failure = "recover" restarts from the last checkpoint
+            job = start()
+            prom.watch(job.live_stats)  # PS rows, requests, bytes while the job trains
+            startup = time.perf_counter() - t0
+            if resume_from is not None and not job.checkpointable:
+                raise ValueError(f"{mode}: this mode cannot be resumed yet (local and interleaved PS runs can)")
+            if every and not job.checkpointable:
+                print(f"{mode}: this mode cannot be checkpointed yet; training without checkpoints "
+                      "(run.checkpoint_every_steps applies to local and interleaved PS runs)", file=sys.stderr)
+                every = 0
+            first = 0
+            if resume_from is not None:
+                first = int(checkpoint.verify(resume_from)["step"])
+                job.load_state(Path(resume_from))
+                print(f"resumed from {resume_from} (step {first} of {job.rounds})", file=sys.stderr)
+            try:
+                with progress_bar(total_steps, cfg.train.progress, desc=mode) as bar:
+                    for a, b in _segments(first, job.rounds, every):
+                        reports = job.train(bar, prom, a, b)
+                        if every and b % every == 0 and b < job.rounds:
+                            tc = time.perf_counter()
+                            checkpoint.write_checkpoint(run_dir / "checkpoints", b,
+                                                        lambda d, job=job: {"mode": mode, **job.save_state(d)},
+                                                        cfg.run.keep_checkpoints)
+                            ckpt_seconds.append(time.perf_counter() - tc)
+                break
+            except JobFailed as e:
+                last = checkpoint.latest(run_dir / "checkpoints")
+                if cfg.run.on_failure != "recover" or len(recoveries) >= cfg.run.max_restarts or last is None:
+                    why = ("" if cfg.run.on_failure != "recover" else
+                           "; no checkpoint to recover from" if last is None else
+                           f"; {len(recoveries)} restarts used (run.max_restarts)")
+                    raise JobFailed(f"{e}{why}") from e
+                step = int(checkpoint.verify(last)["step"])
+                recoveries.append({"error": str(e), "from_step": step})
+                print(f"{mode}: {e}; restarting from {last.name} (recovery {len(recoveries)} of "
+                      f"{cfg.run.max_restarts})", file=sys.stderr)
+                job.close()
+                job, resume_from = None, last
         summaries = [r.summary(warmup) for r in reports]
-        for s in summaries:
-            if s.get("steps"):
-                prom.worker(s["worker"], s["phases"], s["rows"], s["bytes_sent"], s["bytes_received"])
-                if s["allreduce_total_seconds"] > 0:
-                    prom.dense_exchange(s["worker"], s["allreduce_total_seconds"], s["allreduce_hidden_seconds"])
+        prom.unwatch()
+        prom.final(summaries)
         job.publish(prom)
         scrape = prom.scrape()
         y, p = job.evaluate(rr.eval_start, rr.eval_end, max(cfg.data.batch_size, 4096))
+        valid = {} if rr.valid_end <= rr.valid_start else {f"valid_{k}": v for k, v in eval_metrics(
+            *job.evaluate(rr.valid_start, rr.valid_end, max(cfg.data.batch_size, 4096))).items()}
         own = job.details()
         malformed = merge_malformed(source.malformed_lines(), job.malformed())
         if cfg.run.save_model:
             checkpoint.write_checkpoint(run_dir / "model", job.rounds, lambda d: _model(cfg, job, source, d), keep=1)
     finally:
-        prom.close()
+        prom.unwatch()
         if job is not None:
             job.close()
+        if sys.exc_info()[1] is not None:
+            prom.close()  # failed; on success the endpoint serves until results.json is written
     agg = aggregate_workers(summaries)
     typed = {k: v for k, v in agg.items() if k in RESULT_FIELDS}
     losses = [s["loss"] for s in summaries if s.get("loss") is not None]
@@ -181,11 +228,14 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         startup_seconds=startup, batch_size=cfg.data.batch_size, workers=len(reports),
         epochs=cfg.data.epochs, malformed_lines=malformed, per_worker=summaries,
         extra={**{k: v for k, v in agg.items() if k not in typed}, **(details or {}), **own,
-               "ranges": rr.__dict__, "metrics_port": prom.port,
+               "ranges": rr.__dict__, "splits": split_report(cfg, source, rr), **valid, "metrics_port": prom.port,
                "checkpoints": {"every_steps": every, "written": len(ckpt_seconds), "seconds": ckpt_seconds,
-                               "resumed_from_step": first}})
+                               "resumed_from_step": resumed},
+               "recoveries": recoveries})
     result.write()
     (run_dir / "metrics.prom").write_text(scrape)  # the final scrape, for offline reading
+    write_run_files(run_dir, reports, mode, prom.history)  # steps.jsonl, trace.json, timeline.png
+    prom.close()
     return result
 
 
@@ -213,20 +263,65 @@ def _model(cfg, job: Job, source: DataSource, path: Path) -> dict[str, Any]:
     return {"model": cfg.model.name, "shards": shards}
 
 
-def poll_ray_workers(runs: list, progress: Callable[[], list[dict]], bar, metrics: JobMetrics | None,
-                     comm_phases: Sequence[str], timeout_s: float) -> list:
-    """Wait for Ray object refs `runs` (one per worker) while polling `progress()` every 0.5 s
-    for the bar and the live metrics; a worker that fails ends the wait at once (its peers
-    would otherwise wait for it until their own timeouts). Returns the runs' results."""
+class JobFailed(RuntimeError):
+    """A job that cannot go on: a worker stopped answering, made no progress, or cannot be placed."""
+
+
+def check_placement(requests: Sequence[tuple[str, float]]) -> None:
+    """Refuse at once a job whose actors can never be placed: `requests` is (what, CPUs) per
+    actor group; their sum against the cluster's CPUs (Ray would otherwise wait in silence)."""
     import ray
 
-    done_steps, t0 = 0, time.perf_counter()
+    have = float(ray.cluster_resources().get("CPU", 0.0))
+    need = sum(c for _, c in requests)
+    if need > have + 1e-9:
+        asked = ", ".join(f"{what} {c:g}" for what, c in requests)
+        raise JobFailed(f"the job asks for {need:g} CPUs ({asked}) and the cluster has {have:g}: it can never "
+                        "be placed (lower ps.worker_cpus / ps.ps_cpus / collective.worker_cpus, or add nodes)")
+
+
+def poll_ray_workers(runs: list, actors: Sequence, bar, metrics: JobMetrics | None, comm_phases: Sequence[str],
+                     timeout_s: float, stall_s: float = 300.0) -> list:
+    """Wait for Ray object refs `runs` (one per worker actor in `actors`) while polling each
+    actor's `progress()` every 0.5 s for the bar and the live metrics.
+
+    Every wait has a deadline: a worker that fails ends the wait at once (its peers would
+    otherwise wait for it until their own timeouts); a worker that does not answer a poll
+    within `timeout_s` (a stopped or hung process), or whose step count has not moved for
+    `stall_s` seconds while it has not finished, raises `JobFailed` naming it and its last
+    step. Returns the runs' results."""
+    import ray
+
+    from psrec.metrics.prom import actor_nodes
+
+    done_steps, t0, nodes = 0, time.perf_counter(), None
     pending = list(runs)
+    last_steps = [-1] * len(actors)
+    last_move = [time.monotonic()] * len(actors)
     while pending:
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-        if ready:
-            ray.get(ready, timeout=timeout_s)  # a failed worker raises here
-        prog = progress()
+        for r in ready:
+            try:
+                ray.get(r, timeout=timeout_s)
+            except ray.exceptions.RayActorError as e:  # the process died (killed, out of memory)
+                raise JobFailed(f"worker {runs.index(r)} died ({_first_line(e)}); the job is stopped") from e
+            except ray.exceptions.RayTaskError as e:  # it raised: its own error, one line
+                raise JobFailed(f"worker {runs.index(r)} failed: {_first_line(getattr(e, 'cause', None) or e)}") from e
+        refs = [a.progress.remote() for a in actors]
+        answered, late = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        if late:
+            who = ", ".join(str(refs.index(r)) for r in late)
+            raise JobFailed(f"worker(s) {who} did not answer a progress poll within {timeout_s:g} s "
+                            "(process stopped or hung); the job is stopped")
+        prog = ray.get(refs)
+        now = time.monotonic()
+        finished = {runs.index(r) for r in runs if r not in pending}
+        for i, x in enumerate(prog):
+            if x["steps"] != last_steps[i]:
+                last_steps[i], last_move[i] = x["steps"], now
+            elif i not in finished and now - last_move[i] > stall_s:
+                raise JobFailed(f"worker {i} made no progress for {stall_s:g} s (last step {x['steps']}); "
+                                "the job is stopped (run.stall_timeout_s)")
         steps = sum(x["steps"] for x in prog)
         total = {ph: sum(x["phases"][ph] for x in prog) for ph in prog[0]["phases"]} if prog else {}
         wall = sum(total.values())
@@ -236,6 +331,13 @@ def poll_ray_workers(runs: list, progress: Callable[[], list[dict]], bar, metric
                        comm_pct=100.0 * sum(total.get(p, 0.0) for p in comm_phases) / wall if wall else None)
         done_steps = steps
         if metrics is not None:
+            nodes = nodes or actor_nodes(actors)  # asked once: an actor does not move
             for i, x in enumerate(prog):
-                metrics.worker(i, x["phases"], x["rows"], x["sent"], x["received"])
+                metrics.worker(i, x["phases"], x["rows"], x["sent"], x["received"], x["steps"], nodes[i])
     return ray.get(runs, timeout=timeout_s)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    last = [ln for ln in text if ln.strip()][-1:] or [type(e).__name__]
+    return f"{type(e).__name__}: {last[0].strip()}"[:300]

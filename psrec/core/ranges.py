@@ -14,20 +14,32 @@ __all__ = ["RowRanges", "row_ranges", "count_rounds", "rounds_per_epoch", "rows_
 
 @dataclass(frozen=True)
 class RowRanges:
-    """Training rows [train_start, train_end) and held-out rows [eval_start, eval_end)."""
+    """Training rows [train_start, train_end), test rows [eval_start, eval_end) (the result's
+    auc/logloss) and validation rows [valid_start, valid_end) (empty: none)."""
 
     train_start: int
     train_end: int
     eval_start: int
     eval_end: int
+    valid_start: int = 0
+    valid_end: int = 0
 
 
 def row_ranges(cfg, source: DataSource) -> RowRanges:
     """Resolve the configured ranges against the source's size.
 
-    A file smaller than train_rows + eval_rows keeps its last 20% (at most eval_rows) for
-    evaluation and trains on the rest, so small samples still give a held-out AUC.
+    A file set (`psrec.data.fileset.FileSetSource`) brings its own splits: every train row
+    trains, its valid and test rows are evaluated (data.train_rows/eval_rows do not apply).
+    For one source: a file smaller than train_rows + eval_rows keeps its last 20% (at most
+    eval_rows) for evaluation and trains on the rest, so small samples still give a held-out
+    AUC (the result's `splits` says so).
     """
+    layout = getattr(source, "layout", None)
+    if layout is not None:
+        (a, b), (va, vb), (ta, tb) = layout.train, layout.valid, layout.test
+        if b <= a:
+            raise ValueError(f"the train files hold {b - a} rows to train on: too few")
+        return RowRanges(a, b, ta, tb, va, vb)
     d, n = cfg.data, source.num_rows
     if d.eval_start >= 0:
         ev_start = d.eval_start
@@ -49,8 +61,8 @@ def rounds_per_epoch(cfg, train_rows: int, workers: int) -> int:
     bs = cfg.data.batch_size
     rounds = train_rows // (bs * workers)
     if rounds < 1:
-        raise ValueError(f"data.train_rows={cfg.data.train_rows} is less than one round "
-                         f"({workers} workers x batch {bs})")
+        raise ValueError(f"{train_rows} training rows are less than one round ({workers} workers x "
+                         f"data.batch_size {bs})")
     return rounds
 
 

@@ -147,6 +147,8 @@ class StepRecord:
     straggler: float = 0.0
     span: tuple[int, int] = (0, 0)
     task: tuple[int, int] | None = None
+    t_start: float = 0.0  # time.time() seconds at the step's start (its data read included): one axis for all processes
+    loss: float | None = None  # the batch's mean loss (None: an empty step)
 
     @property
     def total(self) -> float:
@@ -188,7 +190,7 @@ class TrainStep:
     Example (local tables, plain SGD):
         >>> from psrec.core.local import build_local
         >>> from psrec.config import load_config
-        >>> setup = build_local(load_config(None, ["synthetic.num_fields=4", "synthetic.num_dense=1"]))
+        >>> setup = build_local(load_config(None, ["synthetic.num_fields=6", "synthetic.num_dense=2"]))
         >>> loss, rec = setup.step.train_rows(setup.source, 0, 64, step=1)
         >>> rec.rows, sorted(rec.seconds) == sorted(PHASES), rec.total > 0
         (64, True, True)
@@ -245,6 +247,8 @@ class TrainStep:
             sec[k] += v
         t_step = t = time.perf_counter()
         loss = None
+        if batch is not None and not len(batch):
+            batch = None  # every row of the range was malformed: an empty step, not a crash
         if span is None:
             span = (batch.start, batch.start + len(batch)) if batch is not None else (0, 0)
         store.begin_step()
@@ -289,7 +293,8 @@ class TrainStep:
         traffic = store.take_traffic()
         traffic += dense.take_traffic()
         rec = StepRecord(step, sec, len(batch) if batch is not None else 0, traffic, allreduce_total=ex.total,
-                         ready=ready, straggler=extra, span=span)
+                         ready=ready, straggler=extra, span=span, loss=loss,
+                         t_start=time.time() - (time.perf_counter() - t_step) - sum((before or {}).values()))
         return loss, rec
 
     def _book(self, sec: dict[str, float], phase: str, since: float) -> float:

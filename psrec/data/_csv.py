@@ -344,7 +344,7 @@ class CsvSource(DataSource):
         )
 
     def _record(self, start: int, lines: list[str], bad: dict[int, str]) -> None:
-        records = [MalformedLine.make(self._index.line_no(start + i), bad[i], lines[i])
+        records = [MalformedLine.make(self._index.line_no(start + i), bad[i], lines[i], self.path)
                    for i in sorted(bad)]
         for m in records:
             self._malformed.setdefault(m.line_no, m)

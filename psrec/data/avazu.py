@@ -8,10 +8,11 @@ import os
 
 import numpy as np
 
-from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, parse_labels01
-from psrec.data.base import FieldSpec, Schema
+from psrec.data._csv import RowErrors
+from psrec.data.features import FeatureConfig
+from psrec.data.tabular import FeatureCsvSource
 
-__all__ = ["AvazuSource", "AVAZU_COLUMNS", "AVAZU_CARDINALITIES"]
+__all__ = ["AvazuSource", "AVAZU_COLUMNS", "AVAZU_CARDINALITIES", "AVAZU_FEATURES"]
 
 _CAT = ("C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id",
         "app_domain", "app_category", "device_id", "device_ip", "device_model", "device_type",
@@ -23,12 +24,15 @@ AVAZU_COLUMNS = ("id", "click", "hour") + _CAT
 AVAZU_CARDINALITIES = (24, 7, 7, 7, 4737, 7745, 26, 8552, 559, 36, 2686408, 6729486, 8251,
                        5, 4, 2626, 8, 9, 435, 4, 68, 172, 60)
 
-_HOURS = np.array([str(h) for h in range(24)])
-_WEEKDAYS = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
+# The spec: hour_of_day and weekday derived from `hour`, then the 21 columns, all categorical.
+AVAZU_FEATURES = ((FeatureConfig("hour_of_day", column="hour", transform="hour_of_day", cardinality=24),
+                   FeatureConfig("weekday", column="hour", transform="weekday", cardinality=7))
+                  + tuple(FeatureConfig(c, cardinality=k) for c, k in zip(_CAT, AVAZU_CARDINALITIES[2:])))
 
 
-class AvazuSource(CsvSource):
-    """An Avazu file as a DataSource: 23 single-valued fields, no dense features.
+class AvazuSource(FeatureCsvSource):
+    """An Avazu file as a DataSource (the `avazu` preset of the spec reader): 23 single-valued
+    fields, no dense features.
 
     Args:
         path: the file.
@@ -53,25 +57,16 @@ class AvazuSource(CsvSource):
         (100, 23)
     """
 
-    COLUMNS = AVAZU_COLUMNS
-    LABEL_COLUMN = 1
-    schema = Schema(fields=tuple(
-        FieldSpec(name, card)
-        for name, card in zip(("hour_of_day", "weekday") + _CAT, AVAZU_CARDINALITIES)))
-
     def __init__(self, path: str | os.PathLike, *, strict: bool = False,
                  delimiter: str | None = None, header: bool | None = None) -> None:
-        super().__init__(path, delimiter=delimiter, header=header, strict=strict)
+        super().__init__(path, AVAZU_FEATURES, "click", columns=AVAZU_COLUMNS, delimiter=delimiter,
+                         header=header, strict=strict)
 
-    def _parse(self, table: Table, errors: RowErrors) -> ParsedRows:
-        n = table.n
-        labels = parse_labels01(table.column(1), "click", errors)
-        hour_of_day, weekday = _split_hour(np.asarray(table.column(2), dtype=str), errors)
-        # Column-major strings of the 23 fields: the two derived ones, then C1..C21.
-        strings = (_HOURS[hour_of_day].tolist() + _WEEKDAYS[weekday].tolist()
-                   + table.block(range(3, 24)))
-        keys = hash_block(strings, n, range(23))  # (n, 23)
-        return ParsedRows(keys=keys, dense=np.zeros((n, 0), np.float32), labels=labels)
+    def describe(self):
+        from psrec.data.spec import SourceSpec
+
+        return SourceSpec.of(self, path=self.path, strict=self.strict, delimiter=self.delimiter,
+                             header=self.header is not None)
 
 
 def _split_hour(col: np.ndarray, errors: RowErrors) -> tuple[np.ndarray, np.ndarray]:

@@ -133,11 +133,14 @@ class DataSource(ABC):
         """Rows `[start, end)` as one batch. Raises IndexError outside `[0, num_rows]`."""
 
     def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
-        """Rows `[start, end)` in consecutive batches of `batch_size` (the last may be short)."""
+        """Rows `[start, end)` in consecutive batches of `batch_size` (the last may be short); a
+        batch whose rows were all malformed is skipped."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         for s in range(start, end, batch_size):
-            yield self.read(s, min(s + batch_size, end))
+            b = self.read(s, min(s + batch_size, end))
+            if len(b):
+                yield b
 
     def describe(self):
         """What a worker rebuilds this source from (`psrec.data.spec.SourceSpec`). By default

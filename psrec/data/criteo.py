@@ -9,10 +9,10 @@ import os
 
 import numpy as np
 
-from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, parse_floats, parse_labels01
-from psrec.data.base import FieldSpec, Schema
+from psrec.data.features import FeatureConfig
+from psrec.data.tabular import FeatureCsvSource
 
-__all__ = ["CriteoSource", "CRITEO_COLUMNS", "CRITEO_CARDINALITIES", "log_transform"]
+__all__ = ["CriteoSource", "CRITEO_COLUMNS", "CRITEO_CARDINALITIES", "CRITEO_FEATURES", "log_transform"]
 
 _DENSE = tuple(f"I{i}" for i in range(1, 14))
 _CAT = tuple(f"C{i}" for i in range(1, 27))
@@ -23,6 +23,10 @@ CRITEO_COLUMNS = ("label",) + _DENSE + _CAT
 CRITEO_CARDINALITIES = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683,
                         8351593, 3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18,
                         15, 286181, 105, 142572)
+
+# The spec: dense I1-I13 through `log_transform` (signed_log1p), then C1-C26 hashed (fields 0-25).
+CRITEO_FEATURES = (tuple(FeatureConfig(name, type="numeric", transform="signed_log1p") for name in _DENSE)
+                   + tuple(FeatureConfig(name, cardinality=c) for name, c in zip(_CAT, CRITEO_CARDINALITIES)))
 
 
 def log_transform(x: np.ndarray) -> np.ndarray:
@@ -37,8 +41,9 @@ def log_transform(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-class CriteoSource(CsvSource):
-    """A Criteo file as a DataSource: 26 single-valued fields C1-C26, 13 dense I1-I13.
+class CriteoSource(FeatureCsvSource):
+    """A Criteo file as a DataSource (the `criteo` preset of the spec reader): 26 single-valued
+    fields C1-C26, 13 dense I1-I13.
 
     Args:
         path: the file.
@@ -60,21 +65,13 @@ class CriteoSource(CsvSource):
         ((200, 26), (200, 13), 49)
     """
 
-    COLUMNS = CRITEO_COLUMNS
-    LABEL_COLUMN = 0
-    schema = Schema(
-        fields=tuple(FieldSpec(name, card) for name, card in zip(_CAT, CRITEO_CARDINALITIES)),
-        dense_names=_DENSE,
-    )
-
     def __init__(self, path: str | os.PathLike, *, strict: bool = False,
                  delimiter: str | None = None, header: bool | None = None) -> None:
-        super().__init__(path, delimiter=delimiter, header=header, strict=strict)
+        super().__init__(path, CRITEO_FEATURES, "label", columns=CRITEO_COLUMNS, delimiter=delimiter,
+                         header=header, strict=strict)
 
-    def _parse(self, table: Table, errors: RowErrors) -> ParsedRows:
-        n = table.n
-        labels = parse_labels01(table.column(0), "label", errors)
-        dense = parse_floats(table.block(range(1, 14)), n, _DENSE, errors)  # (n, 13)
-        keys = hash_block(table.block(range(14, 40)), n, range(26))         # (n, 26)
-        return ParsedRows(keys=keys, dense=log_transform(dense).astype(np.float32),
-                          labels=labels)
+    def describe(self):
+        from psrec.data.spec import SourceSpec
+
+        return SourceSpec.of(self, path=self.path, strict=self.strict, delimiter=self.delimiter,
+                             header=self.header is not None)

@@ -22,25 +22,28 @@ class MalformedLine:
         line_no: line number in the file, 1-based, counting the header line if any.
         reason: why it was skipped, e.g. "expected 40 columns, got 39".
         raw: the line as read (without its newline), truncated to `RAW_LIMIT` characters.
+        file: the file it is in ('' when the source has a single file it does not name).
 
     Example:
         >>> MalformedLine(3, "label must be 0 or 1, got '7'", "7,1,2")
-        MalformedLine(line_no=3, reason="label must be 0 or 1, got '7'", raw='7,1,2')
+        MalformedLine(line_no=3, reason="label must be 0 or 1, got '7'", raw='7,1,2', file='')
     """
 
     line_no: int
     reason: str
     raw: str
+    file: str = ""
 
     @classmethod
-    def make(cls, line_no: int, reason: str, raw: str) -> MalformedLine:
+    def make(cls, line_no: int, reason: str, raw: str, file: str = "") -> MalformedLine:
         """Build a record, truncating `raw` to `RAW_LIMIT` characters (marked with '...')."""
         if len(raw) > RAW_LIMIT:
             raw = raw[:RAW_LIMIT] + "..."
-        return cls(int(line_no), reason, raw)
+        return cls(int(line_no), reason, raw, str(file))
 
     def __str__(self) -> str:
-        return f"line {self.line_no}: {self.reason}: {self.raw!r}"
+        where = f"{self.file}: " if self.file else ""
+        return f"{where}line {self.line_no}: {self.reason}: {self.raw!r}"
 
 
 class DataError(ValueError):

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from psrec.data.features import FeatureConfig
+from psrec.data.tabular import FeatureCsvSource
 
-from psrec.data._csv import CsvSource, ParsedRows, RowErrors, Table, hash_block, parse_floats, split_multi
-from psrec.data.base import FieldSpec, Schema
-
-__all__ = ["MovieLensSource", "MOVIELENS_COLUMNS", "LIKE_THRESHOLD"]
+__all__ = ["MovieLensSource", "MOVIELENS_COLUMNS", "MOVIELENS_FEATURES", "LIKE_THRESHOLD"]
 
 MOVIELENS_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "title", "genres",
                      "gender", "age", "occupation", "zip")
@@ -25,12 +23,14 @@ LIKE_THRESHOLD = 4.0
 # 7 age groups, 21 occupations, ~3.4 k zip codes, 18 genres).
 _SINGLE = ((0, "user_id", 6040), (1, "movie_id", 3883), (6, "gender", 2), (7, "age", 7),
            (8, "occupation", 21), (9, "zip", 3439))
-_GENRES_COLUMN = 5
-_GENRES_FIELD = len(_SINGLE)  # genres comes after the single-valued fields
+# The spec: the single-valued fields, then genres (a sequence, field 6: after them).
+MOVIELENS_FEATURES = (tuple(FeatureConfig(name, cardinality=card) for _, name, card in _SINGLE)
+                      + (FeatureConfig("genres", type="sequence", separator="|", cardinality=18),))
 
 
-class MovieLensSource(CsvSource):
-    """A MovieLens ratings file as a DataSource: 6 single-valued fields and multi-valued genres.
+class MovieLensSource(FeatureCsvSource):
+    """A MovieLens ratings file as a DataSource (the `movielens` preset of the spec reader): 6 single-valued
+    fields and multi-valued genres.
 
     Args:
         path: the file.
@@ -58,23 +58,13 @@ class MovieLensSource(CsvSource):
         ((2, 6), [0, 2, 4])
     """
 
-    COLUMNS = MOVIELENS_COLUMNS
-    LABEL_COLUMN = 2
-    schema = Schema(fields=tuple(FieldSpec(name, card) for _, name, card in _SINGLE)
-                    + (FieldSpec("genres", 18, multi_valued=True),))
-
     def __init__(self, path: str | os.PathLike, *, strict: bool = False,
                  delimiter: str | None = None, header: bool | None = None) -> None:
-        super().__init__(path, delimiter=delimiter, header=header, strict=strict)
+        super().__init__(path, MOVIELENS_FEATURES, "rating", columns=MOVIELENS_COLUMNS, delimiter=delimiter,
+                         header=header, label_threshold=LIKE_THRESHOLD, strict=strict)
 
-    def _parse(self, table: Table, errors: RowErrors) -> ParsedRows:
-        n = table.n
-        ratings = table.column(2)
-        rating = parse_floats(ratings, n, ("rating",), errors)[:, 0]  # (n,) stars
-        errors.add((rating < 0.5) | (rating > 5.0),
-                   lambda i: f"rating must be in [0.5, 5], got {ratings[i]!r}")
-        keys = hash_block(table.block([c for c, _, _ in _SINGLE]), n, range(len(_SINGLE)))
-        genres = split_multi(table.column(_GENRES_COLUMN), "|", _GENRES_FIELD)
-        return ParsedRows(keys=keys, dense=np.zeros((n, 0), np.float32),
-                          labels=(rating >= LIKE_THRESHOLD).astype(np.float32),
-                          multi=[genres])
+    def describe(self):
+        from psrec.data.spec import SourceSpec
+
+        return SourceSpec.of(self, path=self.path, strict=self.strict, delimiter=self.delimiter,
+                             header=self.header is not None)

@@ -4,7 +4,10 @@ Per table the layer gathers every key the batch references, dedups them (one loo
 update per distinct key, as a PS client or an all-to-all would), asks the `EmbeddingStore`
 for their rows, and scatters the rows into per-field tensors, pooling multi-valued fields.
 After backward, the gradient of the deduplicated rows is already summed over duplicates;
-it goes to the store with each key's occurrence count (for DeepRec's freq).
+it goes to the store with each key's occurrence count (for DeepRec's freq). The dedup
+(`psrec.ev.unique`: a hash pass over the draws, a sort of the distinct keys only), the
+scatter of distinct rows to the draws and the sum of their gradients back (`psrec.ev.expand`
+and `segment_sum`, by the same inverse) are compiled passes.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 
 from psrec.data.base import Batch, Schema
 from psrec.embedding.store import EmbeddingStore
+from psrec.ev.dedup import expand, segment_sum, unique
 from psrec.models.base import CTRModel, ModelInput
 
 __all__ = ["TableSpec", "plan_tables", "EmbeddingLayer", "LookupResult"]
@@ -54,6 +58,22 @@ def plan_tables(schema: Schema, model: CTRModel, dims: tuple[int, ...],
     for ex in model.extra_embeddings():
         tables.append(TableSpec(f"extra_{ex.name}", ex.dim, tuple(ex.fields), role="extra"))
     return tables
+
+
+class _ExpandRows(torch.autograd.Function):
+    """Distinct rows (U, D) float32 -> per-draw rows rows[inverse] (N, D); the backward sums
+    the draws' gradients per key by the same (N,) int32 inverse (torch's index_select
+    backward, an index_add, measured ~5 ms on 128K draws of dim 16; this ~1 ms)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, inverse: np.ndarray) -> torch.Tensor:
+        ctx.inverse, ctx.num = inverse, rows.shape[0]
+        return torch.from_numpy(expand(rows.detach().numpy(), inverse))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g = grad.detach().to(torch.float32).contiguous().numpy()  # (N, D); a broadcast grad is materialised
+        return torch.from_numpy(segment_sum(g, ctx.inverse, ctx.num)), None
 
 
 @dataclass
@@ -105,13 +125,14 @@ class EmbeddingLayer:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def dedup(self, batch: Batch) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per table: distinct keys (N,), occurrence counts (N,), and the inverse index of
-        every key occurrence (in `_table_keys` order) into the distinct keys."""
+        """Per table: distinct keys (N,) int64 ascending, occurrence counts (N,) int64, and the
+        (nnz,) int32 inverse index of every key occurrence (in `_table_keys` order) into the
+        distinct keys: `np.unique`'s answer (`psrec.ev.unique`, without its argsort of the draws)."""
         keys, counts, inverse = {}, {}, {}
         cache: dict[tuple[int, ...], tuple] = {}
         for t in self.tables:
             if t.fields not in cache:
-                cache[t.fields] = np.unique(self._table_keys(batch, t), return_inverse=True, return_counts=True)
+                cache[t.fields] = unique(np.ascontiguousarray(self._table_keys(batch, t), dtype=np.int64))
             keys[t.name], inverse[t.name], counts[t.name] = cache[t.fields]
         return keys, counts, inverse
 
@@ -124,7 +145,7 @@ class EmbeddingLayer:
         extra: dict[str, list[torch.Tensor]] = {}
         stacked = None
         for t in self.tables:
-            gathered = rows[t.name].index_select(0, torch.from_numpy(inverse[t.name]))  # (nnz_t, dim)
+            gathered = _ExpandRows.apply(rows[t.name], inverse[t.name])  # (nnz_t, dim)
             single, multi = self._split(t)
             n_single = bsz * len(single)
             block = gathered[:n_single].view(bsz, len(single), t.dim)  # (B, F_s, dim)

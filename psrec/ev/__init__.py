@@ -6,6 +6,8 @@ store all sit on top of it.
 * `EmbeddingVariable`: lookup / apply_gradients / evict / snapshot / export / restore.
 * `EVConfig` and its sections: initializer, sparse optimizer, admission filter, eviction.
 * `HashTable`: the vectorised int64 -> row map underneath.
+* Raw batches (`unique`, `expand`, `segment_sum`): a batch's key draws to distinct keys and
+  back, the gradient of repeated draws summed by the same inverse.
 * The hot loops (hash probe, lookup gather, fused SGD/Adagrad apply) are compiled with numba
   in the private `_kernels` module, cached on disk after a process's first call.
 * Export format (`save_snapshot`, `load_snapshot`; docs/ev-format.md) and re-sharding.
@@ -13,6 +15,7 @@ store all sit on top of it.
 """
 from psrec.ev.bloom import BloomFilter, CountingBloomFilter, bloom_size
 from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
+from psrec.ev.dedup import Unique, expand, segment_sum, unique
 from psrec.ev.export import FORMAT_VERSION, EVSnapshot, load_snapshot, save_snapshot
 from psrec.ev.filters import AdmissionFilter, CounterFilter, NoFilter, filter_kinds, make_filter
 from psrec.ev.hashtable import HashTable
@@ -33,6 +36,7 @@ __all__ = [
     "EmbeddingVariable", "EvictionReport", "EVStats",
     "EVConfig", "InitializerConfig", "OptimizerConfig", "FilterConfig",
     "HashTable", "initial_rows",
+    "Unique", "unique", "expand", "segment_sum",
     "AdmissionFilter", "NoFilter", "CounterFilter", "BloomFilter", "CountingBloomFilter", "bloom_size",
     "make_filter", "filter_kinds",
     "SparseOptimizer", "SlotSpec", "make_optimizer", "optimizer_names",

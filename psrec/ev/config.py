@@ -25,7 +25,7 @@ __all__ = ["InitializerConfig", "OptimizerConfig", "FilterConfig", "EVConfig",
            "OptimizerName", "FilterKind", "InitializerKind"]
 
 InitializerKind = Literal["truncated_normal", "normal", "uniform", "zeros"]
-OptimizerName = Literal["sgd", "adagrad", "adam", "ftrl", "gftrl"]
+OptimizerName = Literal["sgd", "adagrad", "adam", "adam_async", "ftrl", "gftrl"]
 FilterKind = Literal["none", "counter", "bloom"]
 
 
@@ -57,15 +57,24 @@ class InitializerConfig:
         return self.scale if self.scale > 0 else 1.0 / math.sqrt(dim)
 
 
+# eps by optimizer when none is given: torch's defaults (torch.optim.Adagrad 1e-10;
+# torch.optim.Adam and SparseAdam 1e-8, as TF1's AdamOptimizer; Keras/LazyAdam use 1e-7).
+# (Adam used Adagrad's 1e-10 before, unlike any reference.) sgd, ftrl and gftrl ignore eps.
+_DEFAULT_EPS = {"adagrad": 1e-10, "adam": 1e-8, "adam_async": 1e-8}
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """The sparse optimizer that updates touched rows.
 
     Args:
-        name: sgd, adagrad, adam (lazy), ftrl (per coordinate) or gftrl (group lasso per row).
+        name: sgd, adagrad, adam (lazy, global-step bias correction as TF LazyAdam and
+            torch SparseAdam), adam_async (lazy, per-row step count: DeepRec's AdamAsync),
+            ftrl (per coordinate) or gftrl (group lasso per row).
         lr: learning rate (FTRL's alpha).
         initial_accumulator: starting sum of squared gradients (adagrad, ftrl, gftrl).
-        eps: added to the denominator (adagrad, adam).
+        eps: added to the denominator (adagrad, adam, adam_async); None = torch's default for
+            the optimizer (`_DEFAULT_EPS`), filled in on construction.
         beta1, beta2: Adam's moment decay rates.
         l1, l2: FTRL / G-FTRL regularisation strengths (lambda1, lambda2).
         ftrl_beta: FTRL's beta, smoothing the per-coordinate learning rate.
@@ -74,7 +83,7 @@ class OptimizerConfig:
     name: OptimizerName = "adagrad"  # the PS default in TF/DeepRec: robust lr, per-coordinate steps
     lr: float = 0.05  # a common Adagrad rate for CTR embeddings; tune per optimizer
     initial_accumulator: float = 0.1  # TF's Adagrad/FTRL default: bounds the first step size
-    eps: float = 1e-10  # torch.optim.Adagrad's default, so the dense reference matches
+    eps: float | None = None  # per optimizer, torch's (1e-10 Adagrad, 1e-8 Adam), so dense references match
     beta1: float = 0.9  # Adam paper default
     beta2: float = 0.999  # Adam paper default
     l1: float = 0.0  # no sparsity unless asked: a nonzero l1 zeroes weights (and G-FTRL rows)
@@ -82,6 +91,8 @@ class OptimizerConfig:
     ftrl_beta: float = 1.0  # McMahan et al. 2013 use beta = 1
 
     def __post_init__(self) -> None:
+        if self.eps is None:
+            object.__setattr__(self, "eps", _DEFAULT_EPS.get(self.name, _DEFAULT_EPS["adagrad"]))
         for name in ("lr", "initial_accumulator", "eps", "l1", "l2", "ftrl_beta"):
             v = getattr(self, name)
             _need(math.isfinite(v) and v >= 0, f"optimizer.{name}", f"must be a finite number >= 0, got {v}")
@@ -89,8 +100,8 @@ class OptimizerConfig:
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             _need(0.0 <= v < 1.0, f"optimizer.{name}", f"must be in [0, 1), got {v}")
-        if self.name == "adam":
-            _need(self.eps > 0, "optimizer.eps", "must be > 0 for adam")
+        if self.name in ("adam", "adam_async"):
+            _need(self.eps > 0, "optimizer.eps", f"must be > 0 for {self.name}")
         if self.name in ("ftrl", "gftrl"):
             _need(self.initial_accumulator > 0 or self.ftrl_beta > 0, "optimizer.ftrl_beta",
                   "ftrl_beta and initial_accumulator cannot both be 0 (division by zero)")

@@ -29,6 +29,7 @@ import numpy as np
 from psrec.ev import _kernels
 from psrec.ev._memory import aligned_empty
 from psrec.ev.config import EVConfig
+from psrec.ev.dedup import unique
 from psrec.ev.export import EVSnapshot, load_snapshot, save_snapshot
 from psrec.ev.filters import make_filter
 from psrec.ev.hashtable import HashTable
@@ -291,7 +292,7 @@ class EmbeddingVariable:
     def _admit(self, keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Rows for row-less `keys` (M,) (duplicates allowed): the admission filter decides,
         admitted keys get fresh rows; -1 for keys still waiting."""
-        uniq, inv = np.unique(keys, return_inverse=True)
+        uniq, inv, _ = unique(keys)  # sorted, so new rows are handed out in key order
         ucounts = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
         admitted, seen = self._filter.admit(uniq, ucounts)
         urows = np.full(len(uniq), -1, dtype=np.int64)

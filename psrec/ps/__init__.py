@@ -5,6 +5,8 @@
     partition   key -> shard placement (hash, balanced), one file per strategy
     transport   the seam workers call shards through, and its in-process implementation
     ray_transport, channel, shm   PS actors on Ray; same-node pulls over a local socket
+    grpc_server, grpc_transport, grpc_codec   the gRPC wire of proto/ps.proto (across nodes)
+    wire        what a PS accepts from any transport, the refusals, the job token options
     client      `PSClient`: the worker-side EmbeddingStore over the shards
     dense       where dense parameters live: the training step's dense hooks (on the PS, or
                 all-reduced over `psrec.comm`: hybrid)

@@ -4,7 +4,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PSConfig"]
+__all__ = ["PSConfig", "WireLimits"]
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """What a PS accepts from one request on any wire (gRPC, the same-node channel): checked
+    before anything is allocated, so a hostile length costs the PS nothing.
+
+    Args:
+        max_message_bytes: bytes of one request or reply (arrays and framing).
+        max_keys: keys of one table in one pull or push.
+        max_tables: tables named in one request.
+    """
+
+    max_message_bytes: int = 256 << 20  # 4M keys x dim 16 x 4 B rows = 256 MiB: far above a real batch
+    max_keys: int = 1 << 22
+    max_tables: int = 256  # a CTR model has one table per field group: tens
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < 1 << 16 or self.max_keys < 1 or self.max_tables < 1:
+            raise ValueError(f"wire limits too small: {self}")
 
 
 @dataclass(frozen=True)
@@ -17,7 +37,12 @@ class PSConfig:
         sync: aggregate each step's gradients from all workers before applying them.
         dense: where dense parameters live: on the PS, or replicated and all-reduced (hybrid).
         partitioner: key placement across PS: hash-mod or balanced by observed frequency.
-        transport: Ray actors, or everything in this process (threads; tests and debugging).
+        transport: how workers reach the PS: "auto" (the same-node channel to a PS on the
+            worker's node, gRPC across nodes), "grpc" (gRPC to every PS), "ray" (the channel on
+            the same node, Ray actor calls across nodes), or "inprocess" (threads; tests).
+        tls_cert, tls_key: PEM files for TLS on the PS's gRPC servers ("" = plaintext; the
+            job token still authenticates every call). Workers trust `tls_cert` as the root.
+        max_message_mb, max_keys: the largest request a PS accepts (MiB; keys per table).
         ps_cpus, worker_cpus: Ray CPU request per actor: fractional, so N+M actors fit on a
             2-core laptop (Ray only schedules by these numbers; the OS shares the cores).
         address: join this Ray cluster ("" starts a local Ray).
@@ -35,7 +60,11 @@ class PSConfig:
     sync: bool = False  # DeepRec trains asynchronously by default
     dense: Literal["ps", "allreduce"] = "ps"
     partitioner: Literal["hash", "balanced"] = "hash"  # DeepRec's default
-    transport: Literal["ray", "inprocess"] = "ray"
+    transport: Literal["auto", "ray", "grpc", "inprocess"] = "auto"
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_message_mb: int = 256  # WireLimits' default: a 4M-key pull of dim 16
+    max_keys: int = 1 << 22
     ps_cpus: float = 0.25
     worker_cpus: float = 0.5
     address: str = ""
@@ -54,7 +83,14 @@ class PSConfig:
             raise ValueError(f"ps.metrics_port must be -1, 0 or a port, got {self.metrics_port}")
         if self.threads < 1 or self.partition_sample_batches < 1:
             raise ValueError("ps.threads and ps.partition_sample_batches must be >= 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("ps.tls_cert and ps.tls_key must be given together")
+        self.limits  # noqa: B018 - validates max_message_mb and max_keys at load time
         if self.net:
             from psrec.net import parse_net
 
             parse_net(self.net, where="ps.net")  # fail at load time, naming the bad part
+
+    @property
+    def limits(self) -> WireLimits:
+        return WireLimits(max_message_bytes=self.max_message_mb << 20, max_keys=self.max_keys)

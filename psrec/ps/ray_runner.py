@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import ray
 
-from psrec.core.job import poll_ray_workers
+from psrec.core.job import check_placement, poll_ray_workers
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.step import COMM_PHASES
-from psrec.ps.ray_transport import RayTransport, start_ps_actors
+from psrec.ps.ray_transport import RayTransport, WireOptions, start_ps_actors
 from psrec.ps.runner import PSPlan, _PSJob
 from psrec.raysession import ensure_ray
 
@@ -39,7 +39,8 @@ class PSWorkerActor:
             from psrec.comm.collectives import init_torch_group
 
             comm = init_torch_group(master, self.index, self.plan.cfg.ps.workers, "gloo", SETUP_TIMEOUT_S)
-        self.worker = self.plan.build_worker(self.index, RayTransport(self.ps_actors), comm)
+        transport = RayTransport(self.ps_actors, mode=self.plan.cfg.ps.transport)
+        self.worker = self.plan.build_worker(self.index, transport, comm)
         return self.index
 
     def run(self, start: int, stop: int) -> WorkerReport:
@@ -87,8 +88,11 @@ class RayPSJob(_PSJob):
         p = plan.cfg.ps
         self.plan, self.eval_source = plan, source
         ensure_ray(p.address)
-        self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(), p.ps_cpus)
-        self.transport = RayTransport(self.ps_actors)
+        check_placement([(f"{p.num_ps} PS x {p.ps_cpus:g}", p.num_ps * p.ps_cpus),
+                         (f"{p.workers} workers x {p.worker_cpus:g}", p.workers * p.worker_cpus)])
+        self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(), p.ps_cpus,
+                                         wire=WireOptions.for_job(p))
+        self.transport = RayTransport(self.ps_actors, mode=p.transport)
         self.queue = None
         self.workers = []
         try:
@@ -108,9 +112,8 @@ class RayPSJob(_PSJob):
     def train(self, bar, metrics, start=0, stop=None):
         workers = self.workers
         stop = self.plan.rounds if stop is None else stop
-        reports = poll_ray_workers([w.run.remote(start, stop) for w in workers],
-                                   lambda: ray.get([w.progress.remote() for w in workers], timeout=60),
-                                   bar, metrics, COMM_PHASES, timeout_s=60)
+        reports = poll_ray_workers([w.run.remote(start, stop) for w in workers], workers, bar, metrics, COMM_PHASES,
+                                   timeout_s=60, stall_s=self.plan.cfg.run.stall_timeout_s)
         if self.queue is not None:
             self.queue_stats = {"accounting": self.queue.accounting(), "stats": self.queue.stats()}
         from psrec.config_io import to_mapping

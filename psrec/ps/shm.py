@@ -1,221 +1,107 @@
-"""Same-node bulk payloads for the Ray transport: large numpy arrays travel through
-shared-memory files, and the call (a message on `psrec.ps.channel`) carries only their
-descriptors.
+"""Shared-memory arenas of the same-node PS channel (`psrec.ps.channel`).
 
 Why: a PS pull or push moves a few MB (64K keys x dim 16 = 4 MiB of rows). Through Ray's
-object store each such object costs ~3.5 ms of fixed bookkeeping plus copies: 14-15 ms on top of a
-64K-key pull+push on a 2-core laptop, more than the shard's own ~10 ms (benchmarks/ps_bench.py).
-When the caller and the PS actor share a node, the arrays can instead go through a file in
-/dev/shm that both processes keep mapped: one copy in, one copy out, and the call is a
-small message.
+object store each such object costs ~3.5 ms of fixed bookkeeping plus copies: 14-15 ms on top
+of a 64K-key pull+push on a 2-core laptop, more than the shard's own ~10 ms
+(benchmarks/ps_bench.py). When the caller and the PS actor share a node, the arrays can
+instead go through memory both processes keep mapped: one copy in, one copy out.
 
-Protocol (one caller, one PS, at most one call in flight between them, which is how
-`RayTransport.call_all` works):
-- The caller owns two `Arena`s per PS: requests (it writes, the PS reads) and replies (the PS
-  writes, the caller reads). It creates their files, and unlinks each file as soon as the PS
-  has mapped it (after the first call that used it), so nothing is left in /dev/shm when
-  either process is killed.
-- `pack` replaces every array of at least `MIN_BYTES` in a nested dict/tuple/list by a `Slot`
-  (offset, dtype, shape) into the arena; `unpack` turns the slots back into arrays: copies
-  where the receiver keeps them past the call (a sync-mode PS holds pushed gradients until
-  the step's last worker pushes), read-only views where it is done with them before its
-  next call (a PS applying an async push; the client scattering pulled rows into the batch).
-- A reply that does not fit in the reply arena goes back inline in the message, with the
-  size it needed; the caller grows the arena for next time.
-
-Arrays travel as raw bytes with their dtype and shape, so what arrives is what was sent.
+Ownership: the PS creates every arena (an anonymous `memfd`, never a file a client names)
+and hands the client its descriptor over the Unix socket. Each connection gets two: requests
+(the client writes, the PS reads) and replies (the PS writes, the client reads). The memfd is
+sealed against shrinking, so no process holding it can truncate it under the PS's mapping
+(which would kill the PS with SIGBUS on its next read); it has no name, so nothing is left in
+/dev/shm when either process dies.
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
-import threading
-import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-__all__ = ["Arena", "MapCache", "Slot", "pack", "unpack", "payload_bytes", "shm_available", "MIN_BYTES"]
+__all__ = ["Arena", "map_fd", "shm_available", "aligned", "ALIGN"]
 
-SHM_DIR = "/dev/shm"
-MIN_BYTES = 64 << 10  # smaller arrays are cheaper inline in the Ray message
-_ALIGN = 64  # cache-line aligned slots
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Where one array lies in an arena: byte offset, dtype string, shape."""
-
-    offset: int
-    dtype: str
-    shape: tuple[int, ...]
+ALIGN = 64  # cache-line aligned arrays
+_MIN_CAPACITY = 1 << 20
+_SEALS = getattr(fcntl, "F_SEAL_SHRINK", 2) | getattr(fcntl, "F_SEAL_GROW", 4) | getattr(fcntl, "F_SEAL_SEAL", 1)
 
 
 def shm_available() -> bool:
-    """Shared-memory files need a writable /dev/shm (Linux)."""
-    return os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
+    """Sealed memfds are a Linux feature."""
+    return hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
 
 
-def _aligned(n: int) -> int:
-    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+def aligned(n: int) -> int:
+    """`n` bytes rounded up to the arena's alignment."""
+    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _walk(obj: Any, fn) -> Any:
-    """`obj` with `fn` applied to every array and Slot inside dicts, tuples and lists."""
-    if isinstance(obj, (np.ndarray, Slot)):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return {k: _walk(v, fn) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(_walk(v, fn) for v in obj)
-    if isinstance(obj, list):
-        return [_walk(v, fn) for v in obj]
-    return obj
-
-
-def payload_bytes(obj: Any) -> int:
-    """Arena bytes that `pack` needs for `obj` (its arrays of at least MIN_BYTES, aligned)."""
-    total = [0]
-
-    def count(a):
-        if isinstance(a, np.ndarray) and a.nbytes >= MIN_BYTES and a.dtype != object:
-            total[0] += _aligned(a.nbytes)
-        return a
-
-    _walk(obj, count)
-    return total[0]
-
-
-def pack(obj: Any, buf: mmap.mmap) -> Any:
-    """Copy `obj`'s large arrays into `buf` (which must hold `payload_bytes(obj)`) and return
-    `obj` with Slots in their place."""
-    offset = [0]
-
-    def put(a):
-        if not (isinstance(a, np.ndarray) and a.nbytes >= MIN_BYTES and a.dtype != object):
-            return a
-        at = offset[0]
-        np.copyto(np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=at).reshape(a.shape), a)
-        offset[0] = at + _aligned(a.nbytes)
-        return Slot(at, a.dtype.str, tuple(a.shape))
-
-    return _walk(obj, put)
-
-
-def unpack(obj: Any, buf: mmap.mmap | None, copy: bool = True) -> Any:
-    """`obj` with every Slot replaced by its array from `buf`: a private copy, or with
-    `copy=False` a read-only view that is valid only until the peer's next write (for a
-    receiver that is done with the arrays before its next call; a fresh 4 MiB copy costs
-    ~1000 first-touch page faults, several ms on a VM)."""
-
-    def get(s):
-        if not isinstance(s, Slot):
-            return s
-        dtype = np.dtype(s.dtype)
-        count = int(np.prod(s.shape, dtype=np.int64))
-        view = np.frombuffer(buf, dtype=dtype, count=count, offset=s.offset).reshape(s.shape)
-        if copy:
-            return view.copy()
-        view.flags.writeable = False
-        return view
-
-    return _walk(obj, get)
-
-
-def _map_file(path: str, size: int) -> mmap.mmap:
-    fd = os.open(path, os.O_RDWR)
+def map_fd(fd: int, size: int, writable: bool) -> mmap.mmap:
+    """Map `size` bytes of a received arena descriptor, and close the descriptor (the mapping
+    keeps the memory). The size must be the arena's: a shorter memfd is refused."""
     try:
-        return mmap.mmap(fd, size)
+        if os.fstat(fd).st_size < size:
+            raise ValueError(f"arena descriptor holds {os.fstat(fd).st_size} bytes, announced {size}")
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
     finally:
-        os.close(fd)  # the mapping keeps the memory; the file may be unlinked from now on
+        os.close(fd)
 
 
 class Arena:
-    """A growable shared-memory file that this process creates and maps.
+    """A growable, sealed memfd that this process (the PS) creates and maps read-write.
 
-    `name` is the handle the peer maps it by: (path, capacity in bytes).
+    Args:
+        label: a readable name (shows in /proc/PID/maps).
+        max_bytes: the largest capacity `ensure` may grow to.
     """
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, max_bytes: int) -> None:
         self.label = label
-        self.path: str | None = None
+        self.max_bytes = max_bytes
+        self.fd: int | None = None
         self.buf: mmap.mmap | None = None
         self.capacity = 0
-        self._linked = False  # the file still exists: the peer has not mapped it yet
 
-    @property
-    def name(self) -> tuple[str, int] | None:
-        return None if self.path is None else (self.path, self.capacity)
-
-    def ensure(self, nbytes: int) -> None:
-        """Grow to at least `nbytes` (doubling, >= 1 MiB): a new file; the old mapping goes."""
+    def ensure(self, nbytes: int) -> bool:
+        """Grow to at least `nbytes` (doubling, >= 1 MiB, <= max_bytes): a new memfd; the old
+        mapping goes. Returns whether it grew (the peer must map the new `fd`)."""
         if nbytes <= self.capacity:
-            return
-        capacity = max(1 << 20, 1 << (nbytes - 1).bit_length())
-        path = os.path.join(SHM_DIR, f"psrec-{os.getpid()}-{self.label}-{uuid.uuid4().hex[:12]}")
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            return False
+        if nbytes > self.max_bytes:
+            raise MemoryError(f"arena {self.label}: {nbytes} bytes wanted, limit {self.max_bytes}")
+        capacity = min(self.max_bytes, max(_MIN_CAPACITY, 1 << (nbytes - 1).bit_length()))
+        fd = os.memfd_create(f"psrec-{self.label}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, capacity)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
             buf = mmap.mmap(fd, capacity)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         self.close()
-        self.path, self.buf, self.capacity, self._linked = path, buf, capacity, True
+        self.fd, self.buf, self.capacity = fd, buf, capacity
+        return True
 
-    def peer_mapped(self) -> None:
-        """The peer has mapped the current file: remove its name (the memory stays mapped)."""
-        if self._linked:
-            _unlink(self.path)
-            self._linked = False
+    def view(self, offset: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The array at `offset` (the caller checked that it lies inside the arena)."""
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self.buf, dtype=dtype, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
-        if self._linked:
-            _unlink(self.path)
+        if self.fd is not None:
+            os.close(self.fd)
         if self.buf is not None:
             try:
                 self.buf.close()
             except BufferError:  # views still alive: the mapping goes when the last one does
                 pass
-        self.path, self.buf, self.capacity, self._linked = None, None, 0, False
+        self.fd, self.buf, self.capacity = None, None, 0
 
     def __del__(self) -> None:
         try:
             self.close()
         except Exception:  # interpreter shutdown: os may be gone
             pass
-
-
-def _unlink(path: str | None) -> None:
-    try:
-        if path:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-class MapCache:
-    """The peer's side: one mapping per channel (caller id + direction), replaced when the
-    caller's arena grows into a new file. Thread-safe (a PS actor serves calls on threads)."""
-
-    def __init__(self) -> None:
-        self._maps: dict[str, tuple[str, mmap.mmap]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, channel: str, name: tuple[str, int]) -> mmap.mmap:
-        path, size = name
-        with self._lock:
-            have = self._maps.get(channel)
-            if have is not None and have[0] == path:
-                return have[1]
-            buf = _map_file(path, size)
-            self._maps[channel] = (path, buf)
-        if have is not None:
-            try:
-                have[1].close()
-            except BufferError:  # a view is still alive somewhere; let GC unmap it
-                pass
-        return buf
-
-    def __len__(self) -> int:
-        return len(self._maps)

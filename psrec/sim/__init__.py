@@ -15,6 +15,10 @@ the runtime (PS actors, trainers, Ray).
     calibration  fitted constants, JSON file, least-squares fit from runs' results.json
     results_map  a run's results.json (any mode, any schema version) -> the fit's inputs
     validate     leave-one-out predictions of measured runs, and their error summary
+    hardware     node presets (2017 Xeon PS machines, DGX A100 / H100) and user-defined [[hardware]]
+    embedding_cost  HBM lookups, cache hit rate, an HBM cache over host memory
+    placement    table/row/column sharding on GPUs, the GPU job's step, the placement planner
+    gpu_compare  GPU jobs against a CPU cluster: GPUs to match or double it, $ per 1M samples
 
 Example:
     >>> from psrec.sim import SimSpec, simulate

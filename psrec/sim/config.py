@@ -5,6 +5,8 @@
     [data]      DataSpec     key distribution (Zipf exponent per table)
     [options]   SimOptions   partitioner, collective algorithms, overlap
     [calibration] Calibration (psrec.sim.calibration) software alpha/beta, compute, apply
+    [gpu]       GPUOptions   GPU jobs' placement and comparison; [[hardware]] user-defined nodes
+    [reference] ReferenceSpec  a published throughput to print the model's error against
 
 `SimSpec` bundles them. Every spec is a frozen dataclass validated in `__post_init__`; the
 command layer loads them from TOML with errors naming the key. Units: seconds, bytes,
@@ -18,9 +20,10 @@ from typing import Literal
 
 from psrec.net import NetConfig
 from psrec.sim.calibration import Calibration
+from psrec.sim.hardware import Hardware
 
-__all__ = ["TableSpec", "ModelSpec", "DataSpec", "ClusterSpec", "SimOptions", "SimSpec",
-           "KEY_BYTES", "VALUE_BYTES"]
+__all__ = ["TableSpec", "ModelSpec", "DataSpec", "ClusterSpec", "SimOptions", "GPUOptions", "ReferenceSpec",
+           "SimSpec", "KEY_BYTES", "VALUE_BYTES"]
 
 KEY_BYTES = 8  # int64 feature ids on the wire
 VALUE_BYTES = 4  # float32 embeddings, gradients and dense parameters
@@ -137,6 +140,10 @@ class ClusterSpec:
         straggler_slowdown: a straggler's compute takes this many times longer (>= 1).
         ps_imbalance: max/mean PS load to use instead of the partitioner's formula (0 = formula);
             e.g. a measured `imbalance_hash` from the PS benchmark.
+        hardware: a preset or `[[hardware]]` name (`psrec.sim.hardware`): its network and node
+            shape replace `net` and `workers_per_node`; a GPU one makes `collective` a GPU job
+            with planned embedding placement (`psrec.sim.placement`). "" = `net` as given.
+        price_per_node_hour: $ per node-hour for the cost column; 0 = the hardware's.
         cores: CPU cores that all workers (and their PS) share; 0 = every worker has its own
             cores (a cluster). A laptop running W > cores workers stretches every CPU part of a
             step (compute, software communication, apply) by W / cores
@@ -152,8 +159,13 @@ class ClusterSpec:
     straggler_slowdown: float = 1.0
     ps_imbalance: float = 0.0
     cores: float = 0.0  # a cluster: no sharing
+    hardware: str = ""  # no preset: the links are `net`
+    price_per_node_hour: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.price_per_node_hour >= 0 and math.isfinite(self.price_per_node_hour)):
+            raise ValueError(f"cluster.price_per_node_hour must be a finite number >= 0, "
+                             f"got {self.price_per_node_hour}")
         if not (self.cores >= 0 and math.isfinite(self.cores)):
             raise ValueError(f"cluster.cores must be a finite number >= 0 (0 = not shared), got {self.cores}")
         if self.workers < 1 or self.ps < 1 or self.workers_per_node < 1:
@@ -236,18 +248,99 @@ class SimOptions:
 
 
 @dataclass(frozen=True)
+class GPUOptions:
+    """How a GPU job places and runs its embeddings (`psrec.sim.placement`).
+
+    Args:
+        sharding: every table `table`-, `row`- or `column`-wise, or `auto` (the planner picks
+            per table for the lowest step time).
+        storage: `hbm` (the shard in device memory), `cache` (rows in host memory behind an HBM
+            cache of the hottest rows) or `auto` (the planner picks).
+        flops_per_sample: forward + backward FLOPs of the dense part; 0 = 6 per dense parameter
+            (Kaplan et al. 2020).
+        dense_state_bytes: device bytes per dense parameter: fp32 weight, gradient and two Adam
+            moments = 16.
+        allreduce, alltoall: algorithms (`psrec.sim.collective`); NCCL all-reduces hierarchically
+            over NVLink then the NICs and runs all-to-all as flat point-to-point exchanges.
+        max_gpus: the largest job `gpus_needed` searches.
+        batch_size: samples per GPU per step; 0 = `model.batch_size` (GPUs take larger batches).
+        compare_hardware, compare_gpus: `psrec simulate` also prints these GPU jobs against the
+            CPU cluster's `compare_baseline` mode (`psrec.sim.gpu_compare`).
+    """
+
+    sharding: Literal["auto", "table", "row", "column"] = "auto"
+    storage: Literal["auto", "hbm", "cache"] = "auto"
+    flops_per_sample: float = 0.0
+    dense_state_bytes: int = 16
+    allreduce: Literal["ring", "tree", "hierarchical", "auto"] = "hierarchical"
+    alltoall: Literal["flat", "hierarchical"] = "flat"
+    max_gpus: int = 4096
+    batch_size: int = 0
+    compare_hardware: tuple[str, ...] = ()
+    compare_gpus: tuple[int, ...] = (8, 16, 32, 64)
+    compare_baseline: Literal["ps-async", "ps-sync", "hybrid", "collective"] = "ps-async"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 0 or any(g < 1 for g in self.compare_gpus):
+            raise ValueError("gpu.batch_size must be >= 0 and gpu.compare_gpus >= 1")
+        if self.sharding not in ("auto", "table", "row", "column"):
+            raise ValueError(f"gpu.sharding must be auto, table, row or column, got {self.sharding!r}")
+        if self.storage not in ("auto", "hbm", "cache"):
+            raise ValueError(f"gpu.storage must be auto, hbm or cache, got {self.storage!r}")
+        if self.allreduce not in ("ring", "tree", "hierarchical", "auto"):
+            raise ValueError(f"gpu.allreduce must be ring, tree, hierarchical or auto, got {self.allreduce!r}")
+        if self.alltoall not in ("flat", "hierarchical"):
+            raise ValueError(f"gpu.alltoall must be flat or hierarchical, got {self.alltoall!r}")
+        if self.flops_per_sample < 0 or self.dense_state_bytes < 0 or self.max_gpus < 1:
+            raise ValueError("gpu.flops_per_sample and gpu.dense_state_bytes must be >= 0, gpu.max_gpus >= 1")
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """A published measurement of the job the spec describes, to print the model's error against.
+
+    Args:
+        samples_per_s: the published throughput of the whole job (0 = none).
+        source: where it is published (document, table, version).
+    """
+
+    samples_per_s: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.samples_per_s >= 0 and math.isfinite(self.samples_per_s)):
+            raise ValueError(f"reference.samples_per_s must be a finite number >= 0, got {self.samples_per_s}")
+
+    def error(self, predicted: float) -> float:
+        """Relative error of a predicted throughput (+0.1 = predicted 10% faster).
+
+        >>> round(ReferenceSpec(8e5).error(1e6), 9)
+        0.25
+        """
+        return predicted / self.samples_per_s - 1 if self.samples_per_s > 0 else math.nan
+
+
+@dataclass(frozen=True)
 class SimSpec:
-    """Everything one simulation needs."""
+    """Everything one simulation needs (`hardware`: user-defined `[[hardware]]` node types;
+    `reference`: a published measurement to compare with)."""
 
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     options: SimOptions = field(default_factory=SimOptions)
     calibration: Calibration = field(default_factory=Calibration)
+    gpu: GPUOptions = field(default_factory=GPUOptions)
+    hardware: tuple[Hardware, ...] = ()
+    reference: ReferenceSpec = field(default_factory=ReferenceSpec)
 
     def __post_init__(self) -> None:
         self.data.exponents(len(self.model.tables))  # raises on a length mismatch
         self.compute_per_sample()  # raises if the model has no compute constant
+        if self.cluster.hardware:
+            from psrec.sim.hardware import get_hardware
+
+            get_hardware(self.cluster.hardware, self.hardware)  # an unknown name fails here, naming the known
 
     def compute_per_step(self) -> float:
         """Seconds per step that do not grow with the batch (the calibration's, by model name)."""

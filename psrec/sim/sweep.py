@@ -260,11 +260,23 @@ class Sweep:
 
 def sweep(spec: SimSpec, key: str, values: list[Any], modes: tuple[str, ...] | None = None,
           progress: Callable[[int], None] | None = None) -> Sweep:
-    """`simulate` at each value of input `key` (see the module doc for the keys)."""
+    """`simulate` at each value of input `key` (see the module doc for the keys), with each
+    value's `cluster.hardware` applied (its network and node shape: `apply_hardware`). A GPU
+    node's job is the placement planner's, not these modes': a sweep refuses it."""
+    from psrec.sim.hardware import apply_hardware, get_hardware
+
+    path = resolve_key(key)
+    if spec.cluster.hardware and path.startswith(("cluster.net", "cluster.workers_per_node")):
+        raise ValueError(f"cluster.hardware {spec.cluster.hardware!r} sets {path}; sweep cluster.hardware "
+                         "instead, or leave the hardware out")
     names = modes or tuple(MODES)
     costs: dict[str, list[StepCost]] = {m: [] for m in names}
     for i, v in enumerate(values):
-        res = simulate(set_input(spec, key, v), names)
+        point = set_input(spec, key, v)
+        if point.cluster.hardware and get_hardware(point.cluster.hardware, point.hardware).kind == "gpu":
+            raise ValueError(f"{key}={v!r}: cluster.hardware {point.cluster.hardware!r} is a GPU node; a sweep "
+                             "covers the CPU modes (GPU jobs: gpu.compare_hardware / gpu.compare_gpus)")
+        res = simulate(apply_hardware(point), names)
         for m in names:
             costs[m].append(res[m])
         if progress:

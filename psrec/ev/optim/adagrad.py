@@ -29,7 +29,7 @@ class Adagrad(SparseOptimizer):
         _kernels.apply_adagrad(values, slots["accum"], meta, rows, grads, counts, int(step), float(self.cfg.lr),
                                float(self.cfg.eps))
 
-    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], step: int = 1) -> None:
         tw, tg, ta = torch.from_numpy(w), torch.from_numpy(g), torch.from_numpy(slots["accum"])
         # lr_decay = 0 makes the step count irrelevant; a throwaway tensor satisfies the API.
         _torch_adagrad([tw], [tg], [ta], [torch.zeros((), dtype=torch.float32)], fused=True,

@@ -81,7 +81,7 @@ class SparseOptimizer(ABC):
         _kernels.touch(meta, rows, counts, int(step))
         w = _gather(values, rows)
         blocks = {k: _gather(a, rows) if a.ndim == 2 else a[rows] for k, a in slots.items()}
-        self.update(w, grads, blocks)
+        self.update(w, grads, blocks, step)
         _kernels.scatter_rows(values, rows, w)
         for k, a in slots.items():
             if a.ndim == 2:
@@ -90,11 +90,12 @@ class SparseOptimizer(ABC):
                 a[rows] = blocks[k]
 
     @abstractmethod
-    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], step: int = 1) -> None:
         """One step on distinct rows, in place.
 
         w: (U, D) float32 weights; g: (U, D) float32 summed gradients; slots: name ->
-        (U, D) or (U,) blocks of those rows' state. All C-contiguous.
+        (U, D) or (U,) blocks of those rows' state. All C-contiguous. step: the update's
+        global step (Adam's bias correction; the other optimizers ignore it).
         """
 
 

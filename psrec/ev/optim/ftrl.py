@@ -42,7 +42,7 @@ class FTRL(SparseOptimizer):
         n[...] = n_new
         return z, n
 
-    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], step: int = 1) -> None:
         c = self.cfg
         z, n = self._accumulate(w, g, slots)
         shrunk = z - np.sign(z) * np.float32(c.l1)

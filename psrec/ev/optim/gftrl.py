@@ -34,7 +34,7 @@ class GFTRL(FTRL):  # same slots (z, n) and per-coordinate denominator; row-wise
         unit = np.divide(w, norm, out=np.zeros_like(w), where=norm > 0)
         slots["z"][...] = -(w * d + self.cfg.l1 * math.sqrt(self.dim) * unit)
 
-    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], step: int = 1) -> None:
         c = self.cfg
         z, n = self._accumulate(w, g, slots)
         thresh = np.float32(c.l1 * math.sqrt(self.dim))

@@ -21,5 +21,5 @@ class SGD(SparseOptimizer):
                    rows: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
         _kernels.apply_sgd(values, meta, rows, grads, counts, int(step), float(self.cfg.lr))
 
-    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+    def update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], step: int = 1) -> None:
         w -= np.float32(self.cfg.lr) * g

@@ -15,7 +15,23 @@ The TOML file has the sections of `psrec.sim.config.SimSpec`:
                coll_apply_per_row, jitter, [calibration.compute_per_sample], [calibration.compute_per_step]
                (`--calibration FILE` replaces the section with `psrec calibrate`'s output)
 
-An unknown key is an error naming it.
+    [gpu]      sharding, storage, batch_size, compare_hardware, compare_gpus, ... (`GPUOptions`)
+    [[hardware]]  user-defined nodes (`psrec.sim.hardware.Hardware` fields)
+    [reference]  samples_per_s, source: a published throughput; the output gives the error against it
+
+`cluster.hardware` names a node preset (`psrec.sim.hardware`): a CPU one sets the network; a GPU
+one makes the job a GPU collective whose embedding placement the planner picks (printed per
+table). With `gpu.compare_hardware` the CPU table is followed by GPU jobs of `gpu.compare_gpus`
+sizes and the GPUs needed to match and double the CPU cluster.
+
+A *training* config (the `psrec train` TOML: [data] [synthetic] [model] [embedding] [train] [ps]
+[collective] ...) plus [cluster] (and [gpu] [calibration] [[hardware]]) is read too: tables, dims
+and keys per sample from the data spec, dense parameters from the model registry, batch, workers
+and PS from [data]/[ps] (`psrec.commands.simulate.spec`). `--from-run RUN_DIR` predicts a measured run
+on this machine, phase by phase against its measurement, and with `--set cluster.*` elsewhere
+(`psrec.commands.simulate.from_run`).
+
+An unknown key is an error naming it; a key that fits neither schema says so.
 """
 from __future__ import annotations
 
@@ -39,7 +55,14 @@ _PRINTED_SWEEP_ROWS = 40  # longer sweeps print a spread of rows; the full table
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="cost model: where a PS / hybrid / collective step's time goes",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", metavar="FILE", help="TOML file with [cluster] [model] [data] [options] [calibration]")
+    p.add_argument("--config", metavar="FILE",
+                   help="simulator TOML ([cluster] [model] [data] [options] [calibration]) or a training config "
+                        "(psrec train's TOML) plus [cluster]")
+    p.add_argument("--from-run", metavar="RUN_DIR",
+                   help="predict this measured run (config.toml + results.json) here, measured vs predicted per "
+                        "phase; with --set cluster.workers=256 --set cluster.hardware=h100-ib400 also elsewhere")
+    p.add_argument("--cores", type=float, default=0,
+                   help="--from-run: CPU cores the run shared (default: this machine's, os.cpu_count())")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one input, e.g. cluster.workers=256 or model.tables.0.rows=1e10 (repeatable)")
     p.add_argument("--workers", type=int, help="cluster.workers")
@@ -47,7 +70,9 @@ def register(sub) -> None:
     p.add_argument("--net", metavar="SPEC", help="cluster.net, e.g. bandwidth=10Gbit,latency=50us")
     p.add_argument("--rows", type=float, help="total embedding rows (split over the tables)")
     p.add_argument("--batch-size", type=int, help="model.batch_size (per worker)")
-    p.add_argument("--calibration", metavar="FILE", help="calibration JSON (psrec calibrate) replacing [calibration]")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="calibration JSON (psrec calibrate) replacing [calibration]; with --from-run also 'defaults' "
+                        "(default there: fitted on the run itself)")
     p.add_argument("--mode", action="append", choices=MODE_NAMES, help="only these modes (repeatable)")
     p.add_argument("--sweep", metavar="KEY=VALUES",
                    help="vary one input: workers=1..1024:x2, ps=1,2,4,8, bandwidth=1Gbit,10Gbit, rows=1e6..1e10:x10")
@@ -56,19 +81,37 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _read(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+
+
+def config_kind_of(path: str | Path | None) -> str:
+    """`training` or `simulator` (`psrec.commands.simulate.spec.config_kind`); no file = simulator."""
+    from psrec.commands.simulate.spec import config_kind
+
+    data = _read(path)
+    return config_kind(data, str(path)) if data else "simulator"
+
+
 def load_spec(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """SimSpec from defaults <- TOML file <- `section.key=value` overrides (errors name the key)."""
+    """SimSpec from defaults <- TOML file <- `section.key=value` overrides (errors name the key).
+    The file is a simulator spec or a training config plus [cluster] (module doc)."""
+    from psrec.commands.simulate.spec import config_kind, training_spec
     from psrec.net import NetConfig, NetConfigError
     from psrec.sim.config import SimSpec
     from psrec.sim.sweep import set_input
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: {e}") from None
+    data = _read(path)
+    if data and config_kind(data, str(path)) == "training":
+        return training_spec(data, overrides, where=str(path))
     cluster = data.get("cluster")
     if isinstance(cluster, dict) and "net" in cluster:
         cluster = dict(cluster)
@@ -126,7 +169,15 @@ def run(args: argparse.Namespace) -> int:
     if args.rows is not None:
         extra.append(f"rows={args.rows!r}")
     if args.batch_size is not None:
-        extra.append(f"model.batch_size={args.batch_size}")
+        training = not args.from_run and config_kind_of(args.config) == "training"
+        extra.append(f"{'data' if training else 'model'}.batch_size={args.batch_size}")
+    if args.from_run:
+        if args.config or args.sweep or args.net or args.rows is not None:
+            raise ConfigError("--from-run takes the run's own config: not with --config, --sweep, --net or --rows "
+                              "(use --set cluster.net=... for another network)")
+        from psrec.commands.simulate.from_run import run_from
+
+        return run_from(args, extra + list(args.overrides))
     try:
         spec = load_spec(args.config, extra + list(args.overrides))
         if args.net:
@@ -144,15 +195,76 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise ConfigError(str(e)) from None
     modes = tuple(args.mode) if args.mode else MODE_NAMES
-    if args.sweep:
-        return _run_sweep(args, spec, modes)
+    from psrec.sim.hardware import apply_hardware, get_hardware
+
+    try:
+        spec = apply_hardware(spec)
+        if args.sweep:
+            return _run_sweep(args, spec, modes)
+        if spec.cluster.hardware and get_hardware(spec.cluster.hardware, spec.hardware).kind == "gpu":
+            return _run_gpu(args, spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     costs = simulate(spec, modes)
     if args.json:
         print(json.dumps({m: {**c.as_row(), "step_s": c.total} for m, c in costs.items()}, indent=2))
         return 0
     print(_describe(spec))
     print(format_table([c.as_row() for c in costs.values()], TABLE_COLUMNS))
+    if spec.gpu.compare_hardware:
+        base = simulate(spec, (spec.gpu.compare_baseline,))[spec.gpu.compare_baseline]
+        _print_gpu_comparison(spec, base)
     return 0
+
+
+def _run_gpu(args: argparse.Namespace, spec: Any) -> int:
+    """A GPU job (cluster.hardware is a GPU node): the planner's placement and its step."""
+    from psrec.report.table import format_table
+    from psrec.sim.placement import plan, plan_rows
+
+    c = plan(spec)
+    if args.json:
+        ref = spec.reference
+        print(json.dumps({"collective": {**c.step.as_row(), "step_s": c.step.total}, "fits": c.fits,
+                          "problems": list(c.problems), "plan": plan_rows(c),
+                          "reference": {"samples_per_s": ref.samples_per_s, "source": ref.source,
+                                        "error": ref.error(c.step.throughput)}}, indent=2, default=float))
+        return 0
+    h = spec.cluster
+    print(f"{h.workers} x {h.hardware} ({h.workers_per_node}/node), batch {spec.model.batch_size}/GPU; "
+          f"{spec.model.total_rows:.3g} rows in {len(spec.model.tables)} table(s), "
+          f"{spec.model.dense_params:,} dense params")
+    print(format_table(plan_rows(c)))
+    print(format_table([c.step.as_row()], TABLE_COLUMNS))
+    print(f"memory per GPU: {c.hbm_per_gpu / 1e9:.1f} GB HBM, {c.host_per_gpu / 1e9:.1f} GB host; "
+          + ("fits" if c.fits else "DOES NOT FIT: " + "; ".join(c.problems[:4])))
+    _print_reference(spec, c.step.throughput)
+    return 0
+
+
+def _print_reference(spec: Any, predicted: float) -> None:
+    """The `[reference]` published throughput against the prediction (nothing without one)."""
+    ref = spec.reference
+    if ref.samples_per_s > 0:
+        print(f"published {ref.samples_per_s:,.0f} samples/s ({ref.source or 'no source given'}); predicted "
+              f"{predicted:,.0f}; error {100 * ref.error(predicted):+.1f}%")
+
+
+def _print_gpu_comparison(spec: Any, base: Any) -> None:
+    """The GPU jobs of `gpu.compare_*` against the CPU cluster's baseline mode."""
+    from psrec.report.table import format_table
+    from psrec.sim.gpu_compare import gpu_batch, gpu_row, gpus_needed
+
+    gspec = gpu_batch(spec)
+    target = base.throughput
+    print(f"\nGPU jobs vs the CPU cluster ({spec.gpu.compare_baseline}: {target:,.0f} samples/s, "
+          f"{spec.cluster.workers} workers); batch {gspec.model.batch_size}/GPU, planner placement")
+    rows = [gpu_row(gspec, hw, n, target).as_row() for hw in spec.gpu.compare_hardware for n in spec.gpu.compare_gpus]
+    print(format_table(rows))
+    for hw in spec.gpu.compare_hardware:
+        match, double = gpus_needed(gspec, hw, target), gpus_needed(gspec, hw, 2 * target)
+        print(f"{hw}: {match if match else '> max_gpus'} GPUs match the CPU cluster, "
+              f"{double if double else '> max_gpus'} double it")
 
 
 def _run_sweep(args: argparse.Namespace, spec: Any, modes: tuple[str, ...]) -> int:

@@ -1,0 +1,87 @@
+"""No silent hangs: a worker that stops answering, stops making progress, dies or fails
+ends the job with one line naming it; a job that can never be placed is refused at once."""
+import os
+import signal
+import time
+
+import pytest
+
+from psrec.core.job import JobFailed, check_placement, poll_ray_workers
+
+
+@pytest.fixture(scope="module")
+def Worker(ray_session):
+    ray = ray_session
+
+    @ray.remote(max_concurrency=2, num_cpus=0.1)
+    class FakeWorker:
+        """Trains `steps` steps of `seconds` each; `stuck_after` stops its step count there."""
+
+        def __init__(self, steps, seconds, stuck_after=None, fail=False):
+            self.steps, self.seconds, self.stuck_after, self.fail, self.done = steps, seconds, stuck_after, fail, 0
+
+        def pid(self):
+            return os.getpid()
+
+        def run(self):
+            for _ in range(self.steps):
+                if self.fail and self.done == 2:
+                    raise ValueError("boom at step 2")
+                time.sleep(self.seconds)
+                if self.stuck_after is None or self.done < self.stuck_after:
+                    self.done += 1
+            return self.done
+
+        def progress(self):
+            return {"steps": self.done, "rows": self.done, "phases": {"compute": 0.0}, "sent": 0, "received": 0}
+
+    return FakeWorker
+
+
+def _poll(ray, actors, **kw):
+    return poll_ray_workers([a.run.remote() for a in actors], actors, None, None, (), **kw)
+
+
+def test_workers_that_finish_are_returned(ray_session, Worker):
+    actors = [Worker.remote(4, 0.05) for _ in range(2)]
+    assert _poll(ray_session, actors, timeout_s=30, stall_s=30) == [4, 4]
+
+
+def test_a_stalled_worker_is_named(ray_session, Worker):
+    actors = [Worker.remote(200, 0.02), Worker.remote(200, 0.02, stuck_after=3)]
+    t0 = time.monotonic()
+    with pytest.raises(JobFailed, match=r"worker 1 made no progress for 1 s \(last step 3\)"):
+        _poll(ray_session, actors, timeout_s=30, stall_s=1.0)
+    assert time.monotonic() - t0 < 30
+    for a in actors:
+        ray_session.kill(a)
+
+
+def test_a_failing_worker_ends_the_job_with_its_error(ray_session, Worker):
+    actors = [Worker.remote(100, 0.02), Worker.remote(100, 0.02, fail=True)]
+    with pytest.raises(JobFailed, match="worker 1 failed: ValueError: boom at step 2"):
+        _poll(ray_session, actors, timeout_s=30, stall_s=30)
+    for a in actors:
+        ray_session.kill(a)
+
+
+def test_a_sigstopped_worker_is_reported_not_waited_for(ray_session, Worker):
+    """A real process frozen with SIGSTOP: its progress poll times out and the job says so."""
+    actors = [Worker.remote(500, 0.02), Worker.remote(500, 0.02)]
+    pid = ray_session.get(actors[1].pid.remote(), timeout=30)
+    runs = [a.run.remote() for a in actors]
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(JobFailed, match=r"worker\(s\) 1 did not answer a progress poll within 2 s"):
+            poll_ray_workers(runs, actors, None, None, (), timeout_s=2, stall_s=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        for a in actors:
+            ray_session.kill(a)
+
+
+def test_a_job_that_can_never_be_placed_is_refused_at_once(ray_session):
+    with pytest.raises(JobFailed, match=r"asks for 101 CPUs \(2 PS x 0.5 1, 100 workers x 1 100\)"):
+        check_placement([("2 PS x 0.5", 1.0), ("100 workers x 1", 100.0)])
+    check_placement([("2 PS x 0.5", 1.0)])  # fits: no error
