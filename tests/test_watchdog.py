@@ -85,3 +85,20 @@ def test_a_job_that_can_never_be_placed_is_refused_at_once(ray_session):
     with pytest.raises(JobFailed, match=r"asks for 101 CPUs \(2 PS x 0.5 1, 100 workers x 1 100\)"):
         check_placement([("2 PS x 0.5", 1.0), ("100 workers x 1", 100.0)])
     check_placement([("2 PS x 0.5", 1.0)])  # fits: no error
+
+
+def test_an_actor_that_dies_under_any_call_is_a_job_failure_and_other_errors_are_not(Worker, ray_session):
+    """A PS killed while the job reads its stats (not while a worker waits on it) must still
+    reach the recovery loop as a JobFailed naming the actor, not as a raw Ray traceback."""
+    from psrec.core.job import _as_job_failed
+
+    ray = ray_session
+    w = Worker.remote(100, 0.05)
+    os.kill(ray.get(w.pid.remote(), timeout=30), signal.SIGKILL)
+    with pytest.raises(ray.exceptions.RayActorError) as caught:
+        ray.get(w.run.remote(), timeout=30)
+    failed = _as_job_failed(caught.value)
+    assert isinstance(failed, JobFailed) and "FakeWorker died" in str(failed) and "\n" not in str(failed)
+    assert _as_job_failed(ValueError("a bug of ours")) is None
+    same = JobFailed("worker 0 died")
+    assert _as_job_failed(same) is same

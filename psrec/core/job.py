@@ -11,6 +11,7 @@ workers, in process or on Ray), collective (ranks, in process or on Ray).
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -188,7 +189,10 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
                                                         cfg.run.keep_checkpoints)
                             ckpt_seconds.append(time.perf_counter() - tc)
                 break
-            except JobFailed as e:
+            except Exception as exc:  # noqa: BLE001 - only a job failure is recovered; the rest re-raised
+                e = _as_job_failed(exc)
+                if e is None:
+                    raise
                 last = checkpoint.latest(run_dir / "checkpoints")
                 if cfg.run.on_failure != "recover" or len(recoveries) >= cfg.run.max_restarts or last is None:
                     why = ("" if cfg.run.on_failure != "recover" else
@@ -335,6 +339,19 @@ def poll_ray_workers(runs: list, actors: Sequence, bar, metrics: JobMetrics | No
             for i, x in enumerate(prog):
                 metrics.worker(i, x["phases"], x["rows"], x["sent"], x["received"], x["steps"], nodes[i])
     return ray.get(runs, timeout=timeout_s)
+
+
+def _as_job_failed(e: BaseException) -> JobFailed | None:
+    """`e` as a job failure, or None when it is not one: a Ray actor that died under any call
+    (a parameter server killed while the job reads its stats or writes a checkpoint) fails the
+    job as a dead worker does; any other error is the program's and is re-raised as it is."""
+    if isinstance(e, JobFailed):
+        return e
+    exc = sys.modules.get("ray.exceptions")  # a local run never imported Ray: no actor of it can have died
+    if exc is not None and isinstance(e, exc.RayActorError):
+        name = re.search(r"class_name: (\S+)", str(e))  # e.g. "PSActor", "Worker.<locals>.FakeWorker"
+        return JobFailed(f"{name.group(1).rsplit('.', 1)[-1] if name else 'an actor'} died ({type(e).__name__}); the job is stopped")
+    return None
 
 
 def _first_line(e: BaseException) -> str:
