@@ -350,7 +350,8 @@ def _as_job_failed(e: BaseException) -> JobFailed | None:
     exc = sys.modules.get("ray.exceptions")  # a local run never imported Ray: no actor of it can have died
     if exc is not None and isinstance(e, exc.RayActorError):
         name = re.search(r"class_name: (\S+)", str(e))  # e.g. "PSActor", "Worker.<locals>.FakeWorker"
-        return JobFailed(f"{name.group(1).rsplit('.', 1)[-1] if name else 'an actor'} died ({type(e).__name__}); the job is stopped")
+        who = name.group(1).rsplit(".", 1)[-1] if name else "an actor"
+        return JobFailed(f"{who} died ({type(e).__name__}); the job is stopped")
     return None
 
 

@@ -5,10 +5,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["format_table"]
+__all__ = ["format_cell", "format_table"]
 
 
-def _cell(v: Any) -> str:
+def format_cell(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -27,8 +27,9 @@ def _cell(v: Any) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
-                 headers: Sequence[str] | None = None) -> str:
-    """Align `rows` (dicts) under `columns`; numbers right-aligned, text left-aligned.
+                 headers: Sequence[str] | None = None, right: Sequence[str] = ()) -> str:
+    """Align `rows` (dicts) under `columns`; numbers (and the columns in `right`, e.g.
+    preformatted "12.5 ±0.4") right-aligned, text left-aligned.
 
     Example:
         >>> print(format_table([{"mode": "local", "auc": 0.8}]))
@@ -40,8 +41,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
         return "(no rows)"
     columns = list(columns or rows[0].keys())
     headers = list(headers or columns)
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows) for c in columns]
+    cells = [[format_cell(r.get(c)) for c in columns] for r in rows]
+    numeric = [c in right or all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
+               for c in columns]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
 
     def line(vals: list[str]) -> str:
