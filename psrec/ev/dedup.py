@@ -2,7 +2,7 @@
 
 A trainer's batch holds every key occurrence (128K draws of ~34K distinct keys on a Zipf(1.1)
 stream). The stores work on distinct keys; these three functions are the way there and back,
-each one compiled pass (`psrec.ev._kernels`), with no sort of the N draws anywhere:
+each one compiled pass (`psrec.ev._dedup_kernels`), with no sort of the N draws anywhere:
 
 * `unique(keys)` -> `Unique(keys, inverse, counts)`, exactly `np.unique(keys,
   return_inverse=True, return_counts=True)` (distinct keys ascending) but for the inverse's
@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from psrec.ev import _kernels
+from psrec.ev import _dedup_kernels
 
 __all__ = ["Unique", "unique", "expand", "segment_sum"]
 
@@ -74,9 +74,9 @@ def unique(keys: np.ndarray) -> Unique:
         return Unique(np.empty(0, np.int64), inverse, np.empty(0, np.int64))
     s = _scratch
     ids = s.arrays(n)
-    u = int(_kernels.unique_first(np.ascontiguousarray(keys), ids, inverse, s.uniq, s.counts, s.used))
+    u = int(_dedup_kernels.unique_first(np.ascontiguousarray(keys), ids, inverse, s.uniq, s.counts, s.used))
     out_keys, out_counts = np.empty(u, np.int64), np.empty(u, np.int64)
-    _kernels.sort_unique(s.uniq[:u], s.counts[:u], inverse, out_keys, out_counts,
+    _dedup_kernels.sort_unique(s.uniq[:u], s.counts[:u], inverse, out_keys, out_counts,
                          np.empty(u, np.uint64), np.empty(u, np.int64), s.used[:u])
     return Unique(out_keys, inverse, out_counts)
 
@@ -98,7 +98,7 @@ def expand(rows: np.ndarray, inverse: np.ndarray) -> np.ndarray:
         raise ValueError(f"expand: rows must be (U, D), got shape {rows.shape}")
     inverse = _check_inverse(inverse, len(rows), "expand")
     out = np.empty((len(inverse), rows.shape[1]), np.float32)
-    _kernels.expand_rows(rows, inverse, out)
+    _dedup_kernels.expand_rows(rows, inverse, out)
     return out
 
 
@@ -110,5 +110,5 @@ def segment_sum(grads: np.ndarray, inverse: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"segment_sum: grads must be ({len(inverse)}, D), got shape {grads.shape}")
     inverse = _check_inverse(inverse, n, "segment_sum")
     out = np.empty((n, grads.shape[1]), np.float32)
-    _kernels.segment_sum(grads, inverse, out)
+    _dedup_kernels.segment_sum(grads, inverse, out)
     return out
