@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,20 @@ from psrec.config import Config
 __all__ = ["make_run_dir", "write_results", "read_results"]
 
 
-def make_run_dir(cfg: Config, mode: str) -> Path:
-    """Create `<run.dir>/<run.name or time-mode-model>` and write `config.toml` into it."""
+def make_run_dir(cfg: Config, mode: str, reuse: bool = False) -> Path:
+    """Create `<run.dir>/<run.name or time-mode-model>` and write `config.toml` into it.
+
+    A run never overwrites another: when the directory already holds one (a `config.toml`),
+    the first free `<name>-2`, `<name>-3`, ... is taken, and a named run says so on stderr.
+    `reuse=True`: the caller chose this very directory (created if absent, used as it is)."""
     name = cfg.run.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{mode}-{cfg.model.name}"
-    path = Path(cfg.run.dir) / name
+    first = path = Path(cfg.run.dir) / name
     n = 1
-    while path.exists() and not cfg.run.name:  # two runs in the same second
+    while not reuse and (path / "config.toml").exists():
         n += 1
         path = Path(cfg.run.dir) / f"{name}-{n}"
+    if path != first and cfg.run.name:
+        print(f"psrec: run directory {first} holds a run already; this run writes to {path}", file=sys.stderr)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.toml").write_text(cfg.to_toml())
     return path

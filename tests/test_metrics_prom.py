@@ -129,3 +129,28 @@ def test_dashboard_queries_name_only_exported_metrics():
 
 def test_the_dashboard_check_catches_a_wrong_name():
     assert not {"psrec_worker_allreduce_total_seconds"} <= set(METRIC_NAMES)  # the old, misordered name
+
+
+def test_a_local_run_serves_live_worker_series_while_it_trains(tmp_path, monkeypatch):
+    """Local mode feeds the same worker series as a Ray job's poll, during training (not only at the end)."""
+    import psrec.core.local as local
+    from psrec.core.report import WorkerReport
+
+    port = free_port()
+    seen = []
+    add = WorkerReport.add
+
+    def add_then_scrape(self, rec, loss):
+        add(self, rec, loss)
+        if len(self.steps) == 6:  # mid-run: the final summary has not been fed yet
+            seen.append(get(f"http://127.0.0.1:{port}/metrics"))
+
+    monkeypatch.setattr(WorkerReport, "add", add_then_scrape)
+    monkeypatch.setattr(local, "METRICS_EVERY_S", 0.0)
+    cfg = load_config(None, ["data.train_rows=1280", "data.eval_rows=256", "data.batch_size=128",
+                             "train.progress=false", f"run.dir={tmp_path}", "run.save_model=false",
+                             f"run.metrics_port={port}"])
+    local.run_local(cfg)
+    samples = [s for f in text_string_to_metric_families(seen[0]) if f.name == "psrec_samples"
+               for s in f.samples if s.name == "psrec_samples_total"]
+    assert samples and samples[0].labels["mode"] == "local" and samples[0].value == 5 * 128  # steps fed before the 6th

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from psrec.commands import add_config_args
+from psrec.commands import add_config_args, add_run_args
 
 
 def register(sub) -> None:
@@ -47,6 +47,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     p.add_argument("--name", help="run directory name (run.name); default: a temporary directory")
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

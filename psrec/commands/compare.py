@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from psrec.commands import add_config_args
+from psrec.commands import add_config_args, add_run_args
 
 MODES = ("local", "ps-async", "ps-sync", "hybrid", "collective")
 # 40 steps of 1024 rows per worker on 2 workers (80 local steps): 5 modes, Ray start, 4 actor
@@ -69,6 +69,7 @@ def register(sub) -> None:
                    help=f"run every mode N times: medians with 95%% intervals, and the table marks the differences "
                         f"the repeats do not separate (default {DEFAULT_REPEATS})")
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

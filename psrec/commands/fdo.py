@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psrec.commands import add_config_args, add_threads_arg, config_from
+from psrec.commands import add_config_args, add_run_args, add_threads_arg, config_from
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--eval-rows", type=int, help="held-out rows after the training rows (default 100000)")
     add_threads_arg(p)
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

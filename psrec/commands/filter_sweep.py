@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psrec.commands import add_config_args
+from psrec.commands import add_config_args, add_run_args
 
 COLUMNS = ["setting", "rows", "waiting", "evicted", "bytes", "bytes_share", "mem_bytes", "auc", "auc_delta"]
 # Rows the sweep trains and evaluates on unless the config file or --set says otherwise: each
@@ -42,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--rows", type=int, help="training rows (data.train_rows; default 100000)")
     p.add_argument("--eval-rows", type=int, help="held-out rows (data.eval_rows; default 50000)")
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psrec.commands import add_config_args, config_from
+from psrec.commands import add_config_args, add_run_args, config_from
 
 DAY_COLUMNS = ["day", "long_auc", "warm_auc", "cold_auc", "gain", "recovered"]
 
@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--drop-field", dest="drop_fields", action="append", default=[], metavar="NAME",
                    help="a field (e.g. C5) the new version no longer reads (repeatable)")
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from psrec.commands import add_config_args, config_from
+from psrec.commands import add_config_args, add_run_args, config_from
 
 WORKER_COLUMNS = ["policy", "worker", "slowdown", "tasks", "rows", "busy_s", "idle_s", "compute_s",
                   "straggler_s", "rows_per_s", "all_busy_rows_per_s", "finish_s"]
@@ -76,6 +76,7 @@ def register(sub) -> None:
                         "and what the queue can and cannot fix")
     p.add_argument("--name", help="run directory name (run.name)")
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from psrec.commands import add_config_args, config_from
+from psrec.commands import add_config_args, add_run_args, config_from
 
 RESULT_COLUMNS = ["mode", "model", "auc", "logloss", "samples_per_s", "train_seconds", "steps"]
 PS_COLUMNS = ["mode", "model", "workers", "num_ps", "auc", "logloss", "samples_per_s", "step_p50", "step_p95",
@@ -32,13 +33,31 @@ def register(sub) -> None:
                    help="continue RUN_DIR from its newest checkpoint (its own config and mode; see "
                         "run.checkpoint_every_steps)")
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
+
+
+# the options each mode takes beyond the common ones: any other given is refused, naming it
+MODE_OPTIONS = {"local": set(),
+                "ps": {"workers", "ps", "sync", "dense", "address", "net", "data", "straggler"},
+                "collective": {"workers", "address", "net", "data", "straggler"}}
 
 
 def run(args: argparse.Namespace) -> int:
     from psrec.core.local import run_local
     from psrec.report.table import format_table
 
+    given = [k for k in set().union(*MODE_OPTIONS.values()) if getattr(args, k) not in (None, False)]
+    if args.resume and given:
+        print(f"psrec train: --{' --'.join(sorted(given))} does not apply with --resume (the run continues with its "
+              "own configuration; --set changes it)", file=sys.stderr)
+        return 2
+    wrong = sorted(k for k in given if k not in MODE_OPTIONS[args.mode])
+    if wrong:
+        where = {k: sorted(m for m, opts in MODE_OPTIONS.items() if k in opts) for k in wrong}
+        print("psrec train: " + "; ".join(f"--{k} does not apply to --mode {args.mode} (only to "
+                                          f"{', '.join(where[k])})" for k in wrong), file=sys.stderr)
+        return 2
     extra = []
     if args.model:
         extra.append(f"model.name={args.model}")
@@ -87,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     """`--resume RUN_DIR`: the run's own configuration (plus `--set`), mode and newest checkpoint."""
-    import sys
     from pathlib import Path
 
     from psrec.config import load_config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psrec.commands import add_config_args, add_threads_arg, config_from
+from psrec.commands import add_config_args, add_run_args, add_threads_arg, config_from
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -40,6 +40,7 @@ def register(sub) -> None:
                    help="G-FTRL l1 values, author's units (summed loss; default 1,10)")
     add_threads_arg(p)
     add_config_args(p)
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ from psrec.config import Config
 from psrec.config_io import to_mapping
 from psrec.core.job import Job, eval_metrics, run_job
 from psrec.core.ranges import row_ranges
-from psrec.core.report import WorkerReport
+from psrec.core.report import WorkerReport, progress_of
 from psrec.core.result import RunResult
 from psrec.core.step import DenseUpdate, TrainStep, make_dense_optimizer
 from psrec.data.base import DataSource
@@ -24,6 +24,8 @@ from psrec.embedding.layer import EmbeddingLayer
 from psrec.embedding.local import LocalStore
 from psrec.metrics.auc import auc
 from psrec.models.base import CTRModel, FeatureSpec
+
+METRICS_EVERY_S = 0.5  # how often a local run's live series are fed (a Ray job polls as often)
 
 __all__ = ["build_local", "evaluate", "predict_range", "run_local", "LocalSetup", "LocalJob", "TrainStats",
            "train_range"]
@@ -126,6 +128,7 @@ class LocalJob(Job):
     def train(self, bar, metrics, start=0, stop=None) -> list[WorkerReport]:
         s, bs = self.setup, self.cfg.data.batch_size
         t0, rows = time.perf_counter(), 0
+        fed = t0  # the live metrics get the worker's totals every METRICS_EVERY_S, as a Ray job's poll does
         for r in range(start, self.rounds if stop is None else stop):
             a = self.train_start + (r % self.per_epoch) * bs
             loss, rec = s.step.train_rows(s.source, a, min(a + bs, self.train_end), r + 1)
@@ -133,6 +136,10 @@ class LocalJob(Job):
             rows += rec.rows
             if bar is not None:
                 bar.update(1, samples_per_s=rows / (time.perf_counter() - t0), loss=self.report.loss_ema)
+            if metrics is not None and time.perf_counter() - fed >= METRICS_EVERY_S:
+                x = progress_of(self.report)
+                metrics.worker(0, x["phases"], x["rows"], x["sent"], x["received"], x["steps"])
+                fed = time.perf_counter()
         return [self.report]
 
     def evaluate(self, start, end, batch_size):
@@ -181,4 +188,4 @@ def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | Non
     setup = build_local(cfg, source)
     job = LocalJob(cfg, setup, max_steps)
     return run_job(cfg, "local", lambda: job, setup.source, run_dir=run_dir, total_steps=job.rounds,
-                   metrics_port=-1, resume_from=resume_from)
+                   resume_from=resume_from)

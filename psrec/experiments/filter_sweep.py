@@ -168,7 +168,7 @@ def run_filter_sweep(cfg: Config, sweep: FilterSweepConfig, run_dir: Path | None
     named = cfg
     if run_dir:  # a caller-chosen directory goes through make_run_dir too (created, config.toml written)
         named = replace(cfg, run=replace(cfg.run, dir=str(Path(run_dir).parent), name=Path(run_dir).name))
-    run_dir = make_run_dir(named, "filter-sweep")
+    run_dir = make_run_dir(named, "filter-sweep", reuse=named is not cfg)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for s in sweep.settings():

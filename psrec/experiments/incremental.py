@@ -217,7 +217,7 @@ def run_incremental(cfg: Config, exp: IncrementalConfig, run_dir: Path | None = 
     named = cfg
     if run_dir:  # a caller-chosen directory goes through make_run_dir too (created, config.toml written)
         named = replace(cfg, run=replace(cfg.run, dir=str(Path(run_dir).parent), name=Path(run_dir).name))
-    run_dir = make_run_dir(named, "incremental")
+    run_dir = make_run_dir(named, "incremental", reuse=named is not cfg)
     (run_dir / "config_new.toml").write_text(new_cfg.to_toml())
     bs = cfg.data.batch_size
     t_start = time.perf_counter()
