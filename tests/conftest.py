@@ -28,7 +28,8 @@ def ray_session():
     if not ray.is_initialized():
         from psrec.raysession import LOCAL_OBJECT_STORE_BYTES
 
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        # address="local": a fresh Ray even when a `ray start` cluster (a psrec testbed) runs here
+        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()

@@ -17,6 +17,8 @@ the runtime (PS actors, trainers, Ray).
     validate     leave-one-out predictions of measured runs, and their error summary
     hardware     node presets (2017 Xeon PS machines, DGX A100 / H100) and user-defined [[hardware]]
     embedding_cost  HBM lookups, cache hit rate, an HBM cache over host memory
+    framework_cost  what a training script's implementation adds (unfused passes, padded
+                 interaction GEMMs, host dispatch, the input copy): presets ideal/fused/eager-per-table
     placement    table/row/column sharding on GPUs, the GPU job's step, the placement planner
     gpu_compare  GPU jobs against a CPU cluster: GPUs to match or double it, $ per 1M samples
 

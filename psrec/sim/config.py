@@ -20,6 +20,7 @@ from typing import Literal
 
 from psrec.net import NetConfig
 from psrec.sim.calibration import Calibration
+from psrec.sim.framework_cost import get_implementation
 from psrec.sim.hardware import Hardware
 
 __all__ = ["TableSpec", "ModelSpec", "DataSpec", "ClusterSpec", "SimOptions", "GPUOptions", "ReferenceSpec",
@@ -266,6 +267,11 @@ class GPUOptions:
         batch_size: samples per GPU per step; 0 = `model.batch_size` (GPUs take larger batches).
         compare_hardware, compare_gpus: `psrec simulate` also prints these GPU jobs against the
             CPU cluster's `compare_baseline` mode (`psrec.sim.gpu_compare`).
+        implementation: how the training script runs embeddings, interaction and input
+            (`psrec.sim.framework_cost.IMPLEMENTATIONS`); `ideal` = the kernels alone.
+        activation_bytes: bytes of one pooled embedding value in the step's activations (4 = fp32).
+        interaction_vectors: vectors of a dot interaction (DLRM: tables + 1), 0 = none.
+        input_bytes_per_sample: bytes of one sample copied to the device (0 = 4 per key + 4 for the label).
     """
 
     sharding: Literal["auto", "table", "row", "column"] = "auto"
@@ -279,8 +285,16 @@ class GPUOptions:
     compare_hardware: tuple[str, ...] = ()
     compare_gpus: tuple[int, ...] = (8, 16, 32, 64)
     compare_baseline: Literal["ps-async", "ps-sync", "hybrid", "collective"] = "ps-async"
+    implementation: str = "ideal"  # the simulator's kernels only: what it priced before framework_cost
+    activation_bytes: int = 4  # fp32 embeddings, as the tables are stored
+    interaction_vectors: int = 0
+    input_bytes_per_sample: int = 0
 
     def __post_init__(self) -> None:
+        get_implementation(self.implementation)
+        if self.activation_bytes < 1 or self.interaction_vectors < 0 or self.input_bytes_per_sample < 0:
+            raise ValueError("gpu.activation_bytes must be >= 1, gpu.interaction_vectors and "
+                             "gpu.input_bytes_per_sample >= 0")
         if self.batch_size < 0 or any(g < 1 for g in self.compare_gpus):
             raise ValueError("gpu.batch_size must be >= 0 and gpu.compare_gpus >= 1")
         if self.sharding not in ("auto", "table", "row", "column"):

@@ -46,6 +46,7 @@ class GPURow:
     baseline: float  # samples/s of the CPU cluster
     price_per_node_hour: float
     devices_per_node: int = 8
+    show_host: bool = False  # a host_ms column: the GPU idling for the script's host work (framework_cost)
 
     @property
     def nodes(self) -> int:
@@ -55,6 +56,7 @@ class GPURow:
         s = self.cost.step
         row = {"hardware": self.hardware, "gpus": self.gpus, "step_ms": 1e3 * s.total, "compute_ms": 1e3 * s.compute,
                "lookup_ms": 1e3 * s.apply, "alltoall_ms": 1e3 * s.alltoall, "allreduce_ms": 1e3 * s.allreduce,
+               **({"host_ms": 1e3 * s.wait} if self.show_host else {}),
                "comm_pct": 100 * s.comm_fraction, "samples_per_s": s.throughput,
                "x_cpu": s.throughput / self.baseline if self.baseline > 0 else math.nan,
                "HBM_GB_per_gpu": self.cost.hbm_per_gpu / 1e9, "host_GB_per_gpu": self.cost.host_per_gpu / 1e9,
@@ -68,7 +70,8 @@ def gpu_row(spec: SimSpec, hardware: str, gpus: int, baseline: float) -> GPURow:
     """The planned job of `gpus` GPUs of `hardware` for `spec`'s model and batch per GPU."""
     h = get_hardware(hardware, spec.hardware)
     price = spec.cluster.price_per_node_hour or h.price_per_node_hour
-    return GPURow(hardware, gpus, plan(with_gpus(spec, gpus, hardware)), baseline, price, h.devices_per_node)
+    return GPURow(hardware, gpus, plan(with_gpus(spec, gpus, hardware)), baseline, price, h.devices_per_node,
+                  spec.gpu.implementation != "ideal")
 
 
 def gpus_needed(spec: SimSpec, hardware: str, target: float) -> int | None:

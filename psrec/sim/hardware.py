@@ -148,7 +148,18 @@ V100 = Hardware(name="v100-dgx1", kind="gpu", devices_per_node=8, peak_flops=125
 V100_FP32 = dataclasses.replace(V100, name="v100-dgx1-fp32", peak_flops=15.7e12,
                                 source="NVIDIA V100 datasheet (FP32); DGX-1 with V100 architecture whitepaper")
 
-PRESETS: dict[str, Hardware] = {h.name: h for h in (_cpu(10), _cpu(25), _cpu(100), V100, V100_FP32, A100, H100)}
+# NVIDIA A100 40GB SXM4 (A100 datasheet, 40GB column): 312 TFLOP/s FP16/BF16 tensor (156 TF32),
+# 40 GB HBM2 at 1,555 GB/s; NVLink and NICs as the 80 GB node (the first DGX A100, 8x A100 40GB,
+# 8x ConnectX-6 HDR 200 Gbit/s compute NICs, 1 TB DRAM: DGX A100 System Architecture whitepaper).
+A100_40 = dataclasses.replace(A100, name="a100-40gb-ib200", hbm_bytes=40 * _GB, hbm_bandwidth=1555 * _GB,
+                              host_bytes=1000 * _GB,
+                              source="NVIDIA A100 datasheet (40GB); DGX A100 architecture whitepaper")
+# The same node with the MLP in TF32 (the datasheet's 156 TFLOP/s dense TF32 tensor).
+A100_40_TF32 = dataclasses.replace(A100_40, name="a100-40gb-ib200-tf32", peak_flops=156e12,
+                                   source="NVIDIA A100 datasheet (40GB, TF32); DGX A100 architecture whitepaper")
+
+PRESETS: dict[str, Hardware] = {h.name: h for h in (_cpu(10), _cpu(25), _cpu(100), V100, V100_FP32, A100, A100_40,
+                                                    A100_40_TF32, H100)}
 
 
 def hardware_names(extra: tuple[Hardware, ...] = ()) -> list[str]:

@@ -45,6 +45,7 @@ from psrec.sim.breakdown import BACKWARD_SHARE, StepCost
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.embedding_cost import EmbeddingCost, cache_hit_rate, cached_lookup_cost, distinct_misses, hbm_lookup_cost
+from psrec.sim.framework_cost import FrameworkCost, framework_cost, get_implementation, host_step
 from psrec.sim.hardware import Hardware, get_hardware
 from psrec.sim.keys import key_stats
 
@@ -54,6 +55,7 @@ __all__ = ["SHARDINGS", "STORAGES", "EXHAUSTIVE", "Choice", "TableRow", "GPUPlan
 SHARDINGS = ("table", "column", "row")
 STORAGES = ("hbm", "cache")
 EXHAUSTIVE = 4096  # combinations the planner tries one by one (6 options: up to 4 tables)
+KEY_INPUT_BYTES = 4  # a key (and the label) as a data file stores it: int32, as Criteo binaries do
 
 Choice = tuple[str, str]  # (sharding, storage) of one table
 
@@ -276,14 +278,18 @@ def evaluate_plan(spec: SimSpec, choices: tuple[Choice, ...],
     flops = o.flops_per_sample or 6.0 * m.dense_params
     compute = b * flops / (hw.peak_flops * hw.mlp_efficiency) + hw.step_overhead
     compute += 2 * dense_hbm / hw.hbm_bandwidth  # the dense optimizer reads and writes its state
+    fw = _framework(spec, hw)
+    compute += fw.interaction
     backward = compute * BACKWARD_SHARE
     ar = allreduce_cost(net, n, m.dense_params * VALUE_BYTES, o.allreduce, per_node).time if n > 1 else 0.0
     exposed = max(0.0, ar - backward)
-    lookup = max(per_gpu)
-    step = StepCost("collective", compute=compute, alltoall=a2a, allreduce=exposed, apply=lookup,
+    lookup = max(per_gpu) + fw.pooled
+    gpu_busy = compute + a2a + exposed + lookup
+    idle = host_step(gpu_busy, fw, get_implementation(o.implementation)) - gpu_busy  # the GPU waits for the host
+    step = StepCost("collective", compute=compute, alltoall=a2a, allreduce=exposed, apply=lookup, wait=idle,
                     hidden=ar - exposed, workers=n, batch_size=b, memory_per_node=max(hbm),
                     bottleneck=max({"compute": compute, "alltoall": a2a, "allreduce": exposed,
-                                    "embedding lookup": lookup}.items(), key=lambda kv: kv[1])[0])
+                                    "embedding lookup": lookup, "host": idle}.items(), key=lambda kv: kv[1])[0])
     tables = []
     for i, t in enumerate(m.tables):
         parts = rows_out[i]
@@ -295,6 +301,21 @@ def evaluate_plan(spec: SimSpec, choices: tuple[Choice, ...],
             min(c.hit_rate for _, _, c in parts), 1e3 * max(c.total for _, _, c in parts)))
     return GPUPlanCost(step, tuple(choices), tuple(tables), max(hbm), max(host), not problems, tuple(problems),
                        hw.name, n)
+
+
+def _framework(spec: SimSpec, hw: Hardware) -> FrameworkCost:
+    """What the spec's `gpu.implementation` adds to one GPU's step (`psrec.sim.framework_cost`):
+    its pooled vectors are the B samples' of all tables, whoever looks them up."""
+    m, o = spec.model, spec.gpu
+    values = sum(t.pooled * t.dim for t in m.tables)
+    dim = max((t.dim for t in m.tables), default=0)  # a dot interaction needs one width
+    keys = sum(t.keys_per_sample for t in m.tables)
+    return framework_cost(get_implementation(o.implementation), batch=m.batch_size,
+                          tables=sum(_features(t) for t in m.tables), pooled_values=values, dim=dim,
+                          interaction_vectors=o.interaction_vectors,
+                          input_bytes_per_sample=o.input_bytes_per_sample or KEY_INPUT_BYTES * (keys + 1),
+                          activation_bytes=o.activation_bytes, hbm_bandwidth=hw.hbm_bandwidth,
+                          host_bandwidth=hw.host_bandwidth, matmul_flops=hw.peak_flops * hw.mlp_efficiency)
 
 
 def _options(spec: SimSpec) -> list[Choice]:
