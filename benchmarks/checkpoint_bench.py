@@ -1,22 +1,31 @@
-"""What a checkpoint costs: seconds to write (and verify) one of a 4M-row table, against the
-training steps it interrupts.
+"""What checkpoints cost: seconds to write a full one and an increment of a 4M-row table, against
+the training steps they interrupt.
 
 A table of `--rows` keys (default 4M) of width `--dim` (16) with Adagrad (an accumulator slot,
 so 2 x 256 MB of floats plus keys and metadata) is checkpointed with
-`psrec.core.checkpoint.write_checkpoint` (export, sha256 of every file, fsync, atomic
-rename), `--repeats` times after one warm-up write; the median is reported, and the median
-`verify` (what a resume pays before it trusts the checkpoint). Then a local DeepFM step on
-the default synthetic data is timed (`--steps` steps after `--warmup` warm-up steps, steady
-mean), and the checkpoint's share of training time at one checkpoint every `--every` steps
-(the default `run.checkpoint_every_steps`) is
+`psrec.core.checkpoint.write_checkpoint` (export, sha256 of every file, fsync, atomic rename):
+full, and incremental (`psrec.core.incremental`: only the rows updated since the previous
+checkpoint). Each is written `--repeats` times after one warm-up write and the medians are
+reported, with the median `verify` of a full one (what a resume pays before it trusts it).
 
-    share = checkpoint / (every x step + checkpoint)
+The rows an increment holds are measured, not assumed: the distinct keys of the training rows
+that one checkpoint interval (`--every` steps of `data.batch_size` rows of the default
+synthetic data) reads, capped at the table's rows; before each increment that many rows of the
+table (a random set) are updated at a new step. Then a local DeepFM step on the default data is
+timed (`--steps` steps after `--warmup` warm-up steps, steady mean). With one checkpoint every
+`--every` steps (the default `run.checkpoint_every_steps`) and a full one every `--full-every`
+(the default `run.full_checkpoint_every`), a checkpoint costs on average
+`mean = (full + (full_every - 1) x increment) / full_every`, and its share of training time is
 
-The last line:
+    checkpoint_share = mean / (every x step + mean)
 
-    checkpoint_s_4m=S verify_s_4m=S step_ms=M share_at_default_interval=R
+against `full_only_share` = full / (every x step + full), every checkpoint full (the baseline,
+measured in the same run). The last line:
 
-    python benchmarks/checkpoint_bench.py [--rows 4194304] [--dir /tmp]
+    checkpoint_s_4m=S increment_s_4m=S verify_s_4m=S rows_per_increment=N step_ms=M
+    checkpoint_share=R full_only_share=R
+
+    python benchmarks/checkpoint_bench.py [--rows 4194304] [--dir /tmp] [--touched N]
 """
 from __future__ import annotations
 
@@ -41,6 +50,21 @@ def build_table(rows: int, dim: int):
     return ev
 
 
+def touched_per_interval(every: int) -> int:
+    """Distinct keys in the training rows of `every` default steps (what an increment holds)."""
+    from psrec.config import load_config
+    from psrec.data.factory import make_source
+
+    cfg = load_config(None, [])
+    src = make_source(cfg)
+    seen = np.empty(0, np.int64)
+    for b in src.batches(0, every * cfg.data.batch_size, 64 * cfg.data.batch_size):
+        seen = np.union1d(seen, b.keys.ravel())
+        for m in b.multi:
+            seen = np.union1d(seen, np.asarray(m.values).ravel())
+    return len(seen)
+
+
 def step_seconds(steps: int, warmup: int) -> float:
     from psrec.config import load_config
     from psrec.core.local import build_local
@@ -58,7 +82,7 @@ def step_seconds(steps: int, warmup: int) -> float:
 
 def main() -> None:
     from psrec.config import RunDirConfig
-    from psrec.core import checkpoint
+    from psrec.core import checkpoint, incremental
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=4 << 20)
@@ -67,35 +91,57 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--every", type=int, default=RunDirConfig().checkpoint_every_steps or 1000)
+    p.add_argument("--full-every", type=int, default=RunDirConfig().full_checkpoint_every)
+    p.add_argument("--touched", type=int, default=0, help="rows per increment (default: measured, see above)")
     p.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
     a = p.parse_args()
 
+    touched = min(a.rows, a.touched or touched_per_interval(a.every))
     ev = build_table(a.rows, a.dim)
+    rng = np.random.default_rng(0)
     root = Path(tempfile.mkdtemp(prefix="psrec-ckpt-bench-", dir=a.dir))
+    step = 1  # the table's global step: each increment follows an update at a new one
+
+    def write(n: int, base: Path | None) -> tuple[Path, float]:
+        t = time.perf_counter()
+        path = checkpoint.write_checkpoint(root, n, lambda d: (ev.export(
+            d / "emb", evict=False, base=None if base is None else base / "emb"), incremental.link(base))[1], keep=2)
+        return path, time.perf_counter() - t
+
     try:
-        writes, verifies = [], []
+        fulls, incs, verifies, n = [], [], [], 0
         for i in range(a.repeats + 1):
-            t = time.perf_counter()
-            path = checkpoint.write_checkpoint(root, i + 1, lambda d: (ev.export(d / "emb", evict=False), {})[1])
-            w = time.perf_counter() - t
+            n += 1
+            path, w = write(n, None)
             t = time.perf_counter()
             checkpoint.verify(path)
             v = time.perf_counter() - t
-            if i:  # the first write warms the page cache and the allocator
-                writes.append(w)
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            step += 1
+            keys = np.sort(rng.choice(a.rows, touched, replace=False)).astype(np.int64)
+            ev.apply_gradients(keys, np.full((touched, a.dim), 0.01, np.float32), np.ones(touched, np.int64), step)
+            n += 1
+            inc, wi = write(n, path)
+            inc_size = sum(f.stat().st_size for f in inc.rglob("*") if f.is_file())
+            if i:  # the first writes warm the page cache and the allocator
+                fulls.append(w)
+                incs.append(wi)
                 verifies.append(v)
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    w, v = statistics.median(writes), statistics.median(verifies)
-    step = step_seconds(a.steps, a.warmup)
-    share = w / (a.every * step + w)
-    print(f"{a.rows:,} rows x {a.dim} (adagrad): checkpoint {size / 1e6:,.0f} MB, write {w:.2f} s "
-          f"(median of {a.repeats}: {', '.join(f'{x:.2f}' for x in writes)}), verify {v:.2f} s")
-    print(f"local DeepFM step {1e3 * step:.1f} ms (mean of {a.steps} after {a.warmup} warm-up); "
-          f"one checkpoint every {a.every} steps")
-    print(f"checkpoint_s_4m={w:.3f} verify_s_4m={v:.3f} step_ms={1e3 * step:.2f} "
-          f"share_at_default_interval={share:.4f}")
+    w, wi, v = statistics.median(fulls), statistics.median(incs), statistics.median(verifies)
+    st = step_seconds(a.steps, a.warmup)
+    mean = (w + (a.full_every - 1) * wi) / a.full_every
+    share, full_share = mean / (a.every * st + mean), w / (a.every * st + w)
+    print(f"{a.rows:,} rows x {a.dim} (adagrad): full checkpoint {size / 1e6:,.0f} MB, write {w:.2f} s "
+          f"(median of {a.repeats}: {', '.join(f'{x:.2f}' for x in fulls)}), verify {v:.2f} s")
+    print(f"increment of {touched:,} rows (the distinct keys of {a.every} default steps): {inc_size / 1e6:,.0f} MB, "
+          f"write {wi:.2f} s (median of {a.repeats}: {', '.join(f'{x:.2f}' for x in incs)}); "
+          f"{w / wi:.1f}x cheaper than a full one")
+    print(f"local DeepFM step {1e3 * st:.1f} ms (mean of {a.steps} after {a.warmup} warm-up); one checkpoint "
+          f"every {a.every} steps, a full one every {a.full_every}: mean {mean:.2f} s per checkpoint")
+    print(f"checkpoint_s_4m={w:.3f} increment_s_4m={wi:.3f} verify_s_4m={v:.3f} rows_per_increment={touched} "
+          f"step_ms={1e3 * st:.2f} checkpoint_share={share:.4f} full_only_share={full_share:.4f}")
 
 
 if __name__ == "__main__":

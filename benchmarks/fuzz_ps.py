@@ -8,7 +8,9 @@ after (the PS's process is this one).
 
 Kinds: no token, wrong token; wrong dtype, rank, shape, byte length, table name, step; NaN
 and inf gradients; negative counts; truncated and random bodies; lying lengths and offsets;
-oversized messages and arena growth; unknown ops and flags; frames without a handshake.
+oversized messages and arena growth; unknown ops and flags; frames without a handshake;
+Export/Restore paths outside the run directory ('..', relative, symlinks out), after which
+nothing may have been written outside it.
 Last line: `malformed=N crashes=0 state_changed=0 rss_growth_mb=N`
 """
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -56,6 +61,22 @@ def checksum(ep: ShardEndpoint) -> str:
     h.update(ep.pull({}, False, True, 0, False)[1].tobytes())
     h.update(str(ep.applied_step).encode())
     return h.hexdigest()
+
+
+def path_cases(run: Path, outside: Path):
+    """(method, body bytes, token) of authenticated Export/Restore calls naming paths the PS
+    must refuse: `run` is its run directory, `outside` a directory beside it."""
+    def req(path, base=""):
+        return pb.PathRequest(path=path, base=base).SerializeToString()
+
+    inside = str(run / "checkpoints" / "x")
+    return [("Export", req(str(outside / "x")), TOKEN), ("Export", req(f"{run}/../{outside.name}/x"), TOKEN),
+            ("Export", req("checkpoints/x"), TOKEN), ("Export", req(str(run / "out" / "x")), TOKEN),
+            ("Export", req(inside, base=str(outside)), TOKEN), ("Export", req(inside + "\0"), TOKEN),
+            ("Restore", req(str(outside)), TOKEN), ("Restore", req("/"), TOKEN),
+            ("Restore", req(str(run / "out")), TOKEN), ("Restore", req(str(run / "trap")), TOKEN),
+            ("Restore", req(inside, base=inside), TOKEN),
+            ("Export", req(""), TOKEN), ("Restore", req("x" * 5000), TOKEN)]
 
 
 def grpc_cases(rng, keys):
@@ -107,13 +128,13 @@ def grpc_cases(rng, keys):
     return cases
 
 
-def fuzz_grpc(server, rng, keys, rounds: int) -> tuple[int, int]:
+def fuzz_grpc(server, rng, keys, rounds: int, paths: list) -> tuple[int, int]:
     """Returns (requests sent, requests not refused)."""
     sent = accepted = 0
     opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
     with grpc.insecure_channel(server.address, options=opts) as ch:
         for _ in range(rounds):
-            for method, body, token in grpc_cases(rng, keys):
+            for method, body, token in grpc_cases(rng, keys) + paths:
                 md = ((TOKEN_KEY, token),) if token else ()
                 sent += 1
                 try:
@@ -226,7 +247,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     ep = ShardEndpoint(PSShard(0, TABLES, 1, False, DenseSpec(np.zeros(16, np.float32), "sgd", 0.1)),
                        timeout_s=10, limits=LIMITS)
-    grpc_server = GrpcPSServer(ep, TOKEN, "127.0.0.1", threads=6, limits=LIMITS)
+    tmp = Path(tempfile.mkdtemp(prefix="psrec-fuzz-"))
+    run, outside = tmp / "run", tmp / "outside"
+    (run / "checkpoints").mkdir(parents=True)
+    outside.mkdir()
+    (run / "out").symlink_to(outside, target_is_directory=True)
+    (run / "trap").mkdir()
+    (run / "trap" / "steps.json").symlink_to(outside / "steps.json")  # a link out, inside a restorable path
+    paths = path_cases(run, outside)
+    grpc_server = GrpcPSServer(ep, TOKEN, "127.0.0.1", threads=6, limits=LIMITS, export_roots=(str(run),),
+                               restore_roots=(str(run),))
     chan = ChannelServer(ep, TOKEN, LIMITS, label="psrec-fuzz")
     good = GrpcTransport([grpc_server.address], TOKEN, timeout_s=30, limits=LIMITS)
     keys = np.arange(1, 65, dtype=np.int64)
@@ -234,12 +264,12 @@ def main() -> None:
     good.call(0, "push", {"a": (keys, np.ones((64, 8), np.float32), np.ones(64, np.int64))}, np.ones(16, np.float32), 1)
     before = checksum(ep)
     # one pass of each first, so that lazily made threads and buffers count as the baseline
-    fuzz_grpc(grpc_server, rng, keys, 1)
+    fuzz_grpc(grpc_server, rng, keys, 1, paths)
     fuzz_channel(chan, rng, 1)
     rss0 = rss_mb()
     crashes = state_changed = total = accepted = 0
     for r in range(args.rounds):
-        for fuzz in (lambda: fuzz_grpc(grpc_server, rng, keys, 1), lambda: fuzz_channel(chan, rng, 1)):
+        for fuzz in (lambda: fuzz_grpc(grpc_server, rng, keys, 1, paths), lambda: fuzz_channel(chan, rng, 1)):
             try:
                 n, ok = fuzz()
             except Exception as e:  # noqa: BLE001 - a fuzz pass that blew up is a crash
@@ -257,12 +287,17 @@ def main() -> None:
             print(f"  round {r}: the PS stopped serving: {e}")
             crashes += 1
         state_changed += checksum(ep) != before
+        written = [str(p) for p in outside.rglob("*")] + [str(p) for p in (run / "checkpoints").rglob("*")]
+        if written:
+            print(f"  round {r}: refused exports wrote {written[:3]}")
+            state_changed += 1
     growth = rss_mb() - rss0
     print(f"  {total} malformed or unauthenticated requests, {accepted} not refused; "
           f"grpc at {grpc_server.address}, channel {chan.address[1:]!r}")
     good.shutdown()
     grpc_server.close()
     chan.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"malformed={total} crashes={crashes + accepted} state_changed={state_changed} rss_growth_mb={growth:.1f}")
 
 

@@ -27,6 +27,8 @@ class CollectiveConfig:
         worker_cpus: Ray CPU request per worker actor (fractional: N actors fit on a 2-core laptop).
         threads: torch intra-op threads per worker.
         address: join this Ray cluster ("" starts a local Ray).
+        placement: "spread" the ranks over a multi-node cluster's nodes or "pack" them
+            (`psrec.core.placement`; one node: no difference).
         net: network to emulate on collective transfers, e.g. "bandwidth=10Gbit,latency=50us".
         metrics_port: Prometheus endpoint on the driver; 0 picks a free port, -1 turns it off.
         timeout_s: a collective that waits longer than this fails instead of hanging (a dead
@@ -36,7 +38,13 @@ class CollectiveConfig:
             `[workqueue]`, under its policy; ranks still step in lockstep, see
             `CollectiveWorker.run_tasks`). The queue balances data (uneven task sizes, shares
             that do not split evenly); it cannot shorten a synchronous step, which still
-            waits for the slowest rank (docs/longtail.md).
+            waits for the slowest rank (docs/longtail.md). `proportional`: every step trains
+            the interleaved round's N x batch_size rows, split among the ranks in proportion
+            to their measured speeds (`[shares]`, `collective.proportional`), so a straggler
+            trains fewer rows instead of setting every step's pace.
+        backup: b of the `workers` ranks are backups (Chen et al. 2016): every step applies
+            the first `workers - backup` gradients to arrive and drops the rest
+            (`collective.backup`); 0 = plain lockstep.
 
     Example:
         >>> CollectiveConfig(workers=4, sharding="table").sharding
@@ -57,10 +65,13 @@ class CollectiveConfig:
     worker_cpus: float = 0.5  # same as ps.worker_cpus: 2 workers per core on a laptop
     threads: int = 1  # N ranks already share the cores; more intra-op threads spin against each other
     address: str = ""
+    placement: Literal["spread", "pack"] = "spread"  # as ps.placement: ranks on different nodes cross the network
     net: str = ""
     metrics_port: int = 0
     timeout_s: float = 300.0
-    data: Literal["interleaved", "queue"] = "interleaved"  # the fixed split equals local training step by step
+    # the fixed split equals local training step by step
+    data: Literal["interleaved", "queue", "proportional"] = "interleaved"
+    backup: int = 0  # no backup ranks: every gradient is applied, the equivalence with local training holds
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -73,8 +84,14 @@ class CollectiveConfig:
             raise ValueError(f"collective.metrics_port must be -1, 0 or a port, got {self.metrics_port}")
         if self.timeout_s <= 0:
             raise ValueError(f"collective.timeout_s must be > 0, got {self.timeout_s}")
-        if self.data not in ("interleaved", "queue"):
-            raise ValueError(f"collective.data must be interleaved or queue, got {self.data!r}")
+        if not 0 <= self.backup < self.workers:
+            raise ValueError(f"collective.backup must be in [0, workers), got {self.backup} of {self.workers}")
+        if self.backup and self.data != "interleaved":
+            raise ValueError(f"collective.backup needs collective.data = \"interleaved\", got {self.data!r}")
+        if self.data not in ("interleaved", "queue", "proportional"):
+            raise ValueError(f"collective.data must be interleaved, queue or proportional, got {self.data!r}")
+        if self.placement not in ("spread", "pack"):
+            raise ValueError(f"collective.placement must be spread or pack, got {self.placement!r}")
         if self.net:
             from psrec.net import parse_net
 
@@ -90,4 +107,4 @@ def collective_config_for(cfg) -> CollectiveConfig:
         return own
     p = cfg.ps
     return CollectiveConfig(workers=p.workers, worker_cpus=p.worker_cpus, threads=p.threads,
-                            address=p.address, net=p.net, metrics_port=p.metrics_port)
+                            address=p.address, placement=p.placement, net=p.net, metrics_port=p.metrics_port)

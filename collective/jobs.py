@@ -19,6 +19,7 @@ from collective.plan import CollectivePlan
 from collective.worker import CollectiveWorker
 from psrec.config_io import to_mapping
 from psrec.core.job import Job, check_placement, poll_ray_workers
+from psrec.core.placement import ActorPlacement, actor_nodes
 from psrec.core.plan import build_replica
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.result import max_over_mean
@@ -40,6 +41,31 @@ class CollectiveJob(Job):
     @property
     def rounds(self) -> int:
         return self.plan.rounds
+
+    @property
+    def checkpointable(self) -> bool:
+        c = self.plan.coll  # a queue's leases and the speed-proportional shares are not in a checkpoint yet
+        return c.data == "interleaved" and not c.backup
+
+    def save_state(self, path: Path, base: Path | None = None) -> dict:
+        """Every rank's shard, dense replica, optimizer and RNG (`collective.checkpoint`)."""
+        self._ranks_save(path, base)
+        return {"tables": [t.name for t in self.plan.tables], "shards": self.plan.coll.workers,
+                "ranks": self.plan.coll.workers}
+
+    def load_state(self, path: Path) -> None:
+        from collective.checkpoint import check_ranks
+
+        check_ranks(path, self.plan.coll.workers)
+        self._ranks_load(path)
+
+    @abstractmethod
+    def _ranks_save(self, path: Path, base: Path | None) -> None:
+        ...
+
+    @abstractmethod
+    def _ranks_load(self, path: Path) -> None:
+        ...
 
     def train(self, bar=None, metrics: JobMetrics | None = None, start: int = 0,
               stop: int | None = None) -> list[WorkerReport]:
@@ -75,7 +101,7 @@ class CollectiveJob(Job):
     def details(self) -> dict:
         shards = self.shards
         return {"per_shard": shards, "workqueue": self.queue_stats,
-                "backend": getattr(self, "backend", "inprocess"),
+                "backend": getattr(self, "backend", "inprocess"), "actor_nodes": getattr(self, "actor_nodes", None),
                 "shard_imbalance": {
                     "rows": max_over_mean(sum(s["rows"].values()) for s in shards),
                     "bytes_served": max_over_mean(s["bytes_served"] for s in shards),
@@ -162,19 +188,29 @@ class InProcessJob(CollectiveJob):
             from workqueue.queue import WorkQueueCore
 
             cfg = p.cfg.workqueue
-            queue = _LockedQueue(WorkQueueCore(cfg, p.coll.workers, *p.queue_rows))
+            queue = _LockedQueue(WorkQueueCore(cfg, p.coll.workers, *p.queue_rows, splits=p.queue_splits))
             out = self._on_all(lambda w: w.run_tasks(lambda done: queue.complete_and_take(w.rank, done),
                                                      p.batch_size, poll_interval_s=cfg.poll_interval_s,
                                                      on_step=tick))
             self.queue_stats = queue.stats()
             return out
 
-        return self._on_all(lambda w: w.run(start, stop, p.batch_size, p.base_row, p.per_epoch, on_step=tick))
+        return self._on_all(lambda w: p.run_rounds(w, start, stop, on_step=tick))
 
     def export_shards(self, path):
         for w in self.workers:
             if w.store.local is not None:
                 w.store.local.export(path / f"shard-{w.rank}", evict=False)
+
+    def _ranks_save(self, path, base):
+        from collective.checkpoint import save_rank
+
+        self._on_all(lambda w: save_rank(w, path, base))
+
+    def _ranks_load(self, path):
+        from collective.checkpoint import load_rank
+
+        self._on_all(lambda w: load_rank(w, path))
 
     def evaluate(self, start, end, batch_size):
         parts = self._on_all(lambda w: w.evaluate(start, end, batch_size))
@@ -243,8 +279,7 @@ def _actor_class():
             """Train: rounds [start, stop) of the interleaved rows, or tasks from the work-queue actor `queue`."""
             p = self.plan
             if queue is None:
-                return self.worker.run(start, p.rounds if stop is None else stop, p.batch_size, p.base_row,
-                                       p.per_epoch)
+                return p.run_rounds(self.worker, start, p.rounds if stop is None else stop)
             r = self.rank
             return self.worker.run_tasks(lambda done: ray.get(queue.complete_and_take.remote(r, done)),
                                          p.batch_size, poll_interval_s=p.cfg.workqueue.poll_interval_s)
@@ -269,6 +304,16 @@ def _actor_class():
         def export_shard(self, path: str) -> None:
             if self.worker.store.local is not None:
                 self.worker.store.local.export(path, evict=False)
+
+        def save_state(self, path: str, base: str | None = None) -> None:
+            from collective.checkpoint import save_rank
+
+            save_rank(self.worker, path, base)
+
+        def load_state(self, path: str) -> None:
+            from collective.checkpoint import load_rank
+
+            load_rank(self.worker, path)
 
         def shard_stats(self) -> dict:
             return _shard_stats(self.worker)
@@ -303,9 +348,12 @@ class RayJob(CollectiveJob):
         ensure_ray(c.address)
         check_placement([(f"{c.workers} ranks x {c.worker_cpus:g}", c.workers * c.worker_cpus)])
         cls = _actor_class()
-        self.actors = [cls.options(num_cpus=c.worker_cpus).remote(plan, r) for r in range(c.workers)]
+        self.placement = ActorPlacement(c.placement, [c.worker_cpus] * c.workers)
+        self.actors = [cls.options(num_cpus=c.worker_cpus, **self.placement.options(r)).remote(plan, r)
+                       for r in range(c.workers)]
         try:
             ray.get([a.ping.remote() for a in self.actors], timeout=c.timeout_s)
+            self.actor_nodes = {"placement": c.placement, "workers": actor_nodes(self.actors)}
             master = ray.get(self.actors[0].node_address.remote(), timeout=c.timeout_s)
             self.backend = ray.get([a.setup.remote(master) for a in self.actors], timeout=c.timeout_s)[0]
         except BaseException:
@@ -323,7 +371,7 @@ class RayJob(CollectiveJob):
             return self._run(None, bar, metrics, start, stop)
         from workqueue.actor import WorkQueue
 
-        queue = WorkQueue.start(p.cfg.workqueue, p.coll.workers, *p.queue_rows,
+        queue = WorkQueue.start(p.cfg.workqueue, p.coll.workers, *p.queue_rows, splits=p.queue_splits,
                                 ready_timeout_s=p.coll.timeout_s)
         try:
             reports = self._run(queue.actor, bar, metrics)
@@ -342,6 +390,12 @@ class RayJob(CollectiveJob):
 
     def export_shards(self, path):
         self._get([a.export_shard.remote(str(path / f"shard-{r}")) for r, a in enumerate(self.actors)])
+
+    def _ranks_save(self, path, base):
+        self._get([a.save_state.remote(str(path), None if base is None else str(base)) for a in self.actors])
+
+    def _ranks_load(self, path):
+        self._get([a.load_state.remote(str(path)) for a in self.actors])
 
     def evaluate(self, start, end, batch_size):
         parts = self._get([a.evaluate.remote(start, end, batch_size) for a in self.actors])
@@ -369,6 +423,8 @@ class RayJob(CollectiveJob):
             pass
         for a in actors:
             ray.kill(a)
+        if getattr(self, "placement", None) is not None:
+            self.placement.remove()
 
 
 def start_job(plan: CollectivePlan, source=None) -> CollectiveJob:

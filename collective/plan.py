@@ -10,7 +10,8 @@ from collective.config import CollectiveConfig, collective_config_for
 from collective.worker import CollectiveWorker
 from psrec.config import Config
 from psrec.core.plan import build_replica, plan_model, stragglers_of
-from psrec.core.ranges import count_rounds, rounds_per_epoch, row_ranges
+from psrec.core.ranges import count_rounds, file_splits, rounds_per_epoch, row_order, row_ranges
+from psrec.data.shuffle import RowOrder
 from psrec.data.spec import SourceSpec
 from psrec.embedding.layer import TableSpec
 from psrec.models.base import FeatureSpec
@@ -38,6 +39,22 @@ class CollectivePlan:
     # training range (capped by train.max_steps), its last task shorter when task_rows does
     # not divide it; the interleaved split drops the rows short of a full round instead
     queue_rows: tuple[int, int] = (0, 0)
+    order: RowOrder | None = None  # the training rows' per-epoch order (data.shuffle); None: file order
+    queue_splits: tuple[int, ...] = ()  # file starts inside queue_rows: the queue's tasks break there
+
+    def run_rounds(self, worker: CollectiveWorker, start: int, stop: int, on_step=None):
+        """Train rounds [start, stop) on `worker`: its interleaved batch of each round, or with
+        `collective.data = "proportional"` its speed-proportional part of the round's rows."""
+        if self.coll.backup:
+            from collective.backup import run_backup
+
+            return run_backup(worker, start, stop, self.batch_size, self.base_row, self.per_epoch, on_step)
+        if self.coll.data == "proportional":
+            from collective.proportional import run_proportional
+
+            return run_proportional(worker, start, stop, self.batch_size, self.base_row, self.per_epoch,
+                                    self.cfg.shares, on_step)
+        return worker.run(start, stop, self.batch_size, self.base_row, self.per_epoch, on_step=on_step)
 
     def build_worker(self, comm, source=None) -> CollectiveWorker:
         """Rank `comm.rank`'s worker: a replica with the plan's initial parameters, its shard."""
@@ -56,9 +73,18 @@ class CollectivePlan:
         store = ShardedStore(comm, self.ev_configs, make_sharding(c.sharding, comm.world_size, self.tables),
                              average=False, net=net)
         opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
-        dense = BucketedDense(DenseSync(model, comm, c.bucket_bytes, c.overlap), opt, net)
-        step = TrainStep(model, layer, store, dense, comm.rank, stragglers_of(cfg, c.workers))
-        return CollectiveWorker(comm.rank, comm.world_size, step, source)
+        stragglers = stragglers_of(cfg, c.workers)
+        if c.backup:  # the hook injects the slowdown before the gradient arrives, not the step at its end
+            from collective.backup import BackupDense, board_for
+
+            dense = BackupDense(DenseSync(model, comm, c.bucket_bytes, overlap=False), opt, net, model,
+                                board_for(comm), c.workers - c.backup, stragglers, comm.rank)
+            stragglers = None
+        else:
+            dense = BucketedDense(DenseSync(model, comm, c.bucket_bytes, c.overlap), opt, net)
+        step = TrainStep(model, layer, store, dense, comm.rank, stragglers)
+        step.straggle_before_exchange = c.data == "proportional"  # a slow rank's extra time overlaps its peers'
+        return CollectiveWorker(comm.rank, comm.world_size, step, source, self.order, self.per_epoch)
 
 
 def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=None) -> CollectivePlan:
@@ -88,4 +114,5 @@ def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=No
 
         Stragglers(cfg.stragglers, coll.workers)  # a rank out of range fails here, on the driver
     return CollectivePlan(cfg, coll, spec, tables, ev_configs, flat_params(model), numels, rounds, bs,
-                          rr.train_start, per_epoch, source.describe(), queue_rows)
+                          rr.train_start, per_epoch, source.describe(), queue_rows, row_order(cfg, rr),
+                          file_splits(source, *queue_rows))

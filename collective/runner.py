@@ -38,7 +38,7 @@ __all__ = ["CollectivePlan", "plan_collective", "run_collective", "start_job", "
 
 
 def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
-                   coll: CollectiveConfig | None = None) -> RunResult:
+                   coll: CollectiveConfig | None = None, resume_from: Path | None = None) -> RunResult:
     """Train with sharded embeddings (all-to-all) and all-reduced dense parameters, evaluate on
     the held-out rows, write results.json and metrics.prom into the run directory.
 
@@ -48,6 +48,7 @@ def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
         source: the data source (default: built from `cfg`); every rank trains its rows.
         coll: the collective layout (default: `cfg.collective` when the Config has that
             section, else the shared settings of `cfg.ps`; see `collective_config_for`).
+        resume_from: a checkpoint to continue from (`psrec.core.checkpoint`).
     """
     coll = coll or collective_config_for(cfg)
     source = source or make_source(cfg)
@@ -57,4 +58,5 @@ def run_collective(cfg: Config, run_dir: Path | None = None, source=None,
               "dense_buckets": len(plan_buckets(plan.param_numels, coll.bucket_bytes)), "net": coll.net,
               "data": coll.data}
     return run_job(cfg, "collective", lambda: start_job(plan, source), source, run_dir=run_dir,
-                   total_steps=plan.rounds * coll.workers, metrics_port=coll.metrics_port, details=layout)
+                   total_steps=plan.rounds * coll.workers, metrics_port=coll.metrics_port, details=layout,
+                   resume_from=resume_from)

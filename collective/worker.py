@@ -41,10 +41,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from psrec.core.ranges import rows_of
+from psrec.core.ranges import epoch_of, rows_of
 from psrec.core.report import WorkerReport
 from psrec.core.step import TrainStep
 from psrec.data.base import DataSource
+from psrec.data.shuffle import RowOrder
 
 __all__ = ["CollectiveWorker"]
 
@@ -57,14 +58,18 @@ class CollectiveWorker:
         step: the rank's TrainStep; its store is the `ShardedStore` over this rank's
             collectives, its dense hook a `collective.dense_sync.BucketedDense`.
         source: where rows come from.
+        order, per_epoch: the training rows' per-epoch order (`data.shuffle`; None: file
+            order) and the rounds of an epoch: global step s reads epoch (s - 1) // per_epoch.
     """
 
-    def __init__(self, rank: int, world_size: int, step: TrainStep, source: DataSource) -> None:
+    def __init__(self, rank: int, world_size: int, step: TrainStep, source: DataSource,
+                 order: RowOrder | None = None, per_epoch: int = 1) -> None:
         self.rank = rank
         self.world_size = world_size
         self.step = step
         self.store = step.store
         self.source = source
+        self.order, self.per_epoch = order, max(1, per_epoch)
         self.report = WorkerReport(rank)
 
     @property
@@ -80,14 +85,20 @@ class CollectiveWorker:
         return self.step.dense.sync
 
     def train_rows(self, start: int, end: int, step: int, weight: float | None = None,
-                   before: dict[str, float] | None = None, task: tuple[int, int] | None = None) -> float | None:
+                   before: dict[str, float] | None = None, task: tuple[int, int] | None = None,
+                   order: RowOrder | None = None, epoch: int | None = None) -> float | None:
         """One step on rows [start, end) (none when start == end) as global step `step`;
         returns the batch's mean loss (None for an empty step).
 
         `weight`: this rank's share of the step's rows when ranks train unequal numbers of
         rows (None: N equal batches, the dense sync's 1/N); `before`: seconds already spent
-        on the step (the take round trip as "data", the control all-reduce as "wait")."""
-        loss, rec = self.step.train_rows(self.source, start, end, step, weight, before)
+        on the step (the take round trip as "data", the control all-reduce as "wait");
+        `order`, `epoch`: whose order and which epoch (default: the rank's, the step's)."""
+        order = order if order is not None else self.order
+        src = self.source
+        if order is not None:
+            src = order.view(src, epoch if epoch is not None else epoch_of(step - 1, self.per_epoch))
+        loss, rec = self.step.train_rows(src, start, end, step, weight, before)
         rec.task = task
         self.report.add(rec, loss)
         return loss
@@ -162,8 +173,12 @@ class CollectiveWorker:
                     break
                 time.sleep(poll_interval_s)
                 continue
+            # shuffled: a task's own rows in a per-epoch block order (they stay in its file slice)
+            order = (self.order.within(task.start, task.end, task.index)
+                     if task is not None and self.order is not None else None)
             self.train_rows(start, end, step, (end - start) / total, {"data": t_take, "wait": t_control},
-                            (task.epoch, task.index) if task is not None else None)
+                            (task.epoch, task.index) if task is not None else None, order,
+                            task.epoch if task is not None else 0)
             pos, step = end, step + 1
             if on_step is not None:
                 on_step()

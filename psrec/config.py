@@ -9,6 +9,7 @@
     [collective]  CollectiveConfig collective workers: sharding, buckets, overlap
     [workqueue]   WorkQueueConfig  row-range tasks handed to workers (ps.data / collective.data = "queue")
     [stragglers]  StragglerConfig  injected slowdowns (applied as extra compute time)
+    [shares]      SharesConfig     speed-proportional shares of a synchronous step's rows
     [run]         RunConfig        where results go
 
 An unknown key, or a value of the wrong type, is a `ConfigError` naming the key.
@@ -27,6 +28,7 @@ from psrec.data.synthetic import SyntheticConfig
 from psrec.ev.config import EVConfig, FilterConfig, InitializerConfig, OptimizerConfig
 from psrec.ps.config import PSConfig
 from workqueue.config import WorkQueueConfig
+from workqueue.shares import SharesConfig
 from workqueue.stragglers import StragglerConfig
 
 __all__ = ["DataConfig", "ModelConfig", "EmbeddingConfig", "TrainConfig", "RunDirConfig",
@@ -57,7 +59,13 @@ class DataConfig:
     label: str = "label"  # the label column (0/1; libsvm -1/+1 too)
     label_threshold: float = 0.0  # 0: labels must be 0/1; else label = value >= threshold (ratings)
     columns: tuple[str, ...] = ()  # csv/tsv column names when the file has no header line
-    shuffle: bool = False  # serve the training rows in a seeded block order (train.seed); off: file order
+    shuffle: bool = False  # a fresh seeded block order each epoch (train.seed, epoch: data/shuffle.py); off: file order
+    shuffle_block: int = 256  # rows read in file order per shuffled block: one seek each, 4 blocks a 1024 batch
+    prefetch: int = 2  # local: batches read ahead while the step trains (by data.reader); 0: read inline
+    # auto: a reader process for a long run (psrec/core/local.py: AUTO_PROCESS_ROWS), else inline. A thread shares
+    # the GIL with the step: benchmarks/reader_bench.py (DeepFM, CSV) measured a process x1.57 the samples/s of
+    # inline, a thread x0.98
+    reader: Literal["auto", "process", "thread"] = "auto"
     features: tuple[FeatureConfig, ...] = ()  # [[data.features]]: name, type, transform, separator, max_len
     strict: bool = False  # a malformed line is an error instead of a counted, reported skip
     train_rows: int = 1_000_000  # enough for DeepFM to learn the planted interactions in ~1 epoch
@@ -90,6 +98,12 @@ class DataConfig:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
             raise ValueError(f"data.epochs must be >= 1, got {self.epochs}")
+        if self.shuffle_block < 1:
+            raise ValueError(f"data.shuffle_block must be >= 1, got {self.shuffle_block}")
+        if self.prefetch < 0:
+            raise ValueError(f"data.prefetch must be >= 0, got {self.prefetch}")
+        if self.reader not in ("auto", "process", "thread"):
+            raise ValueError(f"data.reader must be auto, process or thread, got {self.reader!r}")
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,12 @@ class RunDirConfig:
     # finishes the step, the job's state is written, training goes on. 1000 steps: a 4M-row
     # table's checkpoint then costs a few percent of training (benchmarks/checkpoint_bench.py)
     checkpoint_every_steps: int = 1000
-    keep_checkpoints: int = 2  # the newest ones kept; older ones go once a new one is complete
+    # the newest ones kept (with the bases they continue); older ones go once a new one is complete
+    keep_checkpoints: int = 2
+    # Every this many checkpoints one is full; those in between hold only the table rows updated
+    # since the previous one (DeepRec's incremental checkpoint). 10: a restore reads at most one
+    # full checkpoint and 9 increments, and the full one's cost is spread over 10 intervals (1: all full)
+    full_checkpoint_every: int = 10
     save_model: bool = True  # the final model (tables + dense + config) into <run dir>/model
     # A worker whose step count has not moved for this long stops the job, naming it: no
     # silent hangs (a sync step waits on every worker; 5 minutes is far beyond any one step)
@@ -192,6 +211,8 @@ class RunDirConfig:
             raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"run.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.full_checkpoint_every < 1:
+            raise ValueError(f"run.full_checkpoint_every must be >= 1, got {self.full_checkpoint_every}")
         if self.max_restarts < 0:
             raise ValueError(f"run.max_restarts must be >= 0, got {self.max_restarts}")
         if not self.stall_timeout_s > 0:
@@ -213,6 +234,7 @@ class Config:
     collective: CollectiveConfig = field(default_factory=CollectiveConfig)
     workqueue: WorkQueueConfig = field(default_factory=WorkQueueConfig)
     stragglers: StragglerConfig = field(default_factory=StragglerConfig)
+    shares: SharesConfig = field(default_factory=SharesConfig)
     run: RunDirConfig = field(default_factory=RunDirConfig)
 
     def model_params(self):

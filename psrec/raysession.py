@@ -28,7 +28,17 @@ def ensure_ray(address: str = "") -> None:
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
               runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     if address:
+        from psrec.cluster.testbed import join
+
+        node_ip = join(address)  # a `psrec cluster` testbed: this process joins its head node's namespace
+        if node_ip:
+            kw["_node_ip_address"] = node_ip
         ray.init(address=address, **kw)
     else:
+        from psrec.raybind import loopback_only
+
         # Logical CPUs beyond the physical ones: actors request fractions and the OS shares cores.
-        ray.init(num_cpus=max(8, os.cpu_count() or 1), object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kw)
+        # address="local": a new Ray even when a `ray start` cluster runs on this machine (Ray would join it)
+        with loopback_only() as bind:  # a local Ray serves this machine only: no listener on 0.0.0.0
+            ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1),
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kw, **bind)

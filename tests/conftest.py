@@ -21,15 +21,14 @@ def shared_data() -> Path:
 def ray_session():
     """One local Ray for the whole test session: starting Ray costs seconds.
 
-    8 logical CPUs on a 2-core machine so that tests can place several actors with
-    fractional requests; no dashboard; shut down at the end of the session.
+    psrec's own local Ray (`ensure_ray`): at least 8 logical CPUs on a 2-core machine so that
+    tests can place several actors with fractional requests; no dashboard; listeners on
+    loopback only; shut down at the end of the session.
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        from psrec.raysession import LOCAL_OBJECT_STORE_BYTES
+        from psrec.raysession import ensure_ray
 
-        # address="local": a fresh Ray even when a `ray start` cluster (a psrec testbed) runs here
-        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        ensure_ray()  # as psrec starts it: every listener on loopback (tests/test_ray_listeners.py)
     yield ray
     ray.shutdown()

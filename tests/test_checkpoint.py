@@ -97,11 +97,12 @@ import sys, numpy as np
 from psrec.core import checkpoint
 from psrec.ev import EVConfig, EmbeddingVariable
 root, export = sys.argv[1], sys.argv[2]
+rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 1 << 62  # bounded: the next writer after the kills
 ev = EmbeddingVariable(EVConfig(dim=16), name="t")
 keys = np.arange(40000, dtype=np.int64)
 step = 0
 print("ready", flush=True)
-while True:
+while step < rounds:
     step += 1
     ev.apply_gradients(keys, np.full((len(keys), 16), 0.01, np.float32), np.ones(len(keys), np.int64), step)
     checkpoint.write_checkpoint(root, step, lambda d: (ev.export(d / "t", evict=False), {"step": step})[1])
@@ -111,7 +112,8 @@ while True:
 
 def test_sigkill_while_writing_never_leaves_a_broken_checkpoint(tmp_path):
     """12 SIGKILLs of a real process at random moments while it writes checkpoints and replaces
-    an EV export: afterwards every listed checkpoint verifies and the export always loads."""
+    an EV export: afterwards every listed checkpoint verifies and the export always loads, and
+    the next writer reclaims every temporary directory the killed ones left."""
     rng = np.random.default_rng(0)
     root, export = tmp_path / "ckpt", tmp_path / "export"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -133,6 +135,9 @@ def test_sigkill_while_writing_never_leaves_a_broken_checkpoint(tmp_path):
         if export.exists() or (export.parent / ".export.previous").exists():
             assert len(load_snapshot(export)) == 40000
     assert kills == 12 and checkpoint.latest(root) is not None
+    subprocess.run([sys.executable, "-c", _WRITER, str(root), str(export), "1"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, timeout=300)
+    assert [p.name for p in [*root.glob(".tmp-*"), *tmp_path.glob(".export*")]] == []
 
 
 def _params(model_dir: Path) -> dict[str, np.ndarray]:
@@ -230,7 +235,7 @@ def test_the_saved_model_predicts_with_the_runs_auc(mode, extra, tmp_path):
 def test_a_mode_without_checkpoints_says_so_and_trains(tmp_path, capsys):
     cfg = psrec.load_config(overrides=SMALL + ["data.train_rows=1024", f"run.dir={tmp_path}",
                                                "collective.transport=inprocess", "collective.workers=2",
-                                               "run.checkpoint_every_steps=2"])
+                                               "collective.data=queue", "run.checkpoint_every_steps=2"])
     res = psrec.train(cfg, "collective")
     assert "cannot be checkpointed yet" in capsys.readouterr().err
     assert res["checkpoints"]["written"] == 0 and not (Path(res.path) / "checkpoints").exists()

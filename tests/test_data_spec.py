@@ -1,5 +1,5 @@
 """The spec-driven reader: one feature spec over CSV, Parquet, libsvm and libFM files, many
-files with train/valid/test splits, shuffling, the source registry, bad input and
+files with train/valid/test splits, the source registry, bad input and
 `psrec data inspect`."""
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from psrec.core.flat import flat_params
 from psrec.core.local import build_local, predict_range, train_range
 from psrec.data.base import concat_batches
 from psrec.data.features import FeatureConfig
-from psrec.data.fileset import FileSetSource
 from psrec.data.libsvm import LibsvmSource
 from psrec.data.parquet import ParquetSource
 from psrec.data.registry import make_source, register_source
@@ -132,24 +131,6 @@ def test_file_set_splits_per_file_in_the_result(tmp_path):
     assert sp["test_from"] == "test_path"
     again = load_config(res.path + "/config.toml")  # the resolved config, features included, reads back
     assert again.data.features == cfg.data.features
-
-
-def test_shuffle_is_seeded_reproducible_and_a_permutation(tmp_path):
-    p = _write_all(tmp_path, _rows(1000))["csv"]
-    opts = {"features": SPEC, "label": "clicked"}
-    plain = FileSetSource([str(p)], opener="psrec.data.tabular:FeatureCsvSource", options=opts)
-    mixed = [FileSetSource([str(p)], opener="psrec.data.tabular:FeatureCsvSource", options=opts, shuffle_seed=s,
-                           shuffle_block=64) for s in (3, 3, 4)]
-    fit = plain.layout.train[1]
-    assert fit == 900 and all(m.layout == plain.layout for m in mixed)
-    a, b, c = (m.read(0, fit) for m in mixed)
-    _same(a, b)
-    assert not np.array_equal(a.keys, plain.read(0, fit).keys) and not np.array_equal(a.keys, c.keys)
-    order = np.lexsort(a.keys.T[::-1])
-    ref = plain.read(0, fit)
-    np.testing.assert_array_equal(a.keys[order], ref.keys[np.lexsort(ref.keys.T[::-1])])
-    _same(concat_batches([mixed[0].read(s, min(s + 100, fit)) for s in range(0, fit, 100)]), a)
-    _same(mixed[0].read(fit, 1000), plain.read(fit, 1000))  # the test rows are never shuffled
 
 
 def test_malformed_lines_name_their_file_and_an_all_bad_batch_is_skipped(tmp_path):

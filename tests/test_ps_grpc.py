@@ -52,6 +52,51 @@ def test_committed_stubs_match_the_proto(tmp_path):
         assert f"/{SERVICE}/{method.name}'" in grpc_stub
 
 
+def test_framed_messages_are_the_bytes_protobuf_writes():
+    """The codec frames the bulk messages itself (no array copies); protobuf must read them as
+    the message it would have written, byte for byte, and decoding gives the arrays back."""
+    rng = np.random.default_rng(1)
+    k = rng.integers(-(1 << 62), 1 << 62, 50)  # negative keys: 10-byte varints nowhere, raw bytes here
+    g = rng.standard_normal((50, 4)).astype(np.float32)
+    c = rng.integers(1, 9, 50)
+    d = rng.standard_normal(7).astype(np.float32)
+    T = codec.tensor
+
+    def rows(name, v):
+        return pb.TableRows(table=name, rows=T(v, codec.FLOAT))
+
+    cases = [
+        (codec.encode_pull({"a": k, "": k[:0]}, True, True, 7, True),
+         pb.PullRequest(tables=[pb.TableKeys(table="a", keys=T(k, codec.KEY)), pb.TableKeys(table="", keys=T(
+             k[:0], codec.KEY))], train=True, dense=True, min_step=7, next_step=True)),
+        (codec.encode_pull({}, False, False, -3, False), pb.PullRequest(min_step=-3)),
+        (codec.encode_pull_reply(({"a": g, "b": g[:0]}, d, 0.25, 0)),
+         pb.PullReply(tables=[rows("a", g), rows("b", g[:0])], dense=T(d, codec.FLOAT), waited_s=0.25,
+                      has_step=True, step=0)),
+        (codec.encode_pull_reply(({"a": g}, None, 0.0, None)), pb.PullReply(tables=[rows("a", g)])),
+        (codec.encode_push({"a": (k, g, c), "b": (k[:1], g[:1], c[:1])}, d, 1 << 40),
+         pb.PushRequest(tables=[pb.TableGrads(table=t, keys=T(k[:n], codec.KEY), grads=T(g[:n], codec.FLOAT),
+                                              counts=T(c[:n], codec.KEY)) for t, n in (("a", 50), ("b", 1))],
+                        dense_grad=T(d, codec.FLOAT), step=1 << 40)),
+        (codec.encode_push({}, None, 0), pb.PushRequest()),
+    ]
+    for framed, message in cases:
+        assert framed == message.SerializeToString(), message
+    limits = WireLimits()
+    keys, *rest = codec.decode_pull(pb.PullRequest.FromString(cases[0][0]), limits)
+    np.testing.assert_array_equal(keys["a"], k)
+    assert rest == [True, True, 7, True] and keys[""].shape == (0,)
+    got_rows, got_d, waited, step = codec.decode_pull_reply(pb.PullReply.FromString(cases[2][0]), limits)
+    np.testing.assert_array_equal(got_rows["a"], g)
+    np.testing.assert_array_equal(got_d, d)
+    assert got_rows["b"].shape == (0, 4) and (waited, step) == (0.25, 0)
+    grads, dense, step = codec.decode_push(pb.PushRequest.FromString(cases[4][0]), limits)
+    for got, want in zip(grads["a"], (k, g, c)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(dense, d)
+    assert step == 1 << 40
+
+
 def _server(sync=False, workers=1, dense=None, limits=None, tls=None):
     ep = ShardEndpoint(PSShard(0, TABLES, workers, sync, dense), timeout_s=5.0, limits=limits)
     return ep, GrpcPSServer(ep, TOKEN, "127.0.0.1", threads=4, tls=tls, limits=limits)
@@ -183,6 +228,56 @@ def test_a_bad_request_is_refused_with_its_status_and_the_server_goes_on(case):
     finally:
         t.shutdown()
         server.close()
+
+
+def test_export_and_restore_over_grpc_stay_inside_the_run_directory(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "elsewhere"
+    (run / "checkpoints").mkdir(parents=True)
+    outside.mkdir()
+    (run / "link-out").symlink_to(outside, target_is_directory=True)
+    ep = ShardEndpoint(PSShard(0, TABLES), timeout_s=5.0)
+    server = GrpcPSServer(ep, TOKEN, "127.0.0.1", threads=4, export_roots=(str(run),), restore_roots=(str(run),))
+    closed = GrpcPSServer(ShardEndpoint(PSShard(0, TABLES)), TOKEN, "127.0.0.1", threads=2)  # no run directory
+    t = GrpcTransport([server.address], TOKEN, timeout_s=30)
+    keys = np.arange(1, 9, dtype=np.int64)
+    try:
+        t.call(0, "pull", {"emb": keys}, True, False, 0, False)
+        good = run / "checkpoints" / "step-1" / "shard-0"
+        t.call(0, "export", str(good))
+        assert (good / "steps.json").is_file()
+        before = _checksum(ep)
+        t.call(0, "push", {"emb": (keys, np.ones((8, 4), np.float32), np.ones(8, np.int64))}, None, 1)
+        t.call(0, "restore", str(good))
+        assert _checksum(ep) == before  # a path inside works both ways
+        bad = {
+            "outside": ("Export", str(outside / "x")),
+            "dot-dot": ("Export", f"{run}/checkpoints/../../elsewhere/x"),
+            "relative": ("Export", "checkpoints/x"),
+            "symlink out": ("Export", str(run / "link-out" / "x")),
+            "restore outside": ("Restore", str(outside)),
+            "restore via symlink": ("Restore", str(run / "link-out")),
+            "nul byte": ("Export", f"{run}/a\0b"),
+            "empty": ("Restore", ""),
+        }
+        for case, (method, path) in bad.items():
+            got, details = _raw(server, method, pb.PathRequest(path=path).SerializeToString())
+            assert got.name == "INVALID_ARGUMENT", (case, details)
+        body = pb.PathRequest(path=str(run / "y"), base=str(outside)).SerializeToString()
+        got, details = _raw(server, "Export", body)
+        assert got.name == "INVALID_ARGUMENT" and "export base" in details
+        (good / "sneaky").symlink_to(outside)  # inside a checkpoint, pointing out: the whole tree is checked
+        got, details = _raw(server, "Restore", pb.PathRequest(path=str(good)).SerializeToString())
+        assert got.name == "INVALID_ARGUMENT" and "links outside" in details, details
+        got, details = _raw(closed, "Export", pb.PathRequest(path=str(run / "z")).SerializeToString())
+        assert got.name == "INVALID_ARGUMENT" and "no paths" in details
+        with pytest.raises(BadRequest, match="outside the job's run directory"):
+            t.call(0, "export", str(outside / "y"))
+        assert list(outside.iterdir()) == [] and not (run / "z").exists()  # nothing written anywhere refused
+        assert _checksum(ep) == before and t.call(0, "ping") == 0
+    finally:
+        t.shutdown()
+        server.close()
+        closed.close()
 
 
 def test_oversized_messages_are_refused_by_the_limit():
@@ -326,3 +421,27 @@ def test_auto_uses_the_channel_on_this_node_and_grpc_is_refused_without_the_toke
         grpc_t._grpc.shutdown()
         grpc_t.actors = []
         auto.shutdown()
+
+
+def test_a_ps_run_over_grpc_checkpoints_into_its_run_directory(ray_session, tmp_path):
+    """The run tells its PS its run directory: the checkpoints and the saved model, exported over
+    gRPC, land there; a checkpoint of another run is restorable (WireOptions.resume_dir)."""
+    import psrec
+    from psrec.core import checkpoint
+    from psrec.ps.wire import WireOptions
+
+    cfg = psrec.load_config(overrides=["synthetic.num_fields=6", "synthetic.num_dense=2", "embedding.dim=4",
+                                       "model.params.hidden=[8]", "data.batch_size=64", "data.train_rows=768",
+                                       "data.eval_rows=256", "train.progress=false", "ps.metrics_port=-1",
+                                       "ps.transport=grpc", "ps.workers=1", "ps.num_ps=2", f"run.dir={tmp_path}",
+                                       "run.name=over-grpc", "run.checkpoint_every_steps=4"])
+    res = psrec.train(cfg, "ps")
+    run = Path(res.path)
+    assert res["checkpoints"]["written"] >= 1
+    (ckpt,) = checkpoint.list_checkpoints(run / "checkpoints")[-1:]
+    assert sorted(p.name for p in (ckpt / "tables").iterdir()) == ["shard-0", "shard-1"]
+    (model,) = checkpoint.list_checkpoints(run / "model")
+    assert sorted(p.name for p in (model / "tables").iterdir()) == ["shard-0", "shard-1"]
+    wire = WireOptions.for_job(cfg.ps, str(run), str(tmp_path / "other" / "checkpoints"))
+    assert wire.roots("export") == (str(run),)
+    assert wire.roots("restore") == (str(run), str(tmp_path / "other" / "checkpoints"))

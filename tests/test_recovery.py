@@ -1,5 +1,6 @@
 """Jobs that survive faults: `psrec chaos` on a real Ray PS job (real SIGKILLs of a PS actor
-and a worker actor), and a dead worker without recovery reported in one line."""
+and a worker actor) and a real collective job (a rank SIGKILLed), and a dead worker without
+recovery reported in one line."""
 import argparse
 import os
 import re
@@ -23,9 +24,13 @@ def test_chaos_kills_a_ps_and_the_job_recovers_with_no_row_lost(ray_session, tmp
     args = p.parse_args(["chaos", "--rows", "16384", "--every", "4", "--ckpt-kills", "4", "--name", "c",
                          "--set", f"run.dir={tmp_path}", *SMALL])
     assert args.func(args) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr()
+    line = out.out.strip().splitlines()[-1]
     got = dict(kv.split("=") for kv in line.split())
     assert got["chaos_completed"] == "1" and got["broken_checkpoints"] == "0"
+    # the collective leg: a rank SIGKILLed, every rank restarted from the checkpoint, no row lost
+    assert re.search(r"collective killed: rank pid \d+; 1 restarts", out.err), out.err[-2000:]
+    assert "collective job: rows_lost=0 rows_twice=0" in out.err
     assert int(got["restarts"]) >= 1  # the PS kill always lands: it waits for a checkpoint first
     assert got["rows_lost"] == "0" and got["rows_twice"] == "0"
     assert abs(float(got["auc_delta"])) <= 0.005

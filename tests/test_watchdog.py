@@ -102,3 +102,38 @@ def test_an_actor_that_dies_under_any_call_is_a_job_failure_and_other_errors_are
     assert _as_job_failed(ValueError("a bug of ours")) is None
     same = JobFailed("worker 0 died")
     assert _as_job_failed(same) is same
+
+
+def test_a_restart_whose_actors_cannot_start_is_one_failed_attempt(tmp_path):
+    """Recovery under load: the first restart's actors miss their start-up deadline (a
+    GetTimeoutError); that attempt counts as a failed one and the next restart trains on."""
+    import ray.exceptions
+
+    from psrec.config import load_config
+    from psrec.core.job import run_job
+    from psrec.core.local import LocalJob, build_local
+
+    cfg = load_config(None, ["model.name=lr", "data.train_rows=1024", "data.eval_rows=256", "data.batch_size=128",
+                             "train.progress=false", "run.checkpoint_every_steps=4", "run.on_failure=recover",
+                             "run.save_model=false", f"run.dir={tmp_path}"])
+    starts = []
+
+    class DiesOnce(LocalJob):
+        def train(self, bar, metrics, start=0, stop=None):
+            if len(starts) == 1 and start >= 4:
+                raise JobFailed("worker 0 died (SIGKILL in a test)")
+            return super().train(bar, metrics, start, stop)
+
+    def start():
+        starts.append(1)
+        if len(starts) == 2:
+            raise ray.exceptions.GetTimeoutError("Get timed out: the PS actors did not start in 60 s")
+        setup = build_local(cfg)
+        return DiesOnce(cfg, setup)
+
+    res = run_job(cfg, "local", start, build_local(cfg).source, run_dir=tmp_path / "r", total_steps=8)
+    assert len(starts) == 3
+    errors = [r["error"] for r in res["recoveries"]]
+    assert len(errors) == 2 and "worker 0 died" in errors[0] and "did not answer within its deadline" in errors[1]
+    assert [r["from_step"] for r in res["recoveries"]] == [4, 4]
+    assert res.auc > 0.5  # the last attempt trained steps 5-8 from the checkpoint and evaluated

@@ -39,12 +39,13 @@ StraggleMode = Literal["sleep", "spin"]
 @ray.remote
 class _QueueActor:
     def __init__(self, config: WorkQueueConfig, num_workers: int, start_row: int, end_row: int,
-                 state: dict | None) -> None:
+                 state: dict | None, splits: tuple[int, ...] = ()) -> None:
         self._metrics = QueueMetrics(CollectorRegistry())
         if state is not None:
             self._core = WorkQueueCore.restore(state, observer=self._metrics)
         else:
-            self._core = WorkQueueCore(config, num_workers, start_row, end_row, observer=self._metrics)
+            self._core = WorkQueueCore(config, num_workers, start_row, end_row, splits=splits,
+                                       observer=self._metrics)
         self._born = time.monotonic()
 
     def health(self) -> dict[str, Any]:
@@ -123,6 +124,7 @@ class WorkQueue:
         num_workers: workers are numbered `0..num_workers-1`.
         start_row, end_row: the row range of every epoch.
         state: a `checkpoint()` dict to continue from, instead of a fresh queue.
+        splits: rows where tasks break (each file's first row): one task, one file's slice.
         num_cpus: Ray CPU request (fractional: the actor mostly waits).
         ready_timeout_s: how long `start` waits for the first health check.
 
@@ -141,8 +143,10 @@ class WorkQueue:
 
     @classmethod
     def start(cls, config: WorkQueueConfig, num_workers: int, start_row: int, end_row: int, *,
-              state: dict | None = None, num_cpus: float = 0.25, ready_timeout_s: float = 60.0) -> WorkQueue:
-        actor = _QueueActor.options(num_cpus=num_cpus).remote(config, num_workers, start_row, end_row, state)
+              state: dict | None = None, splits: tuple[int, ...] = (), num_cpus: float = 0.25,
+              ready_timeout_s: float = 60.0) -> WorkQueue:
+        actor = _QueueActor.options(num_cpus=num_cpus).remote(config, num_workers, start_row, end_row, state,
+                                                              tuple(splits))
         q = cls(actor, config, num_workers)
         try:
             q.health(timeout_s=ready_timeout_s)

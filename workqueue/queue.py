@@ -34,7 +34,7 @@ from typing import Any
 
 from workqueue.config import WorkQueueConfig
 from workqueue.policies import make_policy
-from workqueue.tasks import Task, TaskKey, epoch_order, make_task, num_tasks
+from workqueue.tasks import Task, TaskKey, epoch_order, split_tasks
 
 __all__ = ["WorkQueueCore", "QueueObserver", "CHECKPOINT_VERSION"]
 
@@ -74,13 +74,15 @@ class WorkQueueCore:
         config: task size, epochs, shuffle, policy, lease timeout.
         num_workers: workers are numbered `0..num_workers-1`.
         start_row, end_row: the row range every epoch covers.
+        splits: rows where tasks must break (where each file of a multi-file source starts),
+            so a task reads one file's slice; `Task.part` says which.
         clock: seconds, monotonic; injected by tests to expire leases without sleeping.
         observer: event hooks (metrics); default none.
 
     Example:
         >>> q = WorkQueueCore(WorkQueueConfig(task_rows=4, shuffle=False), 2, 0, 10)
         >>> t = q.take(0); t
-        Task(epoch=0, index=0, start=0, end=4)
+        Task(epoch=0, index=0, start=0, end=4, part=0)
         >>> q.done(0, t)
         True
         >>> while (t := q.take(1)) is not None: _ = q.done(1, t)
@@ -89,11 +91,14 @@ class WorkQueueCore:
     """
 
     def __init__(self, config: WorkQueueConfig, num_workers: int, start_row: int, end_row: int, *,
-                 clock: Callable[[], float] = time.monotonic, observer: QueueObserver | None = None) -> None:
+                 splits: tuple[int, ...] = (), clock: Callable[[], float] = time.monotonic,
+                 observer: QueueObserver | None = None) -> None:
         self.config = config
         self.num_workers = num_workers
         self.start_row, self.end_row = start_row, end_row
-        self.tasks_per_epoch = num_tasks(start_row, end_row, config.task_rows)
+        self._bounds = split_tasks(start_row, end_row, config.task_rows, tuple(splits))  # (start, end, part)
+        self.splits = tuple(sorted({int(x) for x in splits if start_row < x < end_row}))
+        self.tasks_per_epoch = len(self._bounds)
         self._clock = clock
         self._obs = observer or QueueObserver()
         self._policy = make_policy(config.policy, num_workers)
@@ -276,6 +281,7 @@ class WorkQueueCore:
             "num_workers": self.num_workers,
             "start_row": self.start_row,
             "end_row": self.end_row,
+            "splits": list(self.splits),
             "opened": self._opened,
             "policy": self._policy.state(),
             "requeue": [[e, i, why] for (e, i), why in self._requeue.items()],
@@ -297,7 +303,7 @@ class WorkQueueCore:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}")
         q = cls(WorkQueueConfig(**state["config"]), int(state["num_workers"]), int(state["start_row"]),
-                int(state["end_row"]), clock=clock, observer=observer)
+                int(state["end_row"]), splits=tuple(state.get("splits", ())), clock=clock, observer=observer)
         q._opened = int(state["opened"])
         q._policy.load_state(state["policy"])
         for _, e, i in state["leases"]:
@@ -343,7 +349,8 @@ class WorkQueueCore:
         return key[1] in self._done[key[0]]
 
     def _task(self, key: TaskKey) -> Task:
-        return make_task(self.start_row, self.end_row, self.config.task_rows, key)
+        s, e, part = self._bounds[key[1]]
+        return Task(key[0], key[1], s, e, part)
 
     def _check_worker(self, worker: int) -> None:
         if not 0 <= worker < self.num_workers:

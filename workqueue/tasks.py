@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Task", "TaskKey", "num_tasks", "task_bounds", "make_task", "epoch_order",
+__all__ = ["Task", "TaskKey", "num_tasks", "task_bounds", "make_task", "split_tasks", "epoch_order",
            "contiguous_shares"]
 
 TaskKey = tuple[int, int]  # (epoch, index)
@@ -19,7 +19,8 @@ TaskKey = tuple[int, int]  # (epoch, index)
 
 @dataclass(frozen=True, order=True)
 class Task:
-    """Rows `[start, end)` of epoch `epoch`; `index` is the task's position in row order.
+    """Rows `[start, end)` of epoch `epoch`; `index` is the task's position in row order;
+    `part` the part of the row range (a file of a multi-file source) the rows lie in.
 
     Example:
         >>> t = Task(epoch=0, index=2, start=200, end=300)
@@ -31,6 +32,7 @@ class Task:
     index: int
     start: int
     end: int
+    part: int = 0
 
     @property
     def rows(self) -> int:
@@ -59,6 +61,21 @@ def task_bounds(start_row: int, end_row: int, task_rows: int, index: int) -> tup
 def make_task(start_row: int, end_row: int, task_rows: int, key: TaskKey) -> Task:
     s, e = task_bounds(start_row, end_row, task_rows, key[1])
     return Task(key[0], key[1], s, e)
+
+
+def split_tasks(start_row: int, end_row: int, task_rows: int,
+                splits: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    """(start, end, part) of every task: each part of `[start_row, end_row)` (cut at `splits`,
+    e.g. where each file starts) in tasks of `task_rows` rows, so no task spans two parts.
+
+    Example:
+        >>> split_tasks(0, 10, 4, splits=(6,))
+        [(0, 4, 0), (4, 6, 0), (6, 10, 1)]
+    """
+    cuts = [start_row] + sorted(x for x in set(splits) if start_row < x < end_row) + [end_row]
+    num_tasks(start_row, end_row, task_rows)  # an empty range is refused as before
+    return [(s, min(s + task_rows, b), part) for part, (a, b) in enumerate(zip(cuts, cuts[1:]))
+            for s in range(a, b, task_rows)]
 
 
 def epoch_order(n: int, epoch: int, seed: int, shuffle: bool) -> list[int]:

@@ -16,8 +16,13 @@ occurrences per row). The last line:
 
     chaos_completed=1 rows_lost=N rows_twice=N auc_delta=X restarts=N broken_checkpoints=N
 
-Collective jobs cannot be checkpointed yet (their shards' export exists, their resume does
-not), so their rank loss is not exercised here.
+4. unless `--no-collective`: the same for a collective job on Ray (`--workers` ranks, a
+   checkpoint every `--every` steps): undisturbed, then with one rank SIGKILLed after a
+   checkpoint exists; a lost rank breaks the group, so the job restarts every rank from the
+   newest checkpoint (`collective.checkpoint`).
+
+The last line sums rows lost, rows twice and restarts over both jobs and gives the AUC delta
+of larger magnitude; a line per job on stderr gives each one's.
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--every", type=int, default=4, help="checkpoint every N global steps (default 4)")
     p.add_argument("--ckpt-kills", type=int, default=40, help="SIGKILLs during checkpoint writes (default 40)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    p.add_argument("--no-collective", dest="collective", action="store_false",
+                   help="skip the collective job's leg (rank loss -> restart from the checkpoint)")
     p.add_argument("--name", help="run directory name (run.name); default: a temporary directory")
     add_config_args(p)
     add_run_args(p)
@@ -65,13 +72,19 @@ def _freq_total(run_dir: Path) -> int:
     return int(sum(np.load(f).sum() for f in model.glob("tables/shard-*/*/freqs.npy")))
 
 
-class _Killer(threading.Thread):
-    """SIGKILLs one PS actor, then one worker actor, of the job in `jobs[-1]`, each after
-    `checkpoints` holds a checkpoint newer than the last kill."""
+_PS_TARGETS = (("ps", lambda job: job.ps_actors), ("worker", lambda job: job.workers))
+_RANK_TARGETS = (("rank", lambda job: job.actors),)
 
-    def __init__(self, jobs: list, checkpoints: Path, rng: np.random.Generator, last_step: int) -> None:
+
+class _Killer(threading.Thread):
+    """SIGKILLs one actor of each of `targets` ((what, job -> its actors); default: a PS, then
+    a worker) of the job in `jobs[-1]`, each after `checkpoints` holds a checkpoint newer than
+    the last kill."""
+
+    def __init__(self, jobs: list, checkpoints: Path, rng: np.random.Generator, last_step: int,
+                 targets=_PS_TARGETS) -> None:
         super().__init__(daemon=True)
-        self.jobs, self.checkpoints, self.rng = jobs, checkpoints, rng
+        self.jobs, self.checkpoints, self.rng, self.targets = jobs, checkpoints, rng, targets
         self.last_step = last_step  # kill only while at least half the training is still to come
         self.killed: list[str] = []
         self.stop = threading.Event()
@@ -88,7 +101,7 @@ class _Killer(threading.Thread):
 
     def run(self) -> None:
         seen = 0
-        for what in ("ps", "worker"):
+        for what, actors_of in self.targets:
             seen = self._wait_checkpoint(seen)
             if seen > self.last_step:  # too late: the kill could land in the evaluation, not training
                 self.killed.append(f"{what}: not killed (step {seen} is past {self.last_step})")
@@ -96,8 +109,7 @@ class _Killer(threading.Thread):
             time.sleep(float(self.rng.uniform(0.0, 0.3)))
             if self.stop.is_set() or not self.jobs:
                 return
-            job = self.jobs[-1]
-            actors = job.ps_actors if what == "ps" else job.workers
+            actors = actors_of(self.jobs[-1])
             try:
                 pid = _pid(actors[int(self.rng.integers(len(actors)))])
                 os.kill(pid, signal.SIGKILL)
@@ -196,15 +208,74 @@ def run(args: argparse.Namespace) -> int:
     print(f"  killed: {'; '.join(killer.killed) or 'nothing'}; {restarts} restarts "
           f"({', '.join(str(r['from_step']) for r in res['recoveries'])}); AUC {res.auc:.4f} "
           f"({time.perf_counter() - t1:.0f} s)", file=sys.stderr)
-    want, got = _freq_total(Path(ref.path)), _freq_total(run_dir)
-    per_row = want / ref.train_rows
-    rows_lost = int(round(max(0, want - got) / per_row))
-    rows_twice = int(round(max(0, got - want) / per_row))
+    rows_lost, rows_twice = _rows_lost_twice(Path(ref.path), run_dir, ref.train_rows)
+    auc_delta = res.auc - ref.auc
+    print(f"  ps job: rows_lost={rows_lost} rows_twice={rows_twice} auc_delta={auc_delta:.4f} restarts={restarts}",
+          file=sys.stderr)
+    completed = int(res.steps > 0 and res.train_rows > 0)
+    if args.collective:
+        c = _collective_leg(cfg, args, rng, name)
+        rows_lost, rows_twice = rows_lost + c["rows_lost"], rows_twice + c["rows_twice"]
+        restarts += c["restarts"]
+        auc_delta = max(auc_delta, c["auc_delta"], key=abs)
+        completed &= c["completed"]
     with tempfile.TemporaryDirectory(prefix="psrec-chaos-ckpt-") as d:
         broken, kept = broken_after_kills(Path(d), args.ckpt_kills, rng)
     print(f"  checkpoint writer: {args.ckpt_kills} SIGKILLs, {kept} checkpoints left, {broken} broken",
           file=sys.stderr)
-    completed = int(res.steps > 0 and res.train_rows > 0)
     print(f"chaos_completed={completed} rows_lost={rows_lost} rows_twice={rows_twice} "
-          f"auc_delta={res.auc - ref.auc:.4f} restarts={restarts} broken_checkpoints={broken}")
+          f"auc_delta={auc_delta:.4f} restarts={restarts} broken_checkpoints={broken}")
     return 0 if completed else 1
+
+
+def _rows_lost_twice(ref_dir: Path, run_dir: Path, train_rows: int) -> tuple[int, int]:
+    """(rows lost, rows trained twice) of `run_dir`'s model against the undisturbed `ref_dir`'s (module doc)."""
+    want, got = _freq_total(ref_dir), _freq_total(run_dir)
+    per_row = want / train_rows
+    return int(round(max(0, want - got) / per_row)), int(round(max(0, got - want) / per_row))
+
+
+def _collective_leg(cfg, args: argparse.Namespace, rng: np.random.Generator, name: str) -> dict:
+    """Part 4 of the module doc: a collective job on Ray undisturbed, then with a rank killed."""
+    import dataclasses
+
+    from collective.jobs import RayJob
+    from collective.plan import plan_collective
+    from collective.runner import run_collective
+    from psrec.config import with_section
+    from psrec.core.job import run_job
+    from psrec.data.factory import make_source
+
+    coll = dataclasses.replace(cfg.collective, workers=args.workers, transport="ray", metrics_port=-1)
+    cfg = with_section(cfg, collective=coll)
+    t0 = time.perf_counter()
+    ref = run_collective(with_section(cfg, run=dataclasses.replace(cfg.run, name=f"{name}-collective-undisturbed")))
+    print(f"  collective undisturbed: AUC {ref.auc:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    ccfg = with_section(cfg, run=dataclasses.replace(cfg.run, name=f"{name}-collective-killed", on_failure="recover",
+                                                     max_restarts=4))
+    source = make_source(ccfg)
+    plan = plan_collective(ccfg, coll, source)
+    jobs: list = []
+
+    def start():
+        jobs.append(RayJob(plan))
+        return jobs[-1]
+
+    run_dir = Path(ccfg.run.dir) / ccfg.run.name
+    killer = _Killer(jobs, run_dir / "checkpoints", rng, plan.rounds // 2, _RANK_TARGETS)
+    killer.start()
+    t1 = time.perf_counter()
+    try:
+        res = run_job(ccfg, "collective", start, source, run_dir=run_dir, total_steps=plan.rounds * coll.workers,
+                      metrics_port=-1)
+    finally:
+        killer.stop.set()
+    restarts = len(res["recoveries"])
+    lost, twice = _rows_lost_twice(Path(ref.path), run_dir, ref.train_rows)
+    print(f"  collective killed: {'; '.join(killer.killed) or 'nothing'}; {restarts} restarts "
+          f"({', '.join(str(r['from_step']) for r in res['recoveries'])}); AUC {res.auc:.4f} "
+          f"({time.perf_counter() - t1:.0f} s)", file=sys.stderr)
+    print(f"  collective job: rows_lost={lost} rows_twice={twice} auc_delta={res.auc - ref.auc:.4f} "
+          f"restarts={restarts}", file=sys.stderr)
+    return {"rows_lost": lost, "rows_twice": twice, "auc_delta": res.auc - ref.auc, "restarts": restarts,
+            "completed": int(res.steps > 0 and res.train_rows > 0)}

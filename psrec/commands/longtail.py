@@ -10,6 +10,12 @@ asynchronous PS pattern). A straggler's extra time is added after that real comp
 (`collective.data = "queue"`), which step in lockstep: every step waits for the slowest
 rank, so no policy can shorten it. `--mode both` runs the two and prints what the queue
 can and cannot fix (docs/longtail.md).
+
+`--mode sync`: the remedies for synchronous training under the same straggler
+(`psrec.experiments.longtail_sync`): plain lockstep, speed-proportional shares, backup
+workers, bounded staleness s = 1, 2, 4 on the PS, each against its no-straggler baseline;
+ends with `sync_vs_ideal=R proportional_vs_ideal=R backup_vs_ideal=R ssp2_vs_ideal=R
+auc_delta_proportional=X`. `--mode all`: async, collective and sync.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ RANK_COLUMNS = ["policy", "worker", "slowdown", "tasks", "rows", "steps", "idle_
 LOCKSTEP_COLUMNS = ["policy", "makespan_s", "ideal_makespan_s", "vs_ideal", "slowest_busy_s", "vs_slowest_busy",
                     "peer_wait_fraction", "steps", "idle_steps", "requeues", "duplicates", "exactly_once"]
 MODE_COLUMNS = ["mode", "policy", "makespan_s", "vs_ideal", "straggler_rows_share", "others_lost_fraction"]
+SYNC_COLUMNS = ["scenario", "arch", "workers", "steps", "step_ms", "vs_ideal", "auc", "auc_delta",
+                "dropped_rows_per_step", "slow_workers", "rows_by_worker"]
 
 EXPLAIN = """\
 What the work queue can and cannot fix:
@@ -46,7 +54,8 @@ What the work queue can and cannot fix:
   fewer empty steps; here {c_idle_static} under static, {c_idle_dynamic} under dynamic) and
   would let fast ranks take more rows only if batch sizes varied with speed; it cannot
   shorten a lockstep step. Remedies for that are elsewhere: drop or replace the slow rank,
-  backup workers, or asynchronous / bounded-staleness updates."""
+  backup workers, or asynchronous / bounded-staleness updates (`--mode sync` measures
+  speed-proportional shares, backup workers and bounded staleness)."""
 
 
 def register(sub) -> None:
@@ -70,10 +79,15 @@ def register(sub) -> None:
     p.add_argument("--straggle", choices=["sleep", "spin"], default="sleep",
                    help="how a straggler spends its extra time (default sleep)")
     p.add_argument("--lease-timeout", type=float, help="seconds before a taken task is re-queued (default 60)")
-    p.add_argument("--mode", choices=["async", "collective", "both"], default="async",
+    p.add_argument("--mode", choices=["async", "collective", "both", "sync", "all"], default="async",
                    help="async: independent workers, nobody waits (default); collective: ranks in lockstep "
                         "(all-to-all + all-reduce) fed by the same queue, stragglers sleep; both: the two, "
-                        "and what the queue can and cannot fix")
+                        "and what the queue can and cannot fix; sync: plain sync vs speed-proportional shares, "
+                        "backup workers and bounded staleness; all: async, collective and sync")
+    p.add_argument("--backup", type=int, default=1, help="--mode sync: backup ranks added to --workers (default 1; "
+                                                         "0 skips the scenario)")
+    p.add_argument("--staleness", default="1,2,4", metavar="S,...",
+                   help="--mode sync: PS staleness bounds to run (default 1,2,4; 'none' skips the PS scenarios)")
     p.add_argument("--name", help="run directory name (run.name)")
     add_config_args(p)
     add_run_args(p)
@@ -255,16 +269,26 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"psrec longtail: {e}", file=sys.stderr)
         return 2
-    do_async, do_coll = args.mode in ("async", "both"), args.mode in ("collective", "both")
+    do_async, do_coll = args.mode in ("async", "both", "all"), args.mode in ("collective", "both", "all")
+    do_sync = args.mode in ("sync", "all")
+    try:
+        staleness = () if args.staleness.strip() == "none" else tuple(int(s) for s in _split([args.staleness]))
+        if any(s < 0 for s in staleness) or args.backup < 0:
+            raise ValueError
+    except ValueError:
+        print(f"psrec longtail: --staleness {args.staleness!r} / --backup {args.backup}: expected integers >= 0 "
+              "(or --staleness none)", file=sys.stderr)
+        return 2
 
     run_dir = make_run_dir(cfg, "longtail")
     started_ray = False
-    if do_async or cfg.collective.transport == "ray":
+    if do_async or cfg.collective.transport == "ray" or (do_sync and staleness and cfg.ps.transport != "inprocess"):
         import ray
 
         if not ray.is_initialized():
             # Logical CPUs: enough for the fractional requests of the workers and the queue.
-            ray.init(num_cpus=max(8, 2 * args.workers), include_dashboard=False, log_to_driver=False,
+            # address="local": a Ray of our own even when other clusters run on this machine (else Ray joins one)
+            ray.init(address="local", num_cpus=max(8, 2 * args.workers), include_dashboard=False, log_to_driver=False,
                      configure_logging=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
             started_ray = True
     res: dict[str, Any] = {"mode": args.mode}
@@ -278,6 +302,12 @@ def run(args: argparse.Namespace) -> int:
             # The collective queue covers the training range itself: the same rows as `rows`.
             ccfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_rows=rows))
             res["collective"] = run_collective_policies(ccfg, lt.workers, lt.policies, queue_cfg, stragglers)
+        if do_sync:
+            from psrec.experiments.longtail_sync import default_scenarios, run_sync_longtail
+
+            scfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_rows=rows), stragglers=stragglers)
+            res["sync"] = run_sync_longtail(scfg, lt.workers, run_dir / "sync",
+                                            default_scenarios(args.backup, staleness, ps=bool(staleness)))
     finally:
         if started_ray:
             import ray
@@ -346,6 +376,17 @@ def run(args: argparse.Namespace) -> int:
             c_share_dynamic=fig("collective", "dynamic", "straggler_rows_share", _pct),
             c_wait=fig("collective", "dynamic", "others_lost_fraction", _pct),
             c_idle_static=idle.get("static", "n/a"), c_idle_dynamic=idle.get("dynamic", "n/a")))
+    if do_sync:
+        sync_rows = [{"scenario": n, **f, "slow_workers": "; ".join(
+            f"w{s['worker']} {s['factor']:.1f}x since {s['since_step']}" for s in f["slow_workers"]) or "-",
+            "rows_by_worker": "/".join(str(r) for r in f["rows_by_worker"])}
+            for n, f in res["sync"]["scenarios"].items()]
+        print()
+        print("synchronous training under the straggler (step_ms: the job's wall-clock seconds per step after "
+              f"{cfg.train.warmup_steps} warm-up steps; vs_ideal and auc_delta against the same architecture's "
+              "no-straggler run):")
+        print(format_table(sync_rows, SYNC_COLUMNS))
+        print(f"step time per worker per step: {res['sync']['picture']}")
     res["modes"] = modes
     res["run_dir"] = str(run_dir)
     write_results(run_dir, res)
@@ -363,4 +404,13 @@ def run(args: argparse.Namespace) -> int:
               f"runs faster (compare rows_per_s with all_busy_rows_per_s)")
         print(f"static_vs_ideal={_fmt(c['static_vs_ideal'])} dynamic_vs_ideal={_fmt(c['dynamic_vs_ideal'])} "
               f"speedup={_fmt(c['speedup'])} take_overhead={_fmt(c['take_overhead'])}")
+    if do_sync:
+        sc = res["sync"]["scenarios"]
+
+        def get(name: str, key: str = "vs_ideal") -> float:
+            return sc[name][key] if name in sc else math.nan
+
+        print(f"sync_vs_ideal={_fmt(get('sync'))} proportional_vs_ideal={_fmt(get('proportional'))} "
+              f"backup_vs_ideal={_fmt(get('backup'))} ssp2_vs_ideal={_fmt(get('ssp2'))} "
+              f"auc_delta_proportional={get('proportional', 'auc_delta'):+.4f}")
     return 0

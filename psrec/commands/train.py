@@ -129,6 +129,10 @@ def _resume(args: argparse.Namespace) -> int:
         from psrec.ps.runner import run_ps
 
         res = run_ps(cfg, run_dir, resume_from=ckpt)
+    elif mode == "collective":
+        from collective.runner import run_collective
+
+        res = run_collective(cfg, run_dir, resume_from=ckpt)
     else:
         print(f"psrec train: resuming a {mode} run is not supported", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ helpers the PS and collective paths both need (so it sits below both).
     job       `run_job`, the run skeleton, and the `Job` seam a mode implements
     local     single-process training: the reference the distributed paths must match
     plan      the model, tables and EV configs every mode builds the same way
-    ranges    training / held-out rows, rounds per epoch, each worker's rows per round
+    ranges    training / held-out rows, rounds per epoch, each worker's rows per round, the epoch's row order
     flat      a model's dense parameters as one flat vector
     progress  the progress bar
 """

@@ -11,14 +11,21 @@ sha256 per file, written aside and renamed into place in one atomic step.
 Writing: files go into a fresh temporary directory, each is fsynced, the manifest last, then
 the directory is renamed to `step-N` and the root fsynced: a crash at any moment leaves the
 previous checkpoints untouched and at most a temporary directory, which the next write
-reclaims. Older checkpoints beyond `keep` are removed only after the new one is in place, each renamed
-out of the listing before its files are deleted.
+reclaims. Older checkpoints beyond `keep` (but for the bases a kept one needs) and any of a
+later step (a trajectory the run rolled back from) are removed only after the new one is in
+place, each renamed out of the listing before its files are deleted.
 
 Reading (`verify`) refuses, each with one line naming the checkpoint and what is wrong: a
 missing or unparsable manifest, a wrong format or a non-integer or newer `format_version`, a
 listed path that leaves the checkpoint directory, a missing file, a size or sha256 mismatch.
 What the arrays hold (finite values, non-negative counts and accumulators) is checked by their
 own readers (`psrec.ev.load_snapshot`, `load_arrays`).
+
+Increments (`psrec.core.incremental`): a checkpoint whose `holds.base` names an earlier one
+in the same root (`{"name", "step", "manifest_sha256"}`) holds only what changed since it;
+`chain` returns it with its bases back to a full one, each verified and each link checked
+(the base is there, at that step, with that manifest), and pruning never removes a base a
+kept checkpoint needs.
 """
 from __future__ import annotations
 
@@ -30,13 +37,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "write_checkpoint", "verify", "latest", "list_checkpoints", "save_arrays",
-           "load_arrays", "FORMAT", "FORMAT_VERSION", "MANIFEST"]
+from psrec.durable import fsync_path, fsync_tree
+
+__all__ = ["CheckpointError", "write_checkpoint", "verify", "latest", "list_checkpoints", "chain", "base_link",
+           "lineage", "save_arrays", "load_arrays", "FORMAT", "FORMAT_VERSION", "MANIFEST"]
 
 FORMAT = "psrec-checkpoint"
 FORMAT_VERSION = 1
@@ -48,32 +58,21 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be trusted (incomplete, corrupted, or not one at all)."""
 
 
+def _sha256_all(paths: list[Path]) -> list[str]:
+    """sha256 of each file, on a thread per core (hashlib releases the GIL): the hashes are
+    most of a large checkpoint's CPU time."""
+    if len(paths) < 2:
+        return [_sha256(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(_sha256, paths))
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(path: Path) -> None:
-    """fsync every file, then every directory bottom-up (a rename is durable only after that)."""
-    for d, _dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            fd = os.open(os.path.join(d, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(d))
 
 
 def write_checkpoint(root: str | os.PathLike, step: int, write: Callable[[Path], Mapping[str, Any]],
@@ -94,16 +93,14 @@ def write_checkpoint(root: str | os.PathLike, step: int, write: Callable[[Path],
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{int(step):09d}-", dir=root))
     try:
         holds = dict(write(tmp))
-        files = {}
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                rel = p.relative_to(tmp).as_posix()
-                files[rel] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        paths = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
+        files = {p.relative_to(tmp).as_posix(): {"sha256": h, "bytes": p.stat().st_size}
+                 for p, h in zip(paths, _sha256_all(paths))}
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
                     "created": time.time(), "holds": holds, "files": files}
         with open(tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():  # the same step again (a resumed run): the new one replaces it
             aside = root / f".tmp-step-{int(step):09d}-old"
             os.replace(final, aside)
@@ -111,11 +108,19 @@ def write_checkpoint(root: str | os.PathLike, step: int, write: Callable[[Path],
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_path(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(root)[:-max(1, keep)]:
+    # Checkpoints of later steps belong to a trajectory this run rolled back from (it resumed
+    # from an earlier one): they go, or they would count as the newest and prune this one.
+    listed = [p for p in list_checkpoints(root) if int(_STEP_DIR.match(p.name).group(1)) <= step]
+    needed = {p.name for p in listed[-max(1, keep):] for p in lineage(p)}
+    for old in list_checkpoints(root)[len(listed):]:
+        doomed = root / f".tmp-step-{old.name[5:]}-deleting"
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    for old in (p for p in listed if p.name not in needed):
         # Renamed out of the listing first: a kill in the middle of rmtree would otherwise leave
         # a step directory with its manifest and only some of its files.
         doomed = root / f".tmp-step-{old.name[5:]}-deleting"
@@ -134,15 +139,62 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
 
 
 def latest(root: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint under `root` that verifies, or None. A newer one that
-    fails verification is skipped (and named in the error of `verify`, if asked)."""
+    """The newest complete checkpoint under `root` that verifies, with its whole chain of
+    bases (`chain`), or None. A newer one that fails is skipped (`chain` names why)."""
     for p in reversed(list_checkpoints(root)):
         try:
-            verify(p)
+            chain(p)
         except CheckpointError:
             continue
         return p
     return None
+
+
+def base_link(base: str | os.PathLike) -> dict[str, Any]:
+    """What an increment's `holds.base` records of the checkpoint `base` it continues."""
+    raw = (Path(base) / MANIFEST).read_bytes()  # the writer's own last checkpoint: `chain` verifies it on reading
+    return {"name": Path(base).name, "step": int(json.loads(raw)["step"]),
+            "manifest_sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def chain(path: str | os.PathLike) -> list[Path]:
+    """The checkpoint at `path` and its bases, the full one first, each verified; refuses a
+    broken chain (a base missing, replaced, or not earlier) in one line naming the link."""
+    path = Path(path)
+    out = [path]
+    m = verify(path)
+    while (link := m["holds"].get("base") if isinstance(m.get("holds"), dict) else None) is not None:
+        if not isinstance(link, dict) or not _STEP_DIR.match(str(link.get("name", ""))):
+            raise CheckpointError(f"checkpoint {out[-1]}: holds.base is not a checkpoint link ({link!r})")
+        base = path.parent / link["name"]
+        if not (base / MANIFEST).is_file():
+            raise CheckpointError(f"checkpoint {out[-1]}: its base {link['name']} is missing (broken increment "
+                                  "chain; resume from a full checkpoint)")
+        if hashlib.sha256((base / MANIFEST).read_bytes()).hexdigest() != link.get("manifest_sha256"):
+            raise CheckpointError(f"checkpoint {out[-1]}: its base {link['name']} was replaced since (its manifest "
+                                  "differs: broken increment chain)")
+        bm = verify(base)
+        if bm["step"] >= m["step"] or bm["step"] != link.get("step"):
+            raise CheckpointError(f"checkpoint {out[-1]}: its base {link['name']} is at step {bm['step']}, "
+                                  f"the link says {link.get('step')} (an increment follows an earlier step)")
+        out.append(base)
+        m = bm
+    return out[::-1]
+
+
+def lineage(path: str | os.PathLike) -> list[Path]:
+    """`path` and the bases its manifest names, newest first, unverified (what pruning keeps)."""
+    path = Path(path)
+    out = [path]
+    while len(out) <= 10_000:
+        try:
+            link = json.loads((out[-1] / MANIFEST).read_text()).get("holds", {}).get("base")
+        except (OSError, ValueError, AttributeError):
+            break
+        if not isinstance(link, dict) or not _STEP_DIR.match(str(link.get("name", ""))):
+            break
+        out.append(path.parent / link["name"])
+    return out
 
 
 def verify(path: str | os.PathLike) -> dict[str, Any]:
@@ -170,7 +222,7 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(files, dict) or not files:
         raise CheckpointError(f"checkpoint {path}: the manifest lists no files")
     base = path.resolve()
-    for rel, entry in files.items():
+    for rel, entry in files.items():  # every entry checked before any file is hashed
         p = (path / rel).resolve()
         if os.path.isabs(rel) or ".." in Path(rel).parts or base not in p.parents:
             raise CheckpointError(f"checkpoint {path}: file {rel!r} is outside the checkpoint directory")
@@ -181,7 +233,8 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
         if p.stat().st_size != entry.get("bytes"):
             raise CheckpointError(f"checkpoint {path}: file {rel!r} has {p.stat().st_size} bytes, "
                                   f"the manifest says {entry.get('bytes')}")
-        if _sha256(p) != entry["sha256"]:
+    for (rel, entry), h in zip(files.items(), _sha256_all([path / rel for rel in files])):
+        if h != entry["sha256"]:
             raise CheckpointError(f"checkpoint {path}: file {rel!r} fails its sha256 (corrupted)")
     return m
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from psrec.config_io import to_mapping
-from psrec.core import checkpoint
+from psrec.core import checkpoint, incremental
 from psrec.core.progress import progress_bar
 from psrec.core.ranges import row_ranges
 from psrec.core.report import WorkerReport
@@ -52,8 +52,10 @@ class Job(ABC):
     def train(self, bar, metrics: JobMetrics, start: int = 0, stop: int | None = None) -> list[WorkerReport]:
         """Train rounds [start, stop) on every worker; returns their reports (in worker order)."""
 
-    def save_state(self, path: Path) -> dict[str, Any]:
-        """Write the job's state at this round boundary under `path`; returns what it holds."""
+    def save_state(self, path: Path, base: Path | None = None) -> dict[str, Any]:
+        """Write the job's state at this round boundary under `path`; returns what it holds.
+        `base`: an earlier checkpoint of this job this one continues; tables may then hold only
+        the rows updated since (`psrec.core.incremental`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed")
 
     def load_state(self, path: Path) -> None:
@@ -138,9 +140,11 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         resume_from: a checkpoint directory to continue from (`psrec.core.checkpoint`).
 
     With `run.checkpoint_every_steps` = K the job stops at every K-th round, its state is
-    written as a checkpoint under `<run dir>/checkpoints/`, and training goes on; the final
-    model is saved under `<run dir>/model/` (`run.save_model`).
+    written as a checkpoint under `<run dir>/checkpoints/` (every `run.full_checkpoint_every`-th
+    one full, the others increments: `psrec.core.incremental`), and training goes on; the
+    final model is saved under `<run dir>/model/` (`run.save_model`).
     """
+    from psrec.core.slow_workers import slow_workers_of
     from psrec.runs import make_run_dir
 
     if run_dir is None:
@@ -160,34 +164,43 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
     t0 = time.perf_counter()
     job = None
     ckpt_seconds: list[float] = []
+    ckpt_kinds: list[str] = []
     recoveries: list[dict[str, Any]] = []
     resumed = None if resume_from is None else int(checkpoint.verify(resume_from)["step"])
     try:
         while True:  # one pass per attempt: run.on_failure = "recover" restarts from the last checkpoint
-            job = start()
-            prom.watch(job.live_stats)  # PS rows, requests, bytes while the job trains
-            startup = time.perf_counter() - t0
-            if resume_from is not None and not job.checkpointable:
-                raise ValueError(f"{mode}: this mode cannot be resumed yet (local and interleaved PS runs can)")
-            if every and not job.checkpointable:
-                print(f"{mode}: this mode cannot be checkpointed yet; training without checkpoints "
-                      "(run.checkpoint_every_steps applies to local and interleaved PS runs)", file=sys.stderr)
-                every = 0
-            first = 0
-            if resume_from is not None:
-                first = int(checkpoint.verify(resume_from)["step"])
-                job.load_state(Path(resume_from))
-                print(f"resumed from {resume_from} (step {first} of {job.rounds})", file=sys.stderr)
-            try:
+            try:  # a restart's actors that cannot start or restore (a node still loaded) fail that attempt
+                job = start()
+                prom.watch(job.live_stats)  # PS rows, requests, bytes while the job trains
+                startup = time.perf_counter() - t0
+                if resume_from is not None and not job.checkpointable:
+                    raise ValueError(f"{mode}: this mode cannot be resumed yet (local runs and interleaved PS and "
+                                     "collective runs can)")
+                if every and not job.checkpointable:
+                    print(f"{mode}: this mode cannot be checkpointed yet; training without checkpoints "
+                          "(run.checkpoint_every_steps applies to local runs and interleaved PS and collective "
+                          "runs)", file=sys.stderr)
+                    every = 0
+                first, base = 0, None  # base: the checkpoint the job's state equals (the next increment's)
+                if resume_from is not None:
+                    first = int(checkpoint.verify(resume_from)["step"])
+                    with incremental.restorable(resume_from) as whole:
+                        job.load_state(whole)
+                    if Path(resume_from).parent.resolve() == (run_dir / "checkpoints").resolve():
+                        base = Path(resume_from)
+                    print(f"resumed from {resume_from} (step {first} of {job.rounds})", file=sys.stderr)
                 with progress_bar(total_steps, cfg.train.progress, desc=mode) as bar:
                     for a, b in _segments(first, job.rounds, every):
                         reports = job.train(bar, prom, a, b)
                         if every and b % every == 0 and b < job.rounds:
                             tc = time.perf_counter()
-                            checkpoint.write_checkpoint(run_dir / "checkpoints", b,
-                                                        lambda d, job=job: {"mode": mode, **job.save_state(d)},
-                                                        cfg.run.keep_checkpoints)
+                            on = incremental.next_base(base, cfg.run.full_checkpoint_every)
+                            base = checkpoint.write_checkpoint(
+                                run_dir / "checkpoints", b, lambda d, job=job, on=on: {
+                                    "mode": mode, **(job.save_state(d) if on is None else job.save_state(d, on)),
+                                    **incremental.link(on)}, cfg.run.keep_checkpoints)
                             ckpt_seconds.append(time.perf_counter() - tc)
+                            ckpt_kinds.append("full" if on is None else "increment")
                 break
             except Exception as exc:  # noqa: BLE001 - only a job failure is recovered; the rest re-raised
                 e = _as_job_failed(exc)
@@ -203,7 +216,8 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
                 recoveries.append({"error": str(e), "from_step": step})
                 print(f"{mode}: {e}; restarting from {last.name} (recovery {len(recoveries)} of "
                       f"{cfg.run.max_restarts})", file=sys.stderr)
-                job.close()
+                if job is not None:
+                    job.close()
                 job, resume_from = None, last
         summaries = [r.summary(warmup) for r in reports]
         prom.unwatch()
@@ -234,8 +248,8 @@ def run_job(cfg, mode: str, start: Callable[[], Job], source: DataSource, *, run
         extra={**{k: v for k, v in agg.items() if k not in typed}, **(details or {}), **own,
                "ranges": rr.__dict__, "splits": split_report(cfg, source, rr), **valid, "metrics_port": prom.port,
                "checkpoints": {"every_steps": every, "written": len(ckpt_seconds), "seconds": ckpt_seconds,
-                               "resumed_from_step": resumed},
-               "recoveries": recoveries})
+                               "kinds": ckpt_kinds, "resumed_from_step": resumed},
+               "recoveries": recoveries, "slow_workers": slow_workers_of(reports)})
     result.write()
     (run_dir / "metrics.prom").write_text(scrape)  # the final scrape, for offline reading
     write_run_files(run_dir, reports, mode, prom.history)  # steps.jsonl, trace.json, timeline.png
@@ -348,6 +362,8 @@ def _as_job_failed(e: BaseException) -> JobFailed | None:
     if isinstance(e, JobFailed):
         return e
     exc = sys.modules.get("ray.exceptions")  # a local run never imported Ray: no actor of it can have died
+    if exc is not None and isinstance(e, exc.GetTimeoutError):  # a Ray call past its deadline
+        return JobFailed(f"a Ray call did not answer within its deadline ({_first_line(e)}); the job is stopped")
     if exc is not None and isinstance(e, exc.RayActorError):
         name = re.search(r"class_name: (\S+)", str(e))  # e.g. "PSActor", "Worker.<locals>.FakeWorker"
         who = name.group(1).rsplit(".", 1)[-1] if name else "an actor"

@@ -15,17 +15,23 @@ import torch
 from psrec.config import Config
 from psrec.config_io import to_mapping
 from psrec.core.job import Job, eval_metrics, run_job
-from psrec.core.ranges import row_ranges
+from psrec.core.ranges import epoch_of, row_order, row_ranges
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.result import RunResult
 from psrec.core.step import DenseUpdate, TrainStep, make_dense_optimizer
-from psrec.data.base import DataSource
+from psrec.data.base import Batch, DataSource
+from psrec.data.prefetch import Prefetcher, ReaderProcess
 from psrec.embedding.layer import EmbeddingLayer
 from psrec.embedding.local import LocalStore
 from psrec.metrics.auc import auc
 from psrec.models.base import CTRModel, FeatureSpec
 
 METRICS_EVERY_S = 0.5  # how often a local run's live series are fed (a Ray job polls as often)
+
+# data.reader = "auto" starts a reader process for a train() call reading at least this many
+# rows: starting it and reopening the source there costs ~1-2 s (interpreter, imports, a
+# CSV's line index), about what parsing 50-100K CSV rows costs; below it, reading inline wins.
+AUTO_PROCESS_ROWS = 200_000
 
 __all__ = ["build_local", "evaluate", "predict_range", "run_local", "LocalSetup", "LocalJob", "TrainStats",
            "train_range"]
@@ -110,7 +116,11 @@ def train_range(step: TrainStep, source: DataSource, start: int, end: int, batch
 
 class LocalJob(Job):
     """One worker in this process: `data.epochs` passes over the training rows (capped by
-    `train.max_steps`), each step the configured batch; round r is global step r + 1."""
+    `train.max_steps`), each step the configured batch; round r is global step r + 1.
+
+    With `data.shuffle` each epoch reads its rows in that epoch's block order (`row_order`);
+    with `data.prefetch` > 0 a reader (`data.reader`: a process, or a thread) keeps that many
+    batches ready, so a step's `data` phase is only the time it waits for its batch."""
 
     checkpointable = True
 
@@ -124,26 +134,78 @@ class LocalJob(Job):
         if cap:
             self.rounds = min(self.rounds, cap)
         self.report = WorkerReport(0)
+        self.order = row_order(cfg, rr)
+        self._malformed: list = []  # lines a reader process's copy of the source skipped
+
+    def _span(self, r: int) -> tuple[int, int]:
+        a = self.train_start + (r % self.per_epoch) * self.cfg.data.batch_size
+        return a, min(a + self.cfg.data.batch_size, self.train_end)
+
+    def _read(self, r: int) -> Batch:
+        """Round r's rows (on the reader thread when prefetching)."""
+        src = self.setup.source
+        if self.order is not None:
+            src = self.order.view(src, epoch_of(r, self.per_epoch))
+        return src.read(*self._span(r))
+
+    def reader(self, rounds: range) -> str:
+        """How `train` reads these rounds: "process", "thread" or "inline" (`data.reader`)."""
+        d = self.cfg.data
+        if not d.prefetch or not len(rounds):
+            return "inline"
+        if d.reader != "auto":
+            return d.reader
+        # a source that travels only as a pickled object may not pickle at all: read it here
+        rebuildable = bool(self.setup.source.describe().factory)
+        return "process" if rebuildable and len(rounds) * d.batch_size >= AUTO_PROCESS_ROWS else "inline"
+
+    def _batches(self, rounds: range):
+        """(round, batch, seconds the step waited for it) for each round."""
+        how, depth = self.reader(rounds), self.cfg.data.prefetch
+        if how == "inline":
+            for r in rounds:
+                t0 = time.perf_counter()
+                batch = self._read(r)
+                yield r, batch, time.perf_counter() - t0
+        elif how == "thread":
+            with Prefetcher(self._read, ((r,) for r in rounds), depth) as pf:
+                for (r,), batch, wait in pf:
+                    yield r, batch, wait
+        else:
+            jobs = [(epoch_of(r, self.per_epoch), *self._span(r)) for r in rounds]
+            with ReaderProcess(self.setup.source.describe(), self.order, jobs, depth) as rp:
+                stream = iter(rp)
+                for r, (_, batch, wait) in zip(rounds, stream):
+                    yield r, batch, wait
+                for _ in stream:  # its end: the child's malformed lines
+                    pass
+                self._malformed += rp.malformed
 
     def train(self, bar, metrics, start=0, stop=None) -> list[WorkerReport]:
-        s, bs = self.setup, self.cfg.data.batch_size
+        s = self.setup
         t0, rows = time.perf_counter(), 0
         fed = t0  # the live metrics get the worker's totals every METRICS_EVERY_S, as a Ray job's poll does
-        for r in range(start, self.rounds if stop is None else stop):
-            a = self.train_start + (r % self.per_epoch) * bs
-            loss, rec = s.step.train_rows(s.source, a, min(a + bs, self.train_end), r + 1)
-            self.report.add(rec, loss)
-            rows += rec.rows
-            if bar is not None:
-                bar.update(1, samples_per_s=rows / (time.perf_counter() - t0), loss=self.report.loss_ema)
-            if metrics is not None and time.perf_counter() - fed >= METRICS_EVERY_S:
-                x = progress_of(self.report)
-                metrics.worker(0, x["phases"], x["rows"], x["sent"], x["received"], x["steps"])
-                fed = time.perf_counter()
+        batches = self._batches(range(start, self.rounds if stop is None else stop))
+        try:
+            for r, batch, wait in batches:
+                loss, rec = s.step.train_batch(batch, r + 1, before={"data": wait}, span=self._span(r))
+                self.report.add(rec, loss)
+                rows += rec.rows
+                if bar is not None:
+                    bar.update(1, samples_per_s=rows / (time.perf_counter() - t0), loss=self.report.loss_ema)
+                if metrics is not None and time.perf_counter() - fed >= METRICS_EVERY_S:
+                    x = progress_of(self.report)
+                    metrics.worker(0, x["phases"], x["rows"], x["sent"], x["received"], x["steps"])
+                    fed = time.perf_counter()
+        finally:
+            batches.close()  # stops the reader (thread or process) if a step raised
         return [self.report]
 
     def evaluate(self, start, end, batch_size):
         return predict_range(self.setup.step, self.setup.source, start, end, batch_size)
+
+    def malformed(self) -> list:
+        return list(self._malformed)
 
     def model_spec(self):
         return self.setup.spec, self.setup.layer.tables
@@ -155,10 +217,11 @@ class LocalJob(Job):
         save_dense(path / "dense", self.setup.model)
         return 1
 
-    def save_state(self, path: Path) -> dict:
+    def save_state(self, path: Path, base: Path | None = None) -> dict:
         from psrec.core.dense_state import save_dense
 
-        self.setup.store.export(path / "tables" / "shard-0", evict=False)
+        self.setup.store.export(path / "tables" / "shard-0", evict=False,
+                                base=None if base is None else base / "tables" / "shard-0")
         save_dense(path / "dense", self.setup.model, self.setup.step.dense.optimizer, rng=True)
         return {"tables": [t.name for t in self.setup.layer.tables], "shards": 1, "dense": "dense"}
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from psrec.data.base import DataSource
+from psrec.data.shuffle import RowOrder
 
-__all__ = ["RowRanges", "row_ranges", "count_rounds", "rounds_per_epoch", "rows_of"]
+__all__ = ["RowRanges", "row_ranges", "row_order", "file_splits", "count_rounds", "rounds_per_epoch", "rows_of",
+           "epoch_of"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,29 @@ def row_ranges(cfg, source: DataSource) -> RowRanges:
     if tr_end <= 0 or ev_start > ev_end:
         raise ValueError(f"source has {n} rows: too few for the configured train/eval ranges")
     return RowRanges(0, tr_end, ev_start, ev_end)
+
+
+def row_order(cfg, rr: RowRanges) -> RowOrder | None:
+    """The training rows' per-epoch order (`data.shuffle`: seeded by train.seed and the epoch),
+    or None: file order. Every mode builds it from the same ranges, so all shuffle alike."""
+    d = cfg.data
+    if not d.shuffle:
+        return None
+    return RowOrder(rr.train_start, rr.train_end, (cfg.train.seed,), d.shuffle_block)
+
+
+def file_splits(source: DataSource, start: int, end: int) -> tuple[int, ...]:
+    """First rows of the files that begin inside (start, end): where work-queue tasks must
+    break so that each task reads one file's slice (none for a one-file source)."""
+    layout = getattr(source, "layout", None)
+    if layout is None:
+        return ()
+    return tuple(sorted({first for _, _, first, _ in layout.files if start < first < end}))
+
+
+def epoch_of(round_: int, per_epoch: int) -> int:
+    """The epoch (0-based) round `round_` belongs to."""
+    return round_ // per_epoch
 
 
 def rounds_per_epoch(cfg, train_rows: int, workers: int) -> int:

@@ -137,6 +137,10 @@ def summarize_steps(worker: int, steps: Sequence[StepRecord], loss: float | None
         "allreduce_exposed_seconds": totals["allreduce"],
         "allreduce_hidden_seconds": max(0.0, ar_total - totals["allreduce"]),
         "loss": loss,
+        # backup workers (collective.backup): rows of late gradients dropped, in all of the
+        # steps (every rank books the step's), and this worker's own dropped gradients
+        "dropped_rows": int(sum(r.dropped_rows for r in steps)),
+        "dropped_gradients": sum(1 for r in steps if not r.applied),
         "step_seconds": [{p: float(r.seconds.get(p, 0.0)) for p in PHASES} for r in steps],
         "step_emulated": [float(e) for e in emu],
     }

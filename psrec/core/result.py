@@ -217,6 +217,8 @@ def aggregate_workers(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "sync_wait_seconds": float(sum(s.get("sync_wait_seconds", 0.0) for s in live)),
         "peer_wait_seconds": float(sum(s.get("peer_wait_seconds", 0.0) for s in live)),
         "idle_steps": int(sum(s.get("idle_steps", 0) for s in live)),
+        # backup workers: every rank books each step's dropped rows, so one rank's sum is the job's
+        "dropped_rows": int(max(s.get("dropped_rows", 0) for s in live)),
     }
 
 

@@ -120,6 +120,11 @@ class DenseUpdate:
         """Bytes and messages of the exchanges since the last call."""
         return Traffic()
 
+    def sparse_scale(self) -> float:
+        """Factor on this step's embedding-row gradients, known after `exchange` (backup
+        workers: this rank's rows / the applied rows; 0 drops them, counts included)."""
+        return 1.0
+
     def apply(self) -> None:
         if self.optimizer is not None:
             self.optimizer.step()
@@ -134,7 +139,8 @@ class StepRecord:
     collective's lockstep split, `collective.lockstep`), `peer_wait` that split's share moved
     into `wait`; `straggler` injected slowdown included in `compute`; `span` the rows
     [start, end) trained (start == end: an empty step); `task` the work-queue task's
-    (epoch, index) the rows came from.
+    (epoch, index) the rows came from; `applied` False when backup workers dropped this
+    worker's gradient.
     """
 
     step: int
@@ -149,6 +155,8 @@ class StepRecord:
     task: tuple[int, int] | None = None
     t_start: float = 0.0  # time.time() seconds at the step's start (its data read included): one axis for all processes
     loss: float | None = None  # the batch's mean loss (None: an empty step)
+    applied: bool = True
+    dropped_rows: int = 0  # backup workers: rows of the step's late gradients, dropped (collective.backup)
 
     @property
     def total(self) -> float:
@@ -205,6 +213,11 @@ class TrainStep:
         self.index = index
         self.stragglers = stragglers
         self.t_origin = time.perf_counter()  # slow periods of the straggler model are timed from here
+        # Where injected slowdown goes: after the step (default) or right after backward, before
+        # the dense exchange. In plain lockstep either delays every rank alike; where ranks
+        # train speed-proportional shares it must overlap the peers' compute, as a slow
+        # machine's own slow compute would (collective.data = "proportional" sets it).
+        self.straggle_before_exchange = False
 
     def loss_and_grads(self, batch: Batch, x, step: int) -> float:
         """Forward, batch-mean BCE loss and backward; returns the loss.
@@ -273,6 +286,10 @@ class TrainStep:
             res = None
             dense.empty_backward()
             t = self._book(sec, "compute", t)
+        extra = 0.0
+        if self.straggle_before_exchange and batch is not None:
+            extra = self._straggle(t_step, sec["compute"])
+            t = self._book(sec, "compute", t)
         ready = t - t_rows
         ex = dense.exchange()
         t = self._book(sec, "allreduce", t)
@@ -282,14 +299,19 @@ class TrainStep:
         sec["allreduce"] = min(sec["allreduce"], ex.exposed)
         dense.apply()
         t = self._book(sec, "apply", t)
-        store.apply_many(sparse_grads(res) if res is not None else {}, step)
+        grads = sparse_grads(res) if res is not None else {}
+        scale = dense.sparse_scale()
+        if scale != 1.0:
+            grads = {name: (k, g * scale, c) for name, (k, g, c) in grads.items()} if scale else {}
+        store.apply_many(grads, step)
         t = self._book_store(sec, store.push_phase, t)
         # Injected slowdown last, booked as compute: peers meet it at the next step's first
         # rendezvous (their `wait`), not inside this step's exchanges (overlapped all-reduces
         # are already launched by then, so they would see it as communication).
-        extra = self._straggle(t_step, sec["compute"]) if batch is not None else 0.0
-        if extra:
-            self._book(sec, "compute", t)
+        if not self.straggle_before_exchange and batch is not None:
+            extra = self._straggle(t_step, sec["compute"])
+            if extra:
+                self._book(sec, "compute", t)
         traffic = store.take_traffic()
         traffic += dense.take_traffic()
         rec = StepRecord(step, sec, len(batch) if batch is not None else 0, traffic, allreduce_total=ex.total,

@@ -38,7 +38,7 @@ def step_rows(reports: Sequence[WorkerReport]) -> list[dict[str, Any]]:
             out.append({"step": s.step, "worker": r.worker, "loss": s.loss, "rows": s.rows, "t_start": s.t_start,
                         "seconds": s.total, "phases": {p: s.seconds.get(p, 0.0) for p in PHASES},
                         "bytes_sent": int(s.bytes_sent), "bytes_received": int(s.bytes_received),
-                        "bytes_by_tag": dict(s.bytes_by_tag)})
+                        "bytes_by_tag": dict(s.bytes_by_tag), "applied": s.applied, "dropped_rows": s.dropped_rows})
     return sorted(out, key=lambda d: (d["t_start"], d["worker"]))
 
 

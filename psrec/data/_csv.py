@@ -326,14 +326,33 @@ class CsvSource(DataSource):
         lines in the range). Raises DataError at the first malformed line if strict.
         """
         self._check_range(start, end)
-        lines = self._index.read_lines(start, end)
+        return self._read_lines(self._index.read_lines(start, end), start, lambda i: start + i)
+
+    def read_segments(self, segments: list[tuple[int, int]]) -> Batch:
+        """Rows of each range `[a, b)` in order, parsed in one pass (one seek per range)."""
+        lines: list[str] = []
+        first = np.zeros(len(segments) + 1, np.int64)  # position in `lines` of each range's first row
+        for k, (a, b) in enumerate(segments):
+            self._check_range(a, b)
+            lines += self._index.read_lines(a, b)
+            first[k + 1] = len(lines)
+        starts = [a for a, _ in segments]
+
+        def row_of(i: int) -> int:
+            k = int(np.searchsorted(first, i, side="right")) - 1
+            return starts[k] + i - int(first[k])
+
+        return self._read_lines(lines, starts[0] if starts else 0, row_of)
+
+    def _read_lines(self, lines: list[str], start: int, row_of) -> Batch:
+        """Lines -> a Batch of the well-formed ones; `row_of(i)`: the row of line i (reports)."""
         table, good, bad = self._table(lines)
         errors = RowErrors()
         parsed = self._parse(table, errors)
         for j, reason in errors.reasons.items():
             bad[good[j]] = reason
         if bad:
-            self._record(start, lines, bad)
+            self._record(row_of, lines, bad)
         keep = errors.keep_mask(table.n)
         return Batch(
             keys=parsed.keys[keep],
@@ -343,8 +362,8 @@ class CsvSource(DataSource):
             multi=[select_rows(r, keep) for r in parsed.multi],
         )
 
-    def _record(self, start: int, lines: list[str], bad: dict[int, str]) -> None:
-        records = [MalformedLine.make(self._index.line_no(start + i), bad[i], lines[i], self.path)
+    def _record(self, row_of, lines: list[str], bad: dict[int, str]) -> None:
+        records = [MalformedLine.make(self._index.line_no(row_of(i)), bad[i], lines[i], self.path)
                    for i in sorted(bad)]
         for m in records:
             self._malformed.setdefault(m.line_no, m)

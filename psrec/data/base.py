@@ -132,6 +132,13 @@ class DataSource(ABC):
     def read(self, start: int, end: int) -> Batch:
         """Rows `[start, end)` as one batch. Raises IndexError outside `[0, num_rows]`."""
 
+    def read_segments(self, segments: list[tuple[int, int]]) -> Batch:
+        """The rows of several ranges `[a, b)`, in order, as one batch (a shuffled epoch's
+        blocks, `psrec.data.shuffle`). This default reads each range; a text or Parquet
+        reader parses them in one pass instead, so small blocks cost no per-read overhead."""
+        pieces = [self.read(a, b) for a, b in segments]
+        return pieces[0] if len(pieces) == 1 else concat_batches(pieces)
+
     def batches(self, start: int, end: int, batch_size: int) -> Iterator[Batch]:
         """Rows `[start, end)` in consecutive batches of `batch_size` (the last may be short); a
         batch whose rows were all malformed is skipped."""

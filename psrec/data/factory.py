@@ -37,7 +37,7 @@ def file_set(cfg, opener: str, options: dict) -> DataSource:
     paths = {k: expand_paths(getattr(d, f"{k}_path"), f"data.{k}_path") if getattr(d, f"{k}_path") else []
              for k in ("train", "valid", "test")}
     return FileSetSource(paths["train"], paths["valid"], paths["test"], opener=opener, options=options,
-                         test_share=d.test_share, shuffle_seed=cfg.train.seed if d.shuffle else None)
+                         test_share=d.test_share)
 
 
 @register_source("synthetic")

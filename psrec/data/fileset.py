@@ -2,9 +2,9 @@
 after the other, so every mode's row ranges (and the work queue's tasks) address them all.
 
 Layout of the rows (`SplitLayout`): `[0, fit)` train, `[held_start, n_train)` the held-out
-test share of the train files when there is no test file, then valid, then test. With a
-shuffle seed the training rows are served in a seeded block order (blocks of
-`shuffle_block` rows), the same on every worker and every run.
+test share of the train files when there is no test file, then valid, then test. The rows
+are served in file order; `data.shuffle`'s per-epoch order is applied above the source
+(`psrec.data.shuffle.RowOrder`), the same way for every source.
 """
 from __future__ import annotations
 
@@ -61,20 +61,16 @@ class FileSetSource(DataSource):
         opener: "module:Class" of the per-file source, called with `path=` and `options`.
         options: the per-file source's other arguments (features, label, ...).
         test_share: the held-out share when there is no test file.
-        shuffle_seed: None: the training rows in file order; else a seeded block order.
-        shuffle_block: rows per shuffled block (a read is one file read per block touched).
     """
 
     def __init__(self, train: Sequence[str], valid: Sequence[str] = (), test: Sequence[str] = (), *,
-                 opener: str, options: dict[str, Any] | None = None, test_share: float = 0.1,
-                 shuffle_seed: int | None = None, shuffle_block: int = 256) -> None:
+                 opener: str, options: dict[str, Any] | None = None, test_share: float = 0.1) -> None:
         from psrec.data.spec import SourceSpec
 
         if not train:
             raise DataError("data.train_path names no file")
         self._args = dict(train=list(train), valid=list(valid), test=list(test), opener=opener,
-                          options=dict(options or {}), test_share=test_share, shuffle_seed=shuffle_seed,
-                          shuffle_block=shuffle_block)
+                          options=dict(options or {}), test_share=test_share)
         self.parts: list[tuple[str, DataSource]] = []
         for split, paths in (("train", train), ("valid", valid), ("test", test)):
             for p in paths:
@@ -101,19 +97,6 @@ class FileSetSource(DataSource):
                                   files=tuple((sp, getattr(s, "path", type(s).__name__), int(self._start[i]),
                                                int(s.num_rows)) for i, (sp, s) in enumerate(self.parts)),
                                   test_from=test_from)
-        self._perm = self._block_order(fit, shuffle_seed, shuffle_block)
-
-    @staticmethod
-    def _block_order(fit: int, seed: int | None, block: int):
-        """(logical block starts (K+1,), physical start of each logical block (K,)), or None."""
-        if seed is None or fit <= block:
-            return None
-        phys = np.arange(0, fit, block, dtype=np.int64)
-        lengths = np.minimum(block, fit - phys)
-        order = np.random.default_rng(seed).permutation(len(phys))
-        logical = np.zeros(len(phys) + 1, np.int64)
-        np.cumsum(lengths[order], out=logical[1:])
-        return logical, phys[order]
 
     def describe(self):
         from psrec.data.spec import SourceSpec
@@ -127,36 +110,41 @@ class FileSetSource(DataSource):
     def malformed_lines(self) -> list:
         return [m for _, s in self.parts for m in s.malformed_lines()]
 
-    def _physical(self, start: int, end: int) -> list[tuple[int, int]]:
-        """Logical rows [start, end) -> physical ranges, in order."""
-        if self._perm is None or start >= int(self._perm[0][-1]):
-            return [(start, end)]
-        logical, phys = self._perm
-        fit = int(logical[-1])
-        out = []
-        b = int(np.searchsorted(logical, start, side="right")) - 1
-        s = start
-        while s < min(end, fit):
-            e = min(end, int(logical[b + 1]))
-            out.append((int(phys[b]) + s - int(logical[b]), int(phys[b]) + e - int(logical[b])))
-            s, b = e, b + 1
-        if end > fit:
-            out.append((fit, end))
-        return out
-
     def read(self, start: int, end: int) -> Batch:
-        """Logical rows `[start, end)` (see the module doc), malformed rows left out."""
+        """Rows `[start, end)` (see the module doc), malformed rows left out: one read per file touched."""
         self._check_range(start, end)
         pieces = []
-        for a, b in self._physical(start, end):
+        a, b = start, end
+        f = int(np.searchsorted(self._start, a, side="right")) - 1
+        while a < b:
+            e = min(b, int(self._start[f + 1]))
+            if e > a:
+                off = int(self._start[f])
+                pieces.append(self.parts[f][1].read(a - off, e - off))
+            a, f = e, f + 1
+        if not pieces:
+            return _empty(self, start)
+        out = concat_batches(pieces) if len(pieces) > 1 else pieces[0]
+        out.start = start
+        return out
+
+    def read_segments(self, segments: list[tuple[int, int]]) -> Batch:
+        """Rows of each range in order: the ranges in one file go to it in one call (one parse)."""
+        runs: list[tuple[int, list[tuple[int, int]]]] = []  # (file, its ranges), in order
+        for a, b in segments:
+            self._check_range(a, b)
             f = int(np.searchsorted(self._start, a, side="right")) - 1
             while a < b:
-                f_end = int(self._start[f + 1])
-                e = min(b, f_end)
+                e = min(b, int(self._start[f + 1]))
                 if e > a:
                     off = int(self._start[f])
-                    pieces.append(self.parts[f][1].read(a - off, e - off))
+                    if runs and runs[-1][0] == f:
+                        runs[-1][1].append((a - off, e - off))
+                    else:
+                        runs.append((f, [(a - off, e - off)]))
                 a, f = e, f + 1
+        pieces = [self.parts[f][1].read_segments(rs) for f, rs in runs]
+        start = segments[0][0] if segments else 0
         if not pieces:
             return _empty(self, start)
         out = concat_batches(pieces) if len(pieces) > 1 else pieces[0]

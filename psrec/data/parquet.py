@@ -108,25 +108,40 @@ class ParquetSource(DataSource):
     def read(self, start: int, end: int) -> Batch:
         """Rows `[start, end)` minus malformed rows: keys (B, F_single), dense (B, D), labels (B,)."""
         self._check_range(start, end)
-        t = self._table(start, end)
+        return self._encode(self._table(start, end), start, lambda i: start + i)
+
+    def read_segments(self, segments: list[tuple[int, int]]) -> Batch:
+        """Rows of each range `[a, b)` in order, encoded in one pass."""
+        import pyarrow as pa
+
+        for a, b in segments:
+            self._check_range(a, b)
+        parts = [self._table(a, b) for a, b in segments]
+        t = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        rows = np.concatenate([np.arange(a, b) for a, b in segments]) if segments else np.zeros(0, np.int64)
+        return self._encode(t, int(rows[0]) if len(rows) else 0, lambda i: int(rows[i]))
+
+    def _encode(self, t, start: int, row_of) -> Batch:
+        """An arrow table -> a Batch of its good rows; `row_of(i)`: the file row of table row i."""
         n = t.num_rows
         errors = RowErrors()
         labels = encode_labels(_numbers(t.column(self.label), self.label, errors), self.label,
                                self.label_threshold, errors)
         keys, dense, multi = encode_rows(self.features, lambda f: _values(t.column(f.column), f, errors), n, errors)
         if errors.reasons:
-            self._record(start, errors.reasons)
+            self._record(row_of, errors.reasons)
         keep = errors.keep_mask(n)
         return Batch(keys=keys[keep], dense=dense[keep], labels=labels[keep], start=start,
                      multi=[select_rows(r, keep) for r in multi])
 
-    def _record(self, start: int, reasons: dict[int, str]) -> None:
+    def _record(self, row_of, reasons: dict[int, str]) -> None:
         for i in sorted(reasons):
-            m = MalformedLine.make(start + i + 1, reasons[i], f"row {start + i + 1}", self.path)
+            r = row_of(i) + 1
+            m = MalformedLine.make(r, reasons[i], f"row {r}", self.path)
             self._malformed.setdefault(m.line_no, m)
         if self.strict:
             i = min(reasons)
-            raise DataError(f"{self.path}: row {start + i + 1}: {reasons[i]}")
+            raise DataError(f"{self.path}: row {row_of(i) + 1}: {reasons[i]}")
 
 
 def _numbers(col, name: str, errors: RowErrors) -> np.ndarray:

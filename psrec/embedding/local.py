@@ -90,10 +90,15 @@ class LocalStore(EmbeddingStore):
     def stats(self) -> dict[str, EVStats]:
         return {name: ev.stats() for name, ev in self._vars.items()}
 
-    def export(self, path: str | os.PathLike, evict: bool = True) -> dict[str, EvictionReport | None]:
-        """Export every table to `path/<table>/` (format: psrec.ev.export)."""
+    def export(self, path: str | os.PathLike, evict: bool = True,
+               base: str | os.PathLike | None = None) -> dict[str, EvictionReport | None]:
+        """Export every table to `path/<table>/` (format: psrec.ev.export); with `base` (an
+        earlier export of this store), only each table's rows updated since `base/<table>/`
+        (`psrec.ev.increment`; a table absent there is exported whole)."""
         path = Path(path)
-        return {name: ev.export(path / name, evict=evict) for name, ev in self._vars.items()}
+        bases = {name: None if base is None or not (Path(base) / name).is_dir() else Path(base) / name
+                 for name in self._vars}
+        return {name: ev.export(path / name, evict=evict, base=bases[name]) for name, ev in self._vars.items()}
 
     def restore(self, path: str | os.PathLike) -> None:
         """Restore every table from `path/<table>/` written by `export`."""

@@ -1,4 +1,4 @@
-"""Snapshots of an embedding variable and their on-disk format (format version 1).
+"""Snapshots of an embedding variable and their on-disk format (format version 1; increments 2).
 
 An export is a directory that numpy alone can read (`np.load(..., allow_pickle=False)` and
 `json`); `docs/ev-format.md` is the full description. Layout, with R rows of width D:
@@ -14,6 +14,13 @@ An export is a directory that numpy alone can read (`np.load(..., allow_pickle=F
     filter.keys.npy      (W,)   int64   counter filter: keys still waiting for admission
     filter.counts.npy    (W,)   int64   ... and their occurrences so far
     filter.sketch.npy    (m,)   uint8/16/32  bloom filter: the counting Bloom filter's counters
+    live_keys.npy        (L,)   int64   increments only: every key the table holds (written
+                                        when rows may have been evicted since the base)
+
+An incremental export (DeepRec's incremental checkpoint; `psrec.ev.increment`) has the same
+files holding only the rows updated after its base's step, and a manifest entry
+`increment: {since_step, live_keys}`; it is not a table on its own, so `load_snapshot`
+refuses it and `load_increment` reads it.
 
 A snapshot is taken under the variable's lock, so values, slots and metadata are of one
 moment (restoring mismatched slots and values is how a known DeepRec bug trained into NaN).
@@ -31,17 +38,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EVSnapshot", "save_snapshot", "load_snapshot", "FORMAT_NAME", "FORMAT_VERSION"]
+from psrec.durable import fsync_path, writer_tmpdir
+
+__all__ = ["EVSnapshot", "save_snapshot", "load_snapshot", "load_increment", "export_step", "FORMAT_NAME",
+           "FORMAT_VERSION"]
 
 FORMAT_NAME = "psrec-ev"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # this reader's; full exports are still written as version 1
+_INCREMENT_VERSION = 2  # increments: a version-1 reader would take one for a whole table, so it must refuse it
 
 _CORE = {"keys": ("int64", 1), "values": ("float32", 2), "freqs": ("int64", 1), "versions": ("int64", 1)}
 # optimizer slots that sum squares or count (adagrad accum, ftrl n, adam v and its step count)
@@ -120,19 +130,30 @@ def _entry(path: Path, fname: str, arr: np.ndarray) -> dict[str, Any]:
     return {"file": fname, "dtype": arr.dtype.name, "shape": list(arr.shape)}
 
 
-def save_snapshot(snap: EVSnapshot, path: str | os.PathLike) -> Path:
-    """Write `snap` as an export directory at `path` (replacing one already there)."""
+def save_snapshot(snap: EVSnapshot, path: str | os.PathLike, since_step: int | None = None,
+                  live_keys: np.ndarray | None = None) -> Path:
+    """Write `snap` as an export directory at `path` (replacing one already there).
+
+    With `since_step`, `snap` holds only the rows updated after that global step: an
+    incremental export (`psrec.ev.increment`), which `load_snapshot` refuses on its own.
+    `live_keys` (L,) int64 ascending: every key the table holds, when some may have been
+    evicted since (else the base's keys plus the increment's are the table's)."""
     snap.validate()
+    if live_keys is not None and since_step is None:
+        raise ValueError(f"snapshot {snap.name!r}: live_keys belong to an incremental export (since_step)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = writer_tmpdir(path.parent, f".{path.name}.tmp-")  # a killed writer's is reclaimed here
     try:
         files = {name: _entry(tmp, f"{name}.npy", getattr(snap, name)) for name in _CORE}
         slots = {name: _entry(tmp, f"slot.{name}.npy", a) for name, a in sorted(snap.slots.items())}
         ffiles = {name: _entry(tmp, f"filter.{name}.npy", a) for name, a in sorted(snap.filter_arrays.items())}
+        increment = None if since_step is None else {
+            "since_step": int(since_step),
+            "live_keys": None if live_keys is None else _entry(tmp, "live_keys.npy", np.asarray(live_keys, np.int64))}
         manifest = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": 1 if increment is None else _INCREMENT_VERSION,
             "name": snap.name,
             "dim": snap.dim,
             "num_rows": len(snap),
@@ -144,11 +165,13 @@ def save_snapshot(snap: EVSnapshot, path: str | os.PathLike) -> Path:
             "filter": {"kind": snap.filter_kind, "files": ffiles, "meta": snap.filter_meta},
             "config": snap.config,
         }
+        if increment is not None:
+            manifest["increment"] = increment
         with open(tmp / "manifest.json", "w") as f:  # last: its presence marks a complete export
             json.dump(manifest, f, indent=1, sort_keys=True)
         for p in tmp.iterdir():  # durable before the rename makes it visible
-            _fsync(p)
-        _fsync(tmp)
+            fsync_path(p)
+        fsync_path(tmp)
         if path.exists():
             # Never delete the old export before the new one is in place: move it aside, move the
             # new one in, then delete. A kill in between leaves the aside copy, which
@@ -160,7 +183,7 @@ def save_snapshot(snap: EVSnapshot, path: str | os.PathLike) -> Path:
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -170,14 +193,6 @@ def save_snapshot(snap: EVSnapshot, path: str | os.PathLike) -> Path:
 def _aside(path: Path) -> Path:
     """Where the previous export waits while a new one replaces it."""
     return path.parent / f".{path.name}.previous"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load_array(path: Path, entry: dict[str, Any], what: str) -> np.ndarray:
@@ -192,20 +207,18 @@ def _load_array(path: Path, entry: dict[str, Any], what: str) -> np.ndarray:
 
 
 def load_snapshot(path: str | os.PathLike) -> EVSnapshot:
-    """Read an export directory written by `save_snapshot` (any format version <= 1)."""
-    path = Path(path)
-    if not path.exists() and (_aside(path) / "manifest.json").is_file():
-        path = _aside(path)  # a replacement was interrupted after moving the old export aside
-    mf = path / "manifest.json"
-    if not mf.is_file():
-        raise ValueError(f"export {path}: no manifest.json (not an EV export, or an incomplete one)")
-    with open(mf) as f:
-        m = json.load(f)
-    if m.get("format") != FORMAT_NAME:
-        raise ValueError(f"export {path}: format is {m.get('format')!r}, expected {FORMAT_NAME!r}")
-    if not isinstance(m.get("format_version"), int) or m["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"export {path}: format_version {m.get('format_version')!r} is newer than "
-                         f"this reader's {FORMAT_VERSION}")
+    """Read an export directory written by `save_snapshot` (any format version <= 2); an
+    incremental one is refused (it is not the whole table)."""
+    snap, since, _ = load_increment(path)
+    if since is not None:
+        raise ValueError(f"export {path}: an incremental export (only the rows updated after step {since}); "
+                         "restore it through its checkpoint chain (psrec.core.incremental)")
+    return snap
+
+
+def load_increment(path: str | os.PathLike) -> tuple[EVSnapshot, int | None, np.ndarray | None]:
+    """(snapshot, since_step, live_keys) of an export, full (since_step None) or incremental."""
+    path, m = _manifest(path)
     core = {name: _load_array(path, m["files"][name], name) for name in _CORE}
     slots = {name: _load_array(path, e, f"slot {name}") for name, e in m["slots"].items()}
     flt = m["filter"]
@@ -215,4 +228,45 @@ def load_snapshot(path: str | os.PathLike) -> EVSnapshot:
                       filter_meta=flt.get("meta", {}), config=m.get("config", {}),
                       evicted_total=int(m.get("evicted_total", 0)), **core)
     snap.validate()
-    return snap
+    inc = m.get("increment")
+    if inc is None:
+        return snap, None, None
+    since = inc.get("since_step") if isinstance(inc, dict) else None
+    if not isinstance(since, int) or isinstance(since, bool):
+        raise ValueError(f"export {path}: increment.since_step must be an integer, got {since!r}")
+    if len(snap) and snap.versions.min() <= since:
+        raise ValueError(f"export {path}: an increment since step {since} holds a row of version "
+                         f"{int(snap.versions.min())}")
+    live = None
+    if inc.get("live_keys") is not None:
+        live = _load_array(path, inc["live_keys"], "live keys")
+        if live.dtype != np.int64 or live.ndim != 1 or (len(live) > 1 and not (live[1:] > live[:-1]).all()):
+            raise ValueError(f"export {path}: live keys must be unique ascending int64")
+    return snap, since, live
+
+
+def export_step(path: str | os.PathLike) -> int:
+    """The global step an export (full or incremental) was taken at, from its manifest alone."""
+    return int(_manifest(path)[1]["step"])
+
+
+def _manifest(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """(the export's directory, its checked manifest)."""
+    path = Path(path)
+    if not path.exists() and (_aside(path) / "manifest.json").is_file():
+        path = _aside(path)  # a replacement was interrupted after moving the old export aside
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise ValueError(f"export {path}: no manifest.json (not an EV export, or an incomplete one)")
+    try:
+        with open(mf) as f:
+            m = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"export {path}: manifest.json is not readable JSON ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
+        raise ValueError(f"export {path}: format is {m.get('format') if isinstance(m, dict) else m!r}, "
+                         f"expected {FORMAT_NAME!r}")
+    if not isinstance(m.get("format_version"), int) or m["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"export {path}: format_version {m.get('format_version')!r} is newer than "
+                         f"this reader's {FORMAT_VERSION}")
+    return path, m

@@ -30,7 +30,7 @@ from psrec.ev import _kernels
 from psrec.ev._memory import aligned_empty
 from psrec.ev.config import EVConfig
 from psrec.ev.dedup import unique
-from psrec.ev.export import EVSnapshot, load_snapshot, save_snapshot
+from psrec.ev.export import EVSnapshot, export_step, load_snapshot, save_snapshot
 from psrec.ev.filters import make_filter
 from psrec.ev.hashtable import HashTable
 from psrec.ev.initializers import initial_rows
@@ -379,12 +379,18 @@ class EmbeddingVariable:
 
     # ---- snapshots, export, import -------------------------------------------------------
 
-    def snapshot(self) -> EVSnapshot:
-        """A consistent copy of the whole state, rows sorted by key."""
+    def snapshot(self, since_step: int | None = None) -> EVSnapshot:
+        """A consistent copy of the whole state, rows sorted by key; with `since_step`, only the
+        rows updated after that global step (an increment's, `psrec.ev.increment`)."""
         with self._lock:
             keys, rows = self._table.items()
-            order = np.argsort(keys, kind="stable")
-            keys, rows = keys[order], rows[order]
+            if since_step is not None:
+                changed = self._meta[rows, _VERSION] > since_step
+                keys, rows = keys[changed], rows[changed]
+            # The keys are distinct: a plain (SIMD) sort and a probe for their rows take ~half
+            # the time of an argsort on 4M keys.
+            keys = np.sort(keys)
+            rows = self._table.find(keys)
             meta = self._meta[rows]
             farrays, fmeta = self._filter.state()
             return EVSnapshot(
@@ -395,19 +401,26 @@ class EmbeddingVariable:
                 filter_kind=self.config.filter.kind, filter_arrays=farrays, filter_meta=fmeta,
                 config=dataclasses.asdict(self.config), evicted_total=self._evicted_total)
 
-    def export(self, path: str | os.PathLike, evict: bool = True) -> EvictionReport | None:
+    def export(self, path: str | os.PathLike, evict: bool = True,
+               base: str | os.PathLike | None = None) -> EvictionReport | None:
         """Write an export directory (format in `psrec.ev.export`) at `path`.
 
         evict: first run eviction if the config enables TTL or L2 eviction; the report of
         that pass is returned (None when none ran). Eviction and snapshot happen under one
         lock hold, so the export is of one moment.
+        base: an export of this table (full or incremental) that this one continues: only the
+        rows updated since it are written, an incremental export (`psrec.ev.increment`).
         """
+        since = None if base is None else export_step(base)
         with self._lock:
             report = None
             if evict and (self.config.steps_to_live > 0 or self.config.l2_evict_threshold > 0):
                 report = self._evict(self._step)
-            snap = self.snapshot()
-        save_snapshot(snap, path)
+            snap = self.snapshot(since)
+            live = None
+            if since is not None and self._evicted_total:  # rows may have gone since the base
+                live = np.sort(self._table.items()[0])
+        save_snapshot(snap, path, since_step=since, live_keys=live)
         return report
 
     def restore(self, sources: Sequence[EVSnapshot | str | os.PathLike], shard_index: int = 0,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +69,8 @@ class _Families:
         self.ar_hidden = Counter("psrec_worker_allreduce_hidden_seconds", "dense all-reduce hidden behind backward",
                                  W, registry=r)
         self.straggler = Counter("psrec_straggler_seconds", "injected straggler slowdown", W, registry=r)
+        self.slowness = Gauge("psrec_worker_slowness", "median worker's rows per busy second over this worker's, "
+                              "since the last report (1 = typical; 4 = four times slower)", W, registry=r)
         self.ps_rows = Gauge("psrec_ps_rows", "embedding rows held by a PS shard", P, registry=r)
         self.ps_requests = Counter("psrec_ps_requests", "requests served by a PS shard", P, registry=r)
         self.ps_apply = Counter("psrec_ps_apply_seconds", "seconds a PS shard spent applying pushes", P, registry=r)
@@ -169,6 +172,8 @@ class JobMetrics:
         self._last: dict[tuple, float] = {}  # (family, labels) -> the cumulative value fed so far
         self._nodes: dict[tuple[str, int], str] = {}  # ("worker" | "ps", index) -> its node label
         self._observed: dict[int, tuple[int, float]] = {}  # worker -> (steps observed, their seconds)
+        self._busy_mark: dict[int, tuple[int, float]] = {}  # worker -> (rows, busy seconds) at its last speed
+        self._speed: dict[int, float] = {}  # worker -> rows per busy second between its last two reports
         self._watch: tuple[threading.Thread, threading.Event] | None = None
         self.history: list[tuple[float, list[dict]]] = []  # (time.time(), PS stats) of every live poll
 
@@ -215,6 +220,21 @@ class JobMetrics:
             for _ in range(steps - seen):
                 self.f.step.labels(*lab).observe(mean)
             self._observed[w] = (steps, total)
+        self._slowness(w, rows, phases)
+
+    def _slowness(self, w: int, rows: int, phases: dict[str, float]) -> None:
+        """Live slow-worker signal: each worker's speed (rows per busy second, busy = data +
+        lookup + compute as in `psrec.core.slow_workers`) since its last report, against the
+        median worker's (after the run, `results.json` has the full per-step detection)."""
+        busy = sum(phases.get(p, 0.0) for p in ("data", "lookup", "compute"))
+        r0, b0 = self._busy_mark.get(w, (0, 0.0))
+        if rows > r0 and busy > b0:
+            self._speed[w] = (rows - r0) / (busy - b0)
+            self._busy_mark[w] = (rows, busy)
+        if len(self._speed) >= 2:
+            med = statistics.median(self._speed.values())
+            for v, s in self._speed.items():
+                self.f.slowness.labels(*self._w(v, None)).set(med / s)
 
     def steps(self, w: int, seconds: Sequence[float], node: str | None = None) -> None:
         """Every step's seconds of worker `w` (after the run): those not yet observed go into the histogram."""

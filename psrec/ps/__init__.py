@@ -7,6 +7,7 @@
     ray_transport, channel, shm   PS actors on Ray; same-node pulls over a local socket
     grpc_server, grpc_transport, grpc_codec   the gRPC wire of proto/ps.proto (across nodes)
     wire        what a PS accepts from any transport, the refusals, the job token options
+    heap        malloc kept warm for message-sized buffers (the gRPC server and transport)
     client      `PSClient`: the worker-side EmbeddingStore over the shards
     dense       where dense parameters live: the training step's dense hooks (on the PS, or
                 all-reduced over `psrec.comm`: hybrid)

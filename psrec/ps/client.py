@@ -31,11 +31,13 @@ class PSClient(BatchedStore):
         net: emulate this network (None: record real time only).
         dense_slices: (start, end) of the flat dense vector held by each shard, or None when
             dense parameters do not live on the PS.
+        staleness: sync mode: the next pull after pushing step k waits only for step
+            k - staleness to be applied (`ps.staleness`; 0 = every step waits for the last).
     """
 
     def __init__(self, transport: Transport, partitioner: Partitioner, dims: dict[str, int],
                  sync: bool = False, net: NetConfig | None = None,
-                 dense_slices: list[tuple[int, int]] | None = None) -> None:
+                 dense_slices: list[tuple[int, int]] | None = None, staleness: int = 0) -> None:
         if partitioner.num_shards != transport.num_shards:
             raise ValueError(f"partitioner has {partitioner.num_shards} shards, transport {transport.num_shards}")
         self.transport = transport
@@ -44,6 +46,7 @@ class PSClient(BatchedStore):
         self.sync = sync
         self.net = net
         self.dense_slices = dense_slices
+        self.staleness = staleness
         self._traffic = Traffic()
         self._wait = 0.0  # sync barrier: seconds a shard held a pull until its step was applied
         self.pending_dense_grad: np.ndarray | None = None  # the next push's dense gradient (dense on the PS)
@@ -133,7 +136,7 @@ class PSClient(BatchedStore):
                    + (a[1].nbytes if a[1] is not None else 0) for a in args if a is not None)
         self._book(0.0, sent, 0, sum(a is not None for a in args), pull=False)
         if self.sync:
-            self.min_step = step  # the next pull must see this step applied
+            self.min_step = max(0, step - self.staleness)  # the next pull must see this step applied (SSP: s earlier)
 
     # ---------------------------------------------------------------- accounting
     def _book(self, waited: float, sent: int, recv: int, msgs: int, pull: bool) -> None:

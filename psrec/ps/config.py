@@ -35,6 +35,11 @@ class PSConfig:
         workers: training workers (N).
         num_ps: parameter servers (M).
         sync: aggregate each step's gradients from all workers before applying them.
+        staleness: with `sync`, bounded staleness (stale-synchronous parallel, Ho et al.
+            2013): a worker may pull for step k once step k - 1 - staleness is applied, i.e.
+            run at most `staleness` steps ahead of the slowest; 0 is sync, and async
+            (`sync = false`) is staleness = infinity. Steps are still applied whole and in
+            order (each the mean of every worker's push for it).
         dense: where dense parameters live: on the PS, or replicated and all-reduced (hybrid).
         partitioner: key placement across PS: hash-mod or balanced by observed frequency.
         transport: how workers reach the PS: "auto" (the same-node channel to a PS on the
@@ -46,6 +51,9 @@ class PSConfig:
         ps_cpus, worker_cpus: Ray CPU request per actor: fractional, so N+M actors fit on a
             2-core laptop (Ray only schedules by these numbers; the OS shares the cores).
         address: join this Ray cluster ("" starts a local Ray).
+        placement: on a cluster of several nodes, "spread" the PS and workers over the nodes
+            (so that pulls cross the network) or "pack" them onto as few as fit (one Ray
+            placement group either way; `psrec.core.placement`). One node: no difference.
         net: network to emulate, e.g. "bandwidth=10Gbit,latency=50us" ("" = none).
         metrics_port: Prometheus endpoint on the driver; 0 picks a free port, -1 turns it off.
         partition_sample_batches: batches scanned to observe key frequencies (balanced only).
@@ -58,6 +66,7 @@ class PSConfig:
     workers: int = 2
     num_ps: int = 2
     sync: bool = False  # DeepRec trains asynchronously by default
+    staleness: int = 0  # sync means sync: no step may start before the last one is applied
     dense: Literal["ps", "allreduce"] = "ps"
     partitioner: Literal["hash", "balanced"] = "hash"  # DeepRec's default
     transport: Literal["auto", "ray", "grpc", "inprocess"] = "auto"
@@ -68,6 +77,7 @@ class PSConfig:
     ps_cpus: float = 0.25
     worker_cpus: float = 0.5
     address: str = ""
+    placement: Literal["spread", "pack"] = "spread"  # a cluster's nodes are there to be used: PS apart from workers
     net: str = ""
     metrics_port: int = 0
     partition_sample_batches: int = 20  # ~20K rows: enough to rank the hot keys of a Zipf law
@@ -83,6 +93,11 @@ class PSConfig:
             raise ValueError(f"ps.metrics_port must be -1, 0 or a port, got {self.metrics_port}")
         if self.threads < 1 or self.partition_sample_batches < 1:
             raise ValueError("ps.threads and ps.partition_sample_batches must be >= 1")
+        if self.staleness < 0 or (self.staleness and not self.sync):
+            raise ValueError(f"ps.staleness must be >= 0 and needs ps.sync = true (async is staleness = "
+                             f"infinity), got {self.staleness} with sync = {self.sync}")
+        if self.placement not in ("spread", "pack"):
+            raise ValueError(f"ps.placement must be spread or pack, got {self.placement!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("ps.tls_cert and ps.tls_key must be given together")
         self.limits  # noqa: B018 - validates max_message_mb and max_keys at load time

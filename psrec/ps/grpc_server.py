@@ -6,7 +6,9 @@ compared in constant time) before its body is even parsed; bodies are parsed her
 gRPC, so a truncated or garbled message is INVALID_ARGUMENT (gRPC's own parse failure
 would be INTERNAL); a message over `WireLimits.max_message_bytes` is refused by gRPC itself
 (RESOURCE_EXHAUSTED) before it is buffered; arrays are checked by `psrec.ps.grpc_codec` and
-`psrec.ps.wire`. A refused call stores nothing and the server goes on serving.
+`psrec.ps.wire`; Export and Restore name directories under the job's run directory only
+(`psrec.ps.wire.check_path`: no '..', no symlink out; INVALID_ARGUMENT otherwise). A refused
+call stores nothing and the server goes on serving.
 
 The server binds one address (the node's own, from Ray, or loopback), never 0.0.0.0, on a
 port the OS picks; `address` is what the PS reports to workers.
@@ -21,14 +23,20 @@ from google.protobuf.message import DecodeError
 
 from psrec.ps import grpc_codec as codec
 from psrec.ps.config import WireLimits
+from psrec.ps.heap import keep_freed_heap
 from psrec.ps.transport import ShardEndpoint
-from psrec.ps.wire import WireError
+from psrec.ps.wire import WireError, check_path
 
 __all__ = ["GrpcPSServer", "TOKEN_KEY", "SERVICE"]
 
 TOKEN_KEY = "x-psrec-token"
 SERVICE = "psrec.ps.ParameterServer"
 pb = codec.pb
+
+
+def _serialize(reply) -> bytes:
+    """A reply message's bytes; the codec's pull replies come framed already."""
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
 class _TokenCheck(grpc.ServerInterceptor):
@@ -60,15 +68,20 @@ class GrpcPSServer:
             is applied) plus a few for driver calls.
         tls: (cert PEM bytes, key PEM bytes), or None for plaintext.
         limits: what one request may hold.
+        export_roots, restore_roots: the directories Export and Restore may name paths under
+            (`WireOptions.roots`); none: those calls are refused.
     """
 
     def __init__(self, endpoint: ShardEndpoint, token: str, host: str = "127.0.0.1", threads: int = 8,
-                 tls: tuple[bytes, bytes] | None = None, limits: WireLimits | None = None) -> None:
+                 tls: tuple[bytes, bytes] | None = None, limits: WireLimits | None = None,
+                 export_roots: tuple[str, ...] = (), restore_roots: tuple[str, ...] = ()) -> None:
         if not token:
             raise ValueError("a gRPC PS server needs a job token")
         self.endpoint = endpoint
         self.limits = limits or endpoint.limits
+        self.export_roots, self.restore_roots = tuple(export_roots), tuple(restore_roots)
         size = self.limits.max_message_bytes
+        keep_freed_heap()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"ps{endpoint.index}-grpc"),
             interceptors=[_TokenCheck(token)],
@@ -93,16 +106,31 @@ class GrpcPSServer:
             "Pull": (pb.PullRequest, lambda r: codec.encode_pull_reply(e.pull(*codec.decode_pull(r, lim)))),
             "Push": (pb.PushRequest, lambda r: (e.push(*codec.decode_push(r, lim)), pb.Empty())[1]),
             "Stats": (pb.StatsRequest, lambda r: codec.encode_stats(e.stats(r.detail))),
-            "Export": (pb.PathRequest, lambda r: (e.export(r.path), pb.Empty())[1]),
-            "Restore": (pb.PathRequest, lambda r: (e.restore(r.path), pb.Empty())[1]),
+            "Export": (pb.PathRequest, self._export),
+            "Restore": (pb.PathRequest, self._restore),
             "TableValuesOf": (pb.TableRequest, self._table_values),
             "NextStep": (pb.Empty, lambda r: pb.StepReply(step=e.next_step())),
             "Ping": (pb.Empty, lambda r: pb.PingReply(shard=e.ping())),
         }
         handlers = {name: grpc.unary_unary_rpc_method_handler(self._guarded(name, cls, fn),
-                                                              response_serializer=lambda m: m.SerializeToString())
+                                                              response_serializer=_serialize)
                     for name, (cls, fn) in calls.items()}
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    def _export(self, r):
+        path = check_path(r.path, self.export_roots, "export")
+        base = check_path(r.base, self.export_roots, "export base") if r.base else None
+        if base is None:
+            self.endpoint.export(path)
+        else:
+            self.endpoint.export(path, base)
+        return pb.Empty()
+
+    def _restore(self, r):
+        if r.base:
+            raise ValueError("restore takes no base")
+        self.endpoint.restore(check_path(r.path, self.restore_roots, "restore"))
+        return pb.Empty()
 
     def _table_values(self, r):
         if r.table not in self.endpoint.store.table_names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ray
 
 from psrec.core.job import check_placement, poll_ray_workers
+from psrec.core.placement import ActorPlacement, actor_nodes
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.step import COMM_PHASES
 from psrec.ps.ray_transport import RayTransport, WireOptions, start_ps_actors
@@ -84,14 +85,23 @@ class PSWorkerActor:
 class RayPSJob(_PSJob):
     """PS actors and worker actors (a local Ray starts unless `ps.address` names a cluster)."""
 
-    def __init__(self, plan: PSPlan, source) -> None:
+    def __init__(self, plan: PSPlan, source, run_dir: str = "", resume_dir: str = "") -> None:
+        """`run_dir`, `resume_dir`: where Export/Restore over gRPC may name paths (`WireOptions`)."""
         p = plan.cfg.ps
         self.plan, self.eval_source = plan, source
         ensure_ray(p.address)
         check_placement([(f"{p.num_ps} PS x {p.ps_cpus:g}", p.num_ps * p.ps_cpus),
                          (f"{p.workers} workers x {p.worker_cpus:g}", p.workers * p.worker_cpus)])
-        self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(), p.ps_cpus,
-                                         wire=WireOptions.for_job(p))
+        # one bundle per PS, then one per worker; spread over the nodes of a multi-node cluster
+        self.placement = ActorPlacement(p.placement, [p.ps_cpus] * p.num_ps + [p.worker_cpus] * p.workers)
+        try:
+            self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(),
+                                             p.ps_cpus, wire=WireOptions.for_job(p, run_dir, resume_dir),
+                                             placement=[self.placement.options(i) for i in range(p.num_ps)],
+                                             staleness=p.staleness)
+        except BaseException:
+            self.placement.remove()
+            raise
         self.transport = RayTransport(self.ps_actors, mode=p.transport)
         self.queue = None
         self.workers = []
@@ -99,12 +109,14 @@ class RayPSJob(_PSJob):
             if p.data == "queue":
                 from workqueue.actor import WorkQueue
 
-                self.queue = WorkQueue.start(plan.cfg.workqueue, p.workers, *plan.queue_rows)
-            self.workers = [PSWorkerActor.options(num_cpus=p.worker_cpus).remote(
-                plan, w, self.ps_actors, self.queue and self.queue.actor) for w in range(p.workers)]
+                self.queue = WorkQueue.start(plan.cfg.workqueue, p.workers, *plan.queue_rows, splits=plan.queue_splits)
+            self.workers = [PSWorkerActor.options(num_cpus=p.worker_cpus, **self.placement.options(p.num_ps + w))
+                            .remote(plan, w, self.ps_actors, self.queue and self.queue.actor) for w in range(p.workers)]
             master = ray.get(self.workers[0].node_address.remote(), timeout=SETUP_TIMEOUT_S) \
                 if p.dense == "allreduce" else None
             ray.get([w.setup.remote(master) for w in self.workers], timeout=SETUP_TIMEOUT_S)
+            self.actor_nodes = {"placement": p.placement, "ps": actor_nodes(self.ps_actors),
+                          "workers": actor_nodes(self.workers)}  # which node each actor runs on
         except BaseException:
             self.close()
             raise
@@ -125,6 +137,9 @@ class RayPSJob(_PSJob):
         if self.plan.cfg.ps.dense == "allreduce":
             return ray.get(self.workers[0].dense.remote(), timeout=60)
         return super().dense()
+
+    def details(self):
+        return {**super().details(), "actor_nodes": self.actor_nodes}
 
     def _save_replica(self, path):
         ray.get(self.workers[0].save_dense.remote(str(path)), timeout=SETUP_TIMEOUT_S)
@@ -147,3 +162,4 @@ class RayPSJob(_PSJob):
             self.queue.shutdown()
             self.queue = None
         super().close()
+        self.placement.remove()

@@ -43,13 +43,13 @@ class PSActor:
     worker plus four) follow the same blocking rule."""
 
     def __init__(self, index: int, tables, num_workers: int, sync: bool, dense: DenseSpec | None,
-                 threads: int = 1, wire: WireOptions | None = None) -> None:
+                 threads: int = 1, wire: WireOptions | None = None, staleness: int = 0) -> None:
         import torch
 
         torch.set_num_threads(threads)
         wire = wire or WireOptions.new()
         self._token = wire.token
-        self.endpoint = ShardEndpoint(PSShard(index, tables, num_workers, sync, dense), limits=wire.limits)
+        self.endpoint = ShardEndpoint(PSShard(index, tables, num_workers, sync, dense, staleness), limits=wire.limits)
         self._channel = (ChannelServer(self.endpoint, wire.token, wire.limits, label=f"psrec-ps{index}")
                          if channels_available() and shm_available() else None)
         self._grpc = None
@@ -63,7 +63,8 @@ class PSActor:
                 self._tls_cert = tls[0]
             # The node's own address (what Ray reports for it), never 0.0.0.0; the OS picks the port.
             self._grpc = GrpcPSServer(self.endpoint, wire.token, ray.util.get_node_ip_address(),
-                                      threads=num_workers + 4, tls=tls, limits=wire.limits)
+                                      threads=num_workers + 4, tls=tls, limits=wire.limits,
+                                      export_roots=wire.roots("export"), restore_roots=wire.roots("restore"))
 
     def locate(self) -> dict:
         """Where and how to reach this PS: its Ray node id, channel address, gRPC address
@@ -82,8 +83,8 @@ class PSActor:
     def stats(self, detail=False):
         return self.endpoint.stats(detail)
 
-    def export(self, path):
-        return self.endpoint.export(path)
+    def export(self, path, base=None):
+        return self.endpoint.export(path, base)
 
     def restore(self, path):
         return self.endpoint.restore(path)
@@ -99,14 +100,16 @@ class PSActor:
 
 
 def start_ps_actors(num_ps: int, tables, num_workers: int, sync: bool, dense: Sequence[DenseSpec | None],
-                    num_cpus: float = 0.5, health_timeout_s: float = 60.0, wire: WireOptions | None = None) -> list:
+                    num_cpus: float = 0.5, health_timeout_s: float = 60.0, wire: WireOptions | None = None,
+                    placement: Sequence[dict] | None = None, staleness: int = 0) -> list:
     """Start `num_ps` PS actors and wait until each answers a ping (bounded). `wire`: the job's
-    token, gRPC and TLS settings and limits (default: a fresh token, gRPC on)."""
+    token, gRPC and TLS settings and limits (default: a fresh token, gRPC on); `placement`: each
+    actor's scheduling options (`psrec.core.placement.ActorPlacement.options`)."""
     wire = wire or WireOptions.new()
     # One thread per worker (each has at most one call in flight per shard, and a sync pull
     # may block its thread until the step's pushes arrive) plus two for driver calls.
-    actors = [PSActor.options(num_cpus=num_cpus, max_concurrency=num_workers + 2)
-              .remote(i, tables, num_workers, sync, dense[i], wire=wire)
+    actors = [PSActor.options(num_cpus=num_cpus, max_concurrency=num_workers + 2, **(placement[i] if placement else {}))
+              .remote(i, tables, num_workers, sync, dense[i], wire=wire, staleness=staleness)
               for i in range(num_ps)]
     ray.get([a.ping.remote() for a in actors], timeout=health_timeout_s)
     return actors
@@ -172,6 +175,8 @@ class RayTransport(Transport):
                 for s, c in enumerate(self._channels)]
 
     def call_all(self, method, args):
+        if len(self._grpc_index) == self.num_shards > 0:  # every shard over gRPC, in shard order
+            return self._grpc.call_all(method, args)
         bulk = method in BULK_METHODS
         refs: list[Any] = [None] * self.num_shards
         handles: dict[int, Any] = {}

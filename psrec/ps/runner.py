@@ -21,9 +21,10 @@ from psrec.core.flat import flat_params, slices
 from psrec.core.job import Job, run_job
 from psrec.core.local import predict_range
 from psrec.core.plan import build_replica, plan_model, stragglers_of
-from psrec.core.ranges import count_rounds, rounds_per_epoch, row_ranges
+from psrec.core.ranges import count_rounds, file_splits, rounds_per_epoch, row_order, row_ranges
 from psrec.core.result import RunResult, max_over_mean
 from psrec.core.step import DenseUpdate, TrainStep, make_dense_optimizer
+from psrec.data.shuffle import RowOrder
 from psrec.data.spec import SourceSpec
 from psrec.embedding.layer import EmbeddingLayer
 from psrec.metrics.prom import JobMetrics
@@ -56,6 +57,8 @@ class PSPlan:
     batch_size: int
     base_row: int
     source: SourceSpec  # how each worker rebuilds the run's data source
+    order: RowOrder | None = None  # the training rows' per-epoch order (data.shuffle); None: file order
+    file_starts: tuple[int, ...] = ()  # first rows of the files inside the training rows (file_splits)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -68,6 +71,13 @@ class PSPlan:
         rounds = min(self.rounds, self.per_epoch)
         return self.base_row, self.base_row + rounds * self.cfg.ps.workers * self.batch_size
 
+    @property
+    def queue_splits(self) -> tuple[int, ...]:
+        """Rows inside `queue_rows` where a file starts: the queue's tasks break there, so each
+        task is one file's slice."""
+        a, b = self.queue_rows
+        return tuple(x for x in self.file_starts if a < x < b)
+
     def build_worker(self, index: int, transport: Transport, allreduce=None, source=None) -> PSWorker:
         """Worker `index`: a replica with the plan's initial parameters, its client and step.
         `allreduce`: its member of the workers' group (`psrec.comm`) for hybrid dense."""
@@ -75,14 +85,14 @@ class PSPlan:
         source = source or self.source.build()
         model, layer = build_replica(cfg, self.spec, self.tables, self.dense_init, source)
         net = parse_net(p.net) if p.net else None
-        client = PSClient(transport, self.partitioner, self.dims, p.sync, net, self.dense_slices)
+        client = PSClient(transport, self.partitioner, self.dims, p.sync, net, self.dense_slices, p.staleness)
         if p.dense == "ps":
             dense: DenseUpdate = OnPS(model, client)
         else:
             opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
             dense = HybridAllReduce(model, allreduce, opt, net) if p.dense == "allreduce" else DenseUpdate(opt)
         step = TrainStep(model, layer, client, dense, index, stragglers_of(cfg, p.workers))
-        return PSWorker(index, p.workers, step, source)
+        return PSWorker(index, p.workers, step, source, self.order)
 
     def dense_specs(self) -> list[DenseSpec | None]:
         if self.dense_slices is None:
@@ -110,7 +120,8 @@ def plan_ps(cfg: Config, source=None) -> PSPlan:
     n_train = rr.train_end - rr.train_start
     return PSPlan(cfg, spec, tables, ev_configs, partitioner, dense_init, dense_slices,
                   count_rounds(cfg, n_train, p.workers), rounds_per_epoch(cfg, n_train, p.workers), bs,
-                  rr.train_start, source.describe())
+                  rr.train_start, source.describe(), row_order(cfg, rr),
+                  file_splits(source, rr.train_start, rr.train_end))
 
 
 def ps_mode(cfg: Config) -> str:
@@ -149,9 +160,11 @@ class _PSJob(Job):
     def model_spec(self):
         return self.plan.spec, self.plan.tables
 
-    def _export_shards(self, path: Path) -> None:
+    def _export_shards(self, path: Path, base: Path | None = None) -> None:
         n = self.transport.num_shards
-        self.transport.call_all("export", [(str(path / "tables" / f"shard-{i}"),) for i in range(n)])
+        self.transport.call_all("export", [(str(path / "tables" / f"shard-{i}"),) if base is None else
+                                           (str(path / "tables" / f"shard-{i}"), str(base / "tables" / f"shard-{i}"))
+                                           for i in range(n)])
 
     def save_model(self, path: Path) -> int:
         from psrec.core.dense_state import save_dense
@@ -161,8 +174,8 @@ class _PSJob(Job):
         save_dense(path / "dense", model)
         return self.transport.num_shards
 
-    def save_state(self, path: Path) -> dict:
-        self._export_shards(path)
+    def save_state(self, path: Path, base: Path | None = None) -> dict:
+        self._export_shards(path, base)
         if self.plan.cfg.ps.dense != "ps":
             self._save_replica(path / "dense")
         return {"tables": [t.name for t in self.plan.tables], "shards": self.transport.num_shards,
@@ -220,7 +233,8 @@ class InProcessPSJob(_PSJob):
         if p.data == "queue":
             raise ValueError("ps.data=queue needs the Ray transport (the queue is a Ray actor)")
         self.plan, self.eval_source = plan, source
-        shards = [PSShard(i, plan.ev_configs, p.workers, p.sync, d) for i, d in enumerate(plan.dense_specs())]
+        shards = [PSShard(i, plan.ev_configs, p.workers, p.sync, d, p.staleness)
+                  for i, d in enumerate(plan.dense_specs())]
         self.transport = InProcessTransport(shards)
         group = ThreadGroup(p.workers) if p.dense == "allreduce" else None
         self.workers = [plan.build_worker(w, self.transport, group and group.member(w), source)
@@ -261,13 +275,18 @@ def run_ps(cfg: Config, run_dir: Path | None = None, source=None, resume_from: P
     source = source or make_source(cfg)
     plan = plan_ps(cfg, source)
     p = cfg.ps
+    if run_dir is None:  # made here, not by run_job: the PS are told it (Export/Restore over gRPC stay inside)
+        from psrec.runs import make_run_dir
+
+        run_dir = make_run_dir(cfg, ps_mode(cfg))
+    inside = str(Path(run_dir).resolve()), "" if resume_from is None else str(Path(resume_from).resolve().parent)
 
     def start() -> Job:
         if p.transport == "inprocess":
             return InProcessPSJob(plan, source)
         from psrec.ps.ray_runner import RayPSJob
 
-        return RayPSJob(plan, source)
+        return RayPSJob(plan, source, *inside)
 
     layout = {"dense_params": int(len(plan.dense_init)), "num_ps": p.num_ps, "net": p.net,
               "transport": p.transport, "data": p.data}

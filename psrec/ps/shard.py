@@ -7,7 +7,9 @@ Modes:
     async  every push is applied at once (DeepRec's asynchronous training);
     sync   pushes of global step s are summed over all workers and applied once, averaged,
            when the last worker's push arrives; equal to local training on the union of
-           the workers' batches.
+           the workers' batches. With `staleness` s (stale-synchronous parallel) pushes of
+           up to s steps past the last applied one wait here, each step still applied
+           whole and in order; workers then run at most s steps ahead of the slowest.
 """
 from __future__ import annotations
 
@@ -68,11 +70,15 @@ class PSShard:
         num_workers: pushes per step to wait for in sync mode.
         sync: aggregate a step's pushes from all workers before applying.
         dense: this shard's slice of the dense parameters, or None.
+        staleness: sync mode: workers may run this many steps ahead of the last applied one
+            (`ps.staleness`), so pushes up to applied + 1 + staleness
+            are accepted and wait in `_pending`.
     """
 
     def __init__(self, index: int, tables: dict[str, EVConfig], num_workers: int = 1,
-                 sync: bool = False, dense: DenseSpec | None = None) -> None:
+                 sync: bool = False, dense: DenseSpec | None = None, staleness: int = 0) -> None:
         self.index = index
+        self.staleness = staleness
         self.store = LocalStore(tables)
         self.num_workers = num_workers
         self.sync = sync
@@ -185,12 +191,13 @@ class PSShard:
                     s.freq_histogram[name] = [int(x) for x in buckets]
             return ShardStats(**s.__dict__)
 
-    def export(self, path: str) -> None:
+    def export(self, path: str, base: str | None = None) -> None:
         """This shard's whole state under `path`: its tables (`<table>/`, EV exports with
         slots), its dense slice and optimizer state (`dense/`), its step counters
-        (`steps.json`). Under the shard's lock: one moment."""
+        (`steps.json`). Under the shard's lock: one moment. `base`: this shard's export in an
+        earlier checkpoint; the tables then hold only rows updated since (`psrec.ev.increment`)."""
         with self._lock:
-            self.store.export(path, evict=False)
+            self.store.export(path, evict=False, base=base)
             if self._dense is not None:
                 from psrec.core.dense_state import save_dense
 

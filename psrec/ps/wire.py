@@ -8,15 +8,17 @@ Plain numpy: no gRPC or Ray here.
 """
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from psrec.ps.config import WireLimits
 
 __all__ = ["WireError", "BadRequest", "TooLarge", "Unauthenticated", "check_pull", "check_push",
-           "error_for_code", "WireOptions", "MAX_STEP"]
+           "error_for_code", "WireOptions", "MAX_STEP", "check_path"]
 
 MAX_STEP = 1 << 53  # steps are counters; beyond 2**53 a float64 step loses integers
 
@@ -75,8 +77,9 @@ def _step(shard, step, what: str, sync_window: bool) -> None:
     # Sync: a worker pushes step s only after its pull saw s - 1 applied, so every push is for
     # applied + 1 and every pull waits for at most that; anything else would sit pending (or
     # hold a server thread) until the timeout.
-    if sync_window and shard.sync and not (step <= shard.applied_step + 1):
-        raise BadRequest(f"shard {shard.index}: {what} {step} is ahead of applied step {shard.applied_step} + 1")
+    ahead = 1 + getattr(shard, "staleness", 0)  # bounded staleness (ps.staleness) widens the window
+    if sync_window and shard.sync and not (step <= shard.applied_step + ahead):
+        raise BadRequest(f"shard {shard.index}: {what} {step} is ahead of applied step {shard.applied_step} + {ahead}")
 
 
 def check_pull(shard, keys, train, dense, min_step, next_step, limits: WireLimits) -> None:
@@ -136,6 +139,9 @@ class WireOptions:
         grpc: start a gRPC server in each PS (ps.transport "auto" or "grpc").
         tls_cert, tls_key: PEM file paths on the PS's node ("" = plaintext gRPC).
         limits: what one request may hold.
+        run_dir: the job's run directory: Export/Restore over gRPC name paths under it only
+            (`check_path`; "" = none). Ray actor calls are not limited: Ray is the trust boundary.
+        resume_dir: a directory Restore may also read under (the checkpoints a run resumes from).
     """
 
     token: str
@@ -143,6 +149,8 @@ class WireOptions:
     tls_cert: str = ""
     tls_key: str = ""
     limits: WireLimits = field(default_factory=WireLimits)
+    run_dir: str = ""
+    resume_dir: str = ""
 
     def __post_init__(self) -> None:
         if len(self.token) < 16:
@@ -157,6 +165,50 @@ class WireOptions:
         return cls(secrets.token_hex(32), grpc, **kw)
 
     @classmethod
-    def for_job(cls, p) -> WireOptions:
+    def for_job(cls, p, run_dir: str = "", resume_dir: str = "") -> WireOptions:
         """A job's options from its `PSConfig`: a fresh token, gRPC unless ps.transport = "ray"."""
-        return cls.new(p.transport in ("auto", "grpc"), tls_cert=p.tls_cert, tls_key=p.tls_key, limits=p.limits)
+        return cls.new(p.transport in ("auto", "grpc"), tls_cert=p.tls_cert, tls_key=p.tls_key, limits=p.limits,
+                       run_dir=run_dir, resume_dir=resume_dir)
+
+    def roots(self, method: str) -> tuple[str, ...]:
+        """The directories `method` ("export" or "restore") may name paths under, over a wire."""
+        dirs = (self.run_dir,) + ((self.resume_dir,) if method == "restore" else ())
+        return tuple(d for d in dirs if d)
+
+
+_MAX_PATH = 4096  # bytes: Linux's PATH_MAX
+_MAX_ENTRIES = 100_000  # files and directories looked at under a path: a shard export holds tens
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def check_path(path, roots: tuple[str, ...], what: str) -> str:
+    """`path` (absolute) as the real path it names, if that lies under one of `roots`; a
+    BadRequest naming `what` otherwise: a relative path, a '..' component, a symlink that
+    leads out (the path's own components or anything below it), or no roots at all. Guards
+    against a caller naming any file the PS process could write or read; not against one who
+    can already write inside the run directory."""
+    if not roots:
+        raise BadRequest(f"{what}: this PS takes no paths over the wire (it was started without a run directory)")
+    if not isinstance(path, str) or not path or "\0" in path or len(path.encode(errors="replace")) > _MAX_PATH:
+        raise BadRequest(f"{what}: not a path: {str(path)[:80]!r}")
+    p = Path(path)
+    if not p.is_absolute() or ".." in p.parts:
+        raise BadRequest(f"{what}: {path[:200]!r} must be absolute and free of '..'")
+    real = Path(os.path.realpath(p))  # every symlink on the way resolved
+    allowed = [Path(os.path.realpath(r)) for r in roots]
+    if not _under(real, allowed):
+        raise BadRequest(f"{what}: {path[:200]!r} is outside the job's run directory")
+    if real.is_dir():
+        seen = 0
+        for top, dirs, files in os.walk(real):  # does not descend into linked directories; they are checked here
+            for name in dirs + files:
+                seen += 1
+                entry = Path(top) / name
+                if seen > _MAX_ENTRIES:
+                    raise BadRequest(f"{what}: over {_MAX_ENTRIES} entries under {path[:200]!r}")
+                if entry.is_symlink() and not _under(Path(os.path.realpath(entry)), allowed):
+                    raise BadRequest(f"{what}: {str(entry)[:200]!r} links outside the job's run directory")
+    return str(real)

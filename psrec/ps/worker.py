@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 
-from psrec.core.ranges import rows_of
+from psrec.core.ranges import epoch_of, rows_of
 from psrec.core.report import WorkerReport
 from psrec.core.step import TrainStep
 from psrec.data.base import DataSource
+from psrec.data.shuffle import RowOrder
 
 __all__ = ["PSWorker"]
 
@@ -24,22 +25,28 @@ class PSWorker:
         step: the worker's TrainStep (its store is a `PSClient`; its dense hook says where
             dense parameters live: `psrec.ps.dense`).
         source: where rows come from.
+        order: the training rows' per-epoch order (`data.shuffle`); None: file order.
     """
 
-    def __init__(self, index: int, num_workers: int, step: TrainStep, source: DataSource) -> None:
+    def __init__(self, index: int, num_workers: int, step: TrainStep, source: DataSource,
+                 order: RowOrder | None = None) -> None:
         self.index = index
         self.num_workers = num_workers
         self.step = step
         self.source = source
+        self.order = order
         self.report = WorkerReport(index)
 
     @property
     def model(self):
         return self.step.model
 
-    def train_rows(self, start: int, end: int, round_: int) -> float:
-        """One step on rows [start, end). `round_` is the global step in sync mode."""
-        loss, rec = self.step.train_rows(self.source, start, end, round_)
+    def train_rows(self, start: int, end: int, round_: int, epoch: int = 0, order: RowOrder | None = None) -> float:
+        """One step on rows [start, end) of `epoch` in `order` (default: the worker's).
+        `round_` is the global step in sync mode."""
+        order = order if order is not None else self.order
+        src = order.view(self.source, epoch) if order is not None else self.source
+        loss, rec = self.step.train_rows(src, start, end, round_)
         self.report.add(rec, loss)
         return loss
 
@@ -55,8 +62,10 @@ class PSWorker:
             if task is None:
                 time.sleep(0.01)  # others hold the last leases; they may still be re-queued
             else:
+                # shuffled: the task's own rows in a per-epoch block order (they stay in its file slice)
+                order = self.order.within(task.start, task.end, task.index) if self.order is not None else None
                 for s in range(task.start, task.end, batch_size):
-                    self.train_rows(s, min(s + batch_size, task.end), 0)
+                    self.train_rows(s, min(s + batch_size, task.end), 0, task.epoch, order)
                 self.report.tasks += 1
             task, finished = take(task)
         return self.report
@@ -66,7 +75,8 @@ class PSWorker:
         if start == 0 or not self.report.steps:
             self.step.t_origin = time.perf_counter()
         for r in range(start, stop):
-            self.train_rows(*rows_of(r, self.index, self.num_workers, batch_size, base, per_epoch), r + 1)
+            self.train_rows(*rows_of(r, self.index, self.num_workers, batch_size, base, per_epoch), r + 1,
+                            epoch_of(r, per_epoch))
             if on_step is not None:
                 on_step()
         return self.report

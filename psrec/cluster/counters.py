@@ -1,0 +1,68 @@
+"""Sampling the testbed's link counters while a job runs, and the send rate of a node while it
+is busy sending (a PS serving pulls), read from the interface counters, not estimated.
+
+`LinkSampler` reads each node's tx bytes (the host veth end's rx_bytes) every `interval_s` in a
+thread. `busy_rate` takes one node's samples and keeps the intervals in which it sent at 10% of
+the shaped rate or more (its bursts: a sync PS answering the step's pulls), and returns the bytes
+of those intervals over their duration: bytes/s while busy, partial intervals at a burst's edges
+included (so it errs low).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["LinkSampler", "busy_rate"]
+
+BUSY_FRACTION = 0.10  # an interval counts as a burst when the node sent >= 10% of the shaped rate
+
+
+class LinkSampler:
+    """Samples (monotonic seconds, [tx bytes of each interface]) until `stop()`.
+
+    Args:
+        host_ifs: the host ends of the nodes' veths, in node order.
+        interval_s: time between samples (the thread's own reads take ~20 us each).
+    """
+
+    def __init__(self, host_ifs: list[str], interval_s: float = 0.002) -> None:
+        self.paths = [Path("/sys/class/net", d, "statistics", "rx_bytes") for d in host_ifs]
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, list[int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="link-sampler", daemon=True)
+
+    def start(self) -> LinkSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[tuple[float, list[int]]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.samples
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), [int(p.read_text()) for p in self.paths]))
+            time.sleep(self.interval_s)
+
+    def node(self, i: int) -> list[tuple[float, int]]:
+        return [(t, b[i]) for t, b in self.samples]
+
+
+def busy_rate(samples: list[tuple[float, int]], rate_bytes_per_s: float) -> tuple[float, float, int]:
+    """(bytes/s while busy, busy seconds, bytes sent while busy) of one node's (t, tx bytes) samples.
+
+    >>> rate, secs, nbytes = busy_rate([(0.0, 0), (0.01, 1000), (0.02, 1_001_000), (0.03, 2_001_000),
+    ...                                 (0.04, 2_002_000)], 1e8)   # 1 MB in each of two 10 ms intervals
+    >>> round(rate), round(secs, 6), nbytes
+    (100000000, 0.02, 2000000)
+    """
+    busy_s, busy_bytes = 0.0, 0
+    for (t0, b0), (t1, b1) in zip(samples, samples[1:]):
+        dt, db = t1 - t0, b1 - b0
+        if dt > 0 and db >= BUSY_FRACTION * rate_bytes_per_s * dt:
+            busy_s += dt
+            busy_bytes += db
+    return (busy_bytes / busy_s if busy_s else 0.0), round(busy_s, 9), busy_bytes
