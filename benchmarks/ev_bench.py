@@ -21,10 +21,13 @@ real keys (int64, drawn from the table's key space by rank).
 
 Raw mode: what a trainer's step pays on the batch as drawn (all `--batch` occurrences), on
 batches of its own, timed in turns with its floor, `np.take` of the raw draws' rows resolved
-beforehand ((N, D) out, as a fixed-array lookup gives). raw lookup = `psrec.ev.unique`
-(distinct keys, inverse, counts) + EV lookup of the distinct keys + `psrec.ev.expand` to the
-N draws: what `EmbeddingLayer.lookup` does on a local store. raw step = raw lookup +
-`psrec.ev.segment_sum` of an (N, D) gradient back to the distinct keys + the Adagrad apply.
+beforehand ((N, D) out, as a fixed-array lookup gives). raw lookup = `EmbeddingVariable.
+lookup_raw` of the N draws (de-duplication with inverse and counts, one probe per distinct
+key, each draw's row gathered into the (N, D) output: `psrec.ev.raw`). raw step = raw
+lookup + `EmbeddingVariable.apply_raw` of an (N, D) gradient (summed per key by the inverse,
+then the Adagrad apply on the rows the lookup resolved). For information, the path before
+it: `psrec.ev.unique` + EV lookup of the distinct keys + `psrec.ev.expand` (lookup), +
+`psrec.ev.segment_sum` + `apply_gradients` (step), timed in turns after them.
 Targets: raw lookup >= 0.77x take, raw step >= 0.27x take.
 
     python benchmarks/ev_bench.py [--rows 4194304] [--threads 1]
@@ -198,25 +201,32 @@ def main() -> None:
 
     # Raw mode: the draws themselves, a set per path (as above: no path finds its batch's
     # rows in cache from another's), the floor and both raw paths in turns.
-    raw = {name: [table_keys[draw()] for _ in range(n_calls)] for name in ("take", "lookup", "step")}
+    raw = {name: [table_keys[draw()] for _ in range(n_calls)]
+           for name in ("take", "lookup", "step", "old_lookup", "old_step")}
     raw_resolved = [ev._table.find(k) for k in raw["take"]]
     raw_grads = [(0.01 * rng.standard_normal((len(k), args.dim))).astype(np.float32) for k in raw["step"]]
     u0 = unique(raw["lookup"][0])
     np.testing.assert_array_equal(expand(ev.lookup(u0.keys, train=False), u0.inverse),
                                   ev.lookup(raw["lookup"][0], train=False))
-
-    def raw_lookup(keys: np.ndarray):
-        u = unique(keys)
-        return u, expand(ev.lookup(u.keys), u.inverse)  # (N, D): one row per draw
+    np.testing.assert_array_equal(ev.lookup_raw(raw["lookup"][0])[0], ev.lookup(raw["lookup"][0], train=False))
 
     def raw_step(i: int) -> None:
-        u, _ = raw_lookup(raw["step"][i])
-        ev.apply_gradients(u.keys, segment_sum(raw_grads[i], u.inverse, len(u.keys)), u.counts, 2 * n_calls + i + 1)
+        out, batch = ev.lookup_raw(raw["step"][i])  # (N, D): one row per draw
+        ev.apply_raw(batch, raw_grads[i], 2 * n_calls + i + 1)
+
+    def old_lookup(keys: np.ndarray):
+        u = unique(keys)
+        return u, expand(ev.lookup(u.keys), u.inverse)
+
+    def old_step(i: int) -> None:
+        u, _ = old_lookup(raw["old_step"][i])
+        ev.apply_gradients(u.keys, segment_sum(raw_grads[i], u.inverse, len(u.keys)), u.counts, 3 * n_calls + i + 1)
 
     t = _interleaved_ms({"take": lambda i: np.take(storage, raw_resolved[i], axis=0),
-                         "lookup": lambda i: raw_lookup(raw["lookup"][i]),
+                         "lookup": lambda i: ev.lookup_raw(raw["lookup"][i]),
                          "step": raw_step}, w, r)
     t_raw_take, t_raw_lookup, t_raw_step = t["take"], t["lookup"], t["step"]
+    t_old = _interleaved_ms({"lookup": lambda i: old_lookup(raw["old_lookup"][i]), "step": old_step}, w, r)
     t_unique = _median_ms(lambda i: unique(raw["lookup"][i]), w, r)
     t_np_unique = _median_ms(lambda i: np.unique(raw["lookup"][i], return_inverse=True, return_counts=True), w, r)
 
@@ -233,6 +243,8 @@ def main() -> None:
     print(f"dict apply (adagrad)     {t_dict_apply:8.3f} ms")
     print(f"raw: np.take of {args.batch} draws {t_raw_take:8.3f} ms;  raw lookup {t_raw_lookup:8.3f} ms;  "
           f"raw step {t_raw_step:8.3f} ms")
+    print(f"raw, the path before (information): unique + lookup + expand {t_old['lookup']:8.3f} ms;  "
+          f"+ segment_sum + apply_gradients {t_old['step']:8.3f} ms")
     print(f"raw: psrec.ev.unique {t_unique:8.3f} ms;  np.unique (inverse, counts) {t_np_unique:8.3f} ms")
     lt, ld, at = t_take / t_lookup, t_dict / t_lookup, t_take / t_apply
     rl, rs = t_raw_take / t_raw_lookup, t_raw_take / t_raw_step

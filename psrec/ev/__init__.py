@@ -7,7 +7,8 @@ store all sit on top of it.
 * `EVConfig` and its sections: initializer, sparse optimizer, admission filter, eviction.
 * `HashTable`: the vectorised int64 -> row map underneath.
 * Raw batches (`unique`, `expand`, `segment_sum`): a batch's key draws to distinct keys and
-  back, the gradient of repeated draws summed by the same inverse.
+  back, the gradient of repeated draws summed by the same inverse; or, in one compiled call
+  with no sort, `EmbeddingVariable.lookup_raw` / `apply_raw` (`psrec.ev.raw`).
 * The hot loops (hash probe, lookup gather, fused SGD/Adagrad apply) are compiled with numba
   in the private `_kernels` module, cached on disk after a process's first call.
 * Export format (`save_snapshot`, `load_snapshot`; docs/ev-format.md) and re-sharding.
@@ -22,6 +23,7 @@ from psrec.ev.hashtable import HashTable
 from psrec.ev.initializers import initial_rows
 from psrec.ev.optim import SlotSpec, SparseOptimizer, make_optimizer, optimizer_names
 from psrec.ev.partition import Partition, hash_mod_partition, hash_mod_shard
+from psrec.ev.raw import RawBatch
 from psrec.ev.variable import EmbeddingVariable, EvictionReport, EVStats
 from psrec.ev.warmstart import (
     DenseWarmStartReport,
@@ -36,7 +38,7 @@ __all__ = [
     "EmbeddingVariable", "EvictionReport", "EVStats",
     "EVConfig", "InitializerConfig", "OptimizerConfig", "FilterConfig",
     "HashTable", "initial_rows",
-    "Unique", "unique", "expand", "segment_sum",
+    "Unique", "unique", "expand", "segment_sum", "RawBatch",
     "AdmissionFilter", "NoFilter", "CounterFilter", "BloomFilter", "CountingBloomFilter", "bloom_size",
     "make_filter", "filter_kinds",
     "SparseOptimizer", "SlotSpec", "make_optimizer", "optimizer_names",

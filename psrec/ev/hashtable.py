@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from psrec.ev import _kernels
+from psrec.ev import _kernels, _raw_kernels
 from psrec.ev._memory import aligned_empty
 
 __all__ = ["HashTable"]
@@ -133,6 +133,31 @@ class HashTable:
         missing = _kernels.find_gather(self._b, self._shift, np.ascontiguousarray(keys, dtype=np.int64),
                                        values, rows, out)
         return rows, out, int(missing)
+
+    def dedup_find_gather(self, keys: np.ndarray, values: np.ndarray, ids: np.ndarray,
+                          block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """A raw batch's lookup in one compiled call (`psrec.ev._raw_kernels`): keys (N,) int64
+        draws, duplicates allowed; values (R, D) float32 C-contiguous, R >= high_water; ids a
+        caller's all -1 int32 scratch map and block an (N, D) float32 scratch block
+        (`psrec.ev.raw.scratch`) -> (distinct keys (U,)
+        int64 in order of first occurrence, inverse (N,) int32 with keys == distinct[inverse],
+        counts (U,) int64, rows (U,) int64 with -1 where absent, out (N, D) float32 =
+        values[rows[inverse]] with zero rows where absent, number of absent distinct keys).
+        """
+        n = len(keys)
+        if n > (1 << 31) - 1:
+            raise ValueError(f"dedup_find_gather: {n} keys; at most {(1 << 31) - 1} per call (int32 inverse)")
+        if len(ids) < 2 * n or len(ids) & (len(ids) - 1):
+            raise ValueError(f"dedup_find_gather: the scratch map needs a power-of-two size >= {2 * n}")
+        if block.shape != (n, values.shape[1]):
+            raise ValueError(f"dedup_find_gather: the scratch block must be ({n}, {values.shape[1]}), "
+                             f"got {block.shape}")
+        inverse = np.empty(n, np.int32)
+        uniq, counts, rows = (np.empty(n, np.int64) for _ in range(3))
+        out = np.empty((n, values.shape[1]), dtype=np.float32)
+        u, missing = _raw_kernels.dedup_find_gather(self._b, self._shift, np.ascontiguousarray(keys, dtype=np.int64),
+                                                    ids, values, inverse, uniq, counts, rows, block, out)
+        return uniq[:u], inverse, counts[:u], rows[:u], out, int(missing)
 
     def insert(self, keys: np.ndarray) -> np.ndarray:
         """Insert absent, distinct `keys` (N,) int64; returns their new rows (N,) int64.

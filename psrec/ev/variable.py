@@ -29,13 +29,14 @@ import numpy as np
 from psrec.ev import _kernels
 from psrec.ev._memory import aligned_empty
 from psrec.ev.config import EVConfig
-from psrec.ev.dedup import unique
+from psrec.ev.dedup import segment_sum, unique
 from psrec.ev.export import EVSnapshot, export_step, load_snapshot, save_snapshot
 from psrec.ev.filters import make_filter
 from psrec.ev.hashtable import HashTable
 from psrec.ev.initializers import initial_rows
 from psrec.ev.optim import make_optimizer
 from psrec.ev.partition import Partition, hash_mod_partition
+from psrec.ev.raw import RawBatch, scratch
 from psrec.ev.reports import EvictionReport, EVStats
 
 __all__ = ["EmbeddingVariable", "EvictionReport", "EVStats"]
@@ -165,6 +166,26 @@ class EmbeddingVariable:
                     out[miss] = initial_rows(self.config.initializer, self.config.seed, keys[miss], self.dim)
             return out
 
+    def lookup_raw(self, keys: np.ndarray) -> tuple[np.ndarray, RawBatch]:
+        """Rows of a raw batch's key draws `keys` (N,) int64, duplicates allowed -> (out (N, D)
+        float32, a fresh array: `lookup(keys)`'s answer; the `RawBatch` for `apply_raw`).
+
+        One compiled call de-duplicates the draws, probes the table once per distinct key and
+        gathers every draw's row (`psrec.ev.raw`); creates and counts nothing, as `lookup`.
+        """
+        keys = self._check_keys(keys)
+        with self._lock:
+            uniq, inverse, counts, rows, out, missing = self._table.dedup_find_gather(
+                keys, self._values, *scratch(len(keys), self.dim))
+            batch = RawBatch(uniq, inverse, counts, rows, missing, self._table, self._table.generation)
+        if missing and self.config.filter.kind == "none":
+            miss = rows < 0
+            init = np.zeros((len(uniq), self.dim), dtype=np.float32)
+            init[miss] = initial_rows(self.config.initializer, self.config.seed, uniq[miss], self.dim)
+            sel = miss[inverse]
+            out[sel] = init[inverse[sel]]
+        return out, batch
+
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Whether each key (N,) int64 has a row -> (N,) bool."""
         keys = self._check_keys(keys)
@@ -246,10 +267,45 @@ class EmbeddingVariable:
         with self._lock:
             self._apply(keys, grads, counts, step)
 
+    def apply_raw(self, batch: RawBatch, grads: np.ndarray, step: int = 0) -> None:
+        """One sparse update from a raw batch: `batch` from `lookup_raw`, `grads` (N, D) float,
+        one row per draw; `apply_gradients(batch.keys, segment_sum(grads, batch.inverse),
+        batch.counts, step)` without the second probe while no key was inserted or deleted
+        since the lookup. Bad input raises before any state changes, as there."""
+        if not isinstance(batch, RawBatch):
+            raise TypeError(f"table {self.name!r}: apply_raw needs the RawBatch of lookup_raw, got "
+                            f"{type(batch).__name__}")
+        u = len(batch.keys)
+        if len(batch.counts) != u or len(batch.rows) != u:
+            raise ValueError(f"table {self.name!r}: a RawBatch's keys, counts and rows must have one length")
+        grads = np.asarray(grads)
+        if grads.shape != (len(batch.inverse), self.dim):
+            raise ValueError(f"table {self.name!r}: grads must have shape ({len(batch.inverse)}, {self.dim}), "
+                             f"got {grads.shape}")
+        if grads.dtype.kind != "f":
+            raise TypeError(f"table {self.name!r}: grads must be floating point, got {grads.dtype}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"table {self.name!r}: step must be an integer >= 0, got {step!r}")
+        sums = segment_sum(grads, batch.inverse, u)  # (U, D), each key's draws added in draw order
+        with self._lock:
+            if batch.source is self._table and batch.generation == self._table.generation:
+                rows, missing = (batch.rows.copy() if batch.missing else batch.rows), batch.missing
+                nonfinite = _kernels.any_nonfinite(sums.view(np.int32).reshape(-1))
+            else:
+                rows, missing, nonfinite, _ = self._table.find_check(batch.keys, sums)
+            bad = int(np.count_nonzero(~np.isfinite(sums).all(axis=1))) if nonfinite else 0
+            self._update_rows(batch.keys, rows, sums, batch.counts, int(step), missing, bad, distinct=True)
+
     def _apply(self, keys: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
         # Resolve rows and check the gradients before anything changes: a NaN or an inf
         # rejects the whole update.
         rows, missing, bad, ascending = self._rows_checked(keys, grads)
+        self._update_rows(keys, rows, grads, counts, step, missing, bad, distinct=len(keys) <= 1 or ascending)
+
+    def _update_rows(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int,
+                     missing: int, bad: int, distinct: bool) -> None:
+        """The update once `rows` (N,) int64 of `keys` are resolved (-1 absent; may be written)
+        and `grads` checked (`bad` rows non-finite: rejected); `distinct`: no key repeats."""
         if bad:
             raise ValueError(f"table {self.name!r}: non-finite gradient (NaN or inf) for {bad} of {len(keys)} "
                              "keys; update rejected, state unchanged")
@@ -264,7 +320,7 @@ class EmbeddingVariable:
                 keys, grads, counts, rows = keys[live], grads[live], counts[live], rows[live]
                 if len(rows) == 0:
                     return
-        if len(keys) > 1 and not ascending:
+        if not distinct:
             # Not strictly ascending (np.unique's output always is): there may be duplicates.
             rows, grads, counts = _kernels.merge_duplicates(rows, grads, counts)
         self._opt.apply_rows(self._values, self._slots, self._meta, rows, grads, counts, step)
