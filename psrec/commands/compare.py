@@ -274,6 +274,14 @@ def unseparated_groups(rows: list[dict[str, Any]]) -> dict[str, list[list[str]]]
     return out
 
 
+def _like(value: float, x: float) -> str:
+    """`x` with the decimals `format_cell` gives `value` (a half-width reads like its figure)."""
+    if not math.isfinite(x):
+        return "-"
+    v = abs(value) if math.isfinite(value) else 0.0
+    return f"{x:,.0f}" if v >= 1000 else f"{x:.1f}" if v >= 10 else f"{x:.4f}"
+
+
 def table_text(rows: list[dict[str, Any]]) -> str:
     """The terminal's table: with repeats, each ranked figure is "median ±half-width" (95%),
     "~" marking one the repeats do not separate from its neighbour; then one line per figure
@@ -289,7 +297,7 @@ def table_text(rows: list[dict[str, Any]]) -> str:
         for key in RANKED:
             iv = Interval(*r["intervals"][key])
             hw = iv.half_width if math.isfinite(iv.half_width) else math.nan
-            s[key] = f"{format_cell(r[key])} ±{format_cell(hw)}" + (" ~" if key in r["unseparated"] else "  ")
+            s[key] = f"{format_cell(r[key])} ±{_like(r[key], hw)}" + (" ~" if key in r["unseparated"] else "  ")
         shown.append(s)
     lines = [format_table(shown, TABLE_COLUMNS, TABLE_HEADERS, right=list(RANKED)), "",
              f"medians of {rows[0]['repeats']} repeats, ± the 95% interval's half-width; "
@@ -417,8 +425,9 @@ def _plot_breakdown(rows: list[dict[str, Any]], path: Path) -> None:
     modes = [r["mode"] for r in rows]
     x = range(len(rows))
     parts = [_breakdown_ms(r) for r in rows]
-    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    fig, ax = plt.subplots(figsize=(9.5, 4.6))
     bottom = [0.0] * len(rows)
+    top = 0.0
     for label, _, color in BREAKDOWN:
         vals = [p[label] for p in parts]
         if not any(vals):
@@ -435,15 +444,16 @@ def _plot_breakdown(rows: list[dict[str, Any]], path: Path) -> None:
         hi = [max(0.0, r["intervals"]["step_mean_ms"][2] - r["step_mean_ms"]) for r in rows]
         ax.errorbar(x, [r["step_mean_ms"] for r in rows], yerr=[lo, hi], fmt="none", ecolor="black", capsize=4,
                     lw=1, label=f"95% interval ({rows[0]['repeats']} repeats)")
+        top = max(r["step_mean_ms"] + h for r, h in zip(rows, hi))
     for i, r in enumerate(rows):
         if r["comm_pct"] > 0:
             ax.text(i + 0.42, bottom[i], f"{r['comm_pct']:.0f}% comm", ha="right", va="bottom", fontsize=8)
     ax.set_xticks(list(x), modes)
-    ax.set_ylim(0, max(bottom + [1.0]) * 1.15)  # room for the labels above the bars
+    ax.set_ylim(0, max(bottom + [top, 1.0]) * 1.15)  # room for the labels and whiskers
     warm = rows[0]["warmup_steps"] if rows else 0
     ax.set_ylabel(f"ms per worker step (steady-state mean,\nafter {warm} warm-up steps)")
     ax.set_title("Where a step's time goes")
-    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
