@@ -152,8 +152,10 @@ def test_validate_sim_end_to_end_inprocess(tmp_path, capsys):
     assert main(["validate-sim", "--quick", "--transport", "inprocess", "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert LINE.match(out[-1]), out[-1]
+    assert "noise %" in out[0]  # the default repeats each configuration and shows its noise
     (run_dir,) = tmp_path.glob("*-validate-sim")
     saved = json.loads((run_dir / "validation.json").read_text())
+    assert saved["repeats"] == 3 and all((run_dir / f"{n}-r3").is_dir() for n in ("async-w2", "coll-w2"))
     assert [p["config"] for p in saved["predictions"]] == ["async-w2", "sync-w2", "coll-w2"]
     assert all(p["measured_ms"] > 0 and p["predicted_ms"] > 0 for p in saved["predictions"])
     for name in ("async-w2", "sync-w2", "coll-w2"):

@@ -10,7 +10,7 @@ inprocess` runs the same code on threads (seconds instead of minutes; used by th
 Measured step time = the sum of each phase's mean seconds over a worker's steps after a
 two-step warm-up, leaving out the steps that another job's load stretched to more than twice
 the median step (`psrec.sim.results_map`), plus the emulated network's seconds when `--net` is
-on (the runners book those apart); comm fraction likewise. `--repeats R` trains every
+on (the runners book those apart); comm fraction likewise. `--repeats R` (default 3) trains every
 configuration R times in interleaved passes (so that a slow period of the machine hits
 different configurations' repeats) and keeps the repeat with the median step; with 3 repeats or
 more, whether two modes count as tied in the ranking is decided by the repeats' spread (a
@@ -31,10 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-TABLE_COLUMNS = ["config", "mode", "measured_ms", "predicted_ms", "step_err_pct", "comm_measured_pct",
+TABLE_COLUMNS = ["config", "mode", "measured_ms", "noise_pct", "predicted_ms", "step_err_pct", "comm_measured_pct",
                  "comm_predicted_pct", "comm_err_pts"]
-TABLE_HEADERS = ["config", "mode", "measured ms", "predicted ms", "step err %", "comm % meas", "comm % pred",
-                 "comm err pts"]
+TABLE_HEADERS = ["config", "mode", "measured ms", "noise %", "predicted ms", "step err %", "comm % meas",
+                 "comm % pred", "comm err pts"]
+# Without repeats a user cannot tell the simulator's error from the machine's noise: the
+# default trains every configuration 3 times (the targets held only with 3 on 2 cores).
+DEFAULT_REPEATS = 3
 
 
 def register(sub) -> None:
@@ -45,10 +48,10 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help="three tiny configurations (one per mode) instead of the default fourteen")
     p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 30)")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help="train every configuration this many times, in interleaved passes, and keep the "
                         "repeat with the median measured step (the lower of two: another job's load only "
-                        "adds time); default 1")
+                        f"adds time); its noise column is the repeats' 95%% half-width; default {DEFAULT_REPEATS}")
     p.add_argument("--only", help="comma list of configuration names to run (default all)")
     p.add_argument("--reuse", metavar="DIR", help="predict from the runs of an earlier validate-sim run directory")
     p.add_argument("--cores", type=float, default=0,
@@ -182,6 +185,18 @@ def _runs_of(args: argparse.Namespace, reuse: Path | None):
     return runs
 
 
+def noise_pct(pred) -> float | None:
+    """A configuration's measurement noise: the 95% half-width of its repeats' steps over their
+    median, in % (None with fewer than 2 repeats). A step error below it is not the model's."""
+    from psrec.report.intervals import interval
+
+    reps = list(getattr(pred, "measured_repeats", ()) or ())
+    if len(reps) < 2:
+        return None
+    iv = interval(reps)
+    return 100.0 * iv.half_width / iv.median if iv.median else None
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -215,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
                             repeats=args.repeats)
     mapped, preds, summary = validate(runs, paths, run_dir, cores, args.transport)
     # One decimal everywhere: run-to-run noise on a shared machine is larger than that.
-    rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in p.as_row().items()} for p in preds]
+    rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in {**p.as_row(), "noise_pct": noise_pct(p)}
+             .items()} for p in preds]
     table = format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)
     from psrec.sim.validate import ranking_groups, ranking_holds, tie_rule
 
