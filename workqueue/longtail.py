@@ -287,14 +287,19 @@ def compare(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
     return res
 
 
+FAST_COLOR, SLOW_COLOR = "#4c72b0", "#dd8452"  # the Gantt charts' worker classes
+
+
 def draw_gantt(runs: dict[str, dict[str, Any]], stragglers: Stragglers, run_dir: Path) -> list[str]:
     """One PNG per policy, `gantt_<policy>.png`: a bar per task (compute, then straggler time
-    hatched), slow periods shaded, the makespan and the ideal makespan as vertical lines.
-    All charts share the time axis so the tails compare at a glance."""
+    hatched), blue for a fast worker's task and orange for a slow one's, slow periods shaded,
+    the makespan and the ideal makespan as vertical lines. All charts share the time axis so
+    the tails compare at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     run_dir.mkdir(parents=True, exist_ok=True)
     xmax = max((r["summary"]["makespan_s"] for r in runs.values()), default=1.0) * 1.05 or 1.0
@@ -302,11 +307,12 @@ def draw_gantt(runs: dict[str, dict[str, Any]], stragglers: Stragglers, run_dir:
     for policy, run in runs.items():
         s, n = run["summary"], len(run["summary"]["workers"])
         fig, ax = plt.subplots(figsize=(10, 1.0 + 0.6 * n))
-        cmap = plt.get_cmap("tab20")
         for r in run["records"]:
             y = r["worker"]
-            color = cmap(r["index"] % 20)
-            ax.barh(y, r["compute_s"], left=r["t_start"], height=0.7, color=color, edgecolor="none")
+            # the colour says who did the task: a slow worker (base factor > 1) or a fast one;
+            # a white edge separates consecutive tasks of one worker
+            color = SLOW_COLOR if stragglers.base_factor(y) > 1 else FAST_COLOR
+            ax.barh(y, r["compute_s"], left=r["t_start"], height=0.7, color=color, edgecolor="white", linewidth=0.6)
             if r["extra_s"] > 0:
                 ax.barh(y, r["extra_s"], left=r["t_start"] + r["compute_s"], height=0.7, color=color,
                         alpha=0.35, hatch="///", edgecolor="0.4", linewidth=0)
@@ -322,7 +328,11 @@ def draw_gantt(runs: dict[str, dict[str, Any]], stragglers: Stragglers, run_dir:
         ax.set_xlim(0, xmax)
         ax.set_xlabel("seconds since start (solid: compute, hatched: straggler time)")
         ax.set_title(f"{policy}: {s['tasks']} tasks, makespan / ideal = {s['vs_ideal']:.2f}")
-        ax.legend(loc="lower right", fontsize=8)
+        lines, labels = ax.get_legend_handles_labels()
+        swatches = [Patch(color=FAST_COLOR, label="task of a fast worker"),
+                    Patch(color=SLOW_COLOR, label="task of a slow worker")]
+        ax.legend(handles=swatches + lines, labels=[p.get_label() for p in swatches] + labels, loc="lower right",
+                  fontsize=8)
         fig.tight_layout()
         path = run_dir / f"gantt_{policy}.png"
         fig.savefig(path, dpi=110)
