@@ -2,6 +2,7 @@
 the state file, and the refusals. The testbed itself (root) is exercised by
 benchmarks/testbed_bench.py, and here by one end-to-end test when PSREC_TESTBED_TEST=1 and root."""
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -148,7 +149,20 @@ def test_busy_rate_keeps_only_the_bursts():
     assert busy_rate([(0.0, 5), (0.01, 5)], 1e8) == (0.0, 0.0, 0)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="makes a network namespace and links: needs root")
+def _can_make_namespaces() -> bool:
+    """Root, iproute2, and a kernel/container that lets us make a network namespace (a root
+    shell in an unprivileged container cannot)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    probe = f"psrec-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=30).returncode == 0
+    if made:
+        subprocess.run(["ip", "netns", "delete", probe], capture_output=True, timeout=30)
+    return made
+
+
+@pytest.mark.skipif(not _can_make_namespaces(), reason="makes a network namespace and links: needs root, "
+                                                      "iproute2 and CAP_NET_ADMIN/CAP_SYS_ADMIN")
 def test_down_after_a_crash_removes_what_the_state_file_names(monkeypatch):
     """`up` died after the bridge, one namespace and its link were made (no Ray yet): `down`
     reads the state file written before each step and removes all of it."""

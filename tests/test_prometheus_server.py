@@ -62,8 +62,9 @@ def test_promql_returns_ps_series_while_the_run_trains(prometheus, tmp_path):
     from psrec.ps.runner import run_ps
 
     base, port = prometheus
-    # workers slowed 20x (sleeping, not computing): a run long enough to be scraped mid-training
-    cfg = load_config(None, ["data.train_rows=8192", "data.eval_rows=256", "data.batch_size=64",
+    # workers slowed 20x (sleeping, not computing): a run long enough (~10-25 s) to be scraped mid-training
+    # several times even when a loaded machine delays the 1 s scrapes and the PS stats poll
+    cfg = load_config(None, ["data.train_rows=16384", "data.eval_rows=256", "data.batch_size=64",
                              "train.progress=false", "ps.transport=inprocess", "ps.workers=2", "ps.num_ps=2",
                              "stragglers.factors=0:20x,1:20x", f"run.dir={tmp_path / 'runs'}", "run.name=live",
                              "run.save_model=false", f"run.metrics_port={port}"])
