@@ -39,7 +39,7 @@ from psrec.comm.collectives import Collectives
 from psrec.comm.traffic import Traffic
 from psrec.embedding.local import LocalStore
 from psrec.embedding.store import BatchedStore
-from psrec.ev import EVConfig
+from psrec.ev import EVConfig, expand, segment_sum, unique
 from psrec.net import NetConfig
 
 __all__ = ["ShardedStore", "ShardCounters", "exchange_blocks"]
@@ -195,10 +195,10 @@ class ShardedStore(BatchedStore):
         served, distinct = {}, {}
         for t in names:
             k = owned[t]
-            uniq, inv = np.unique(k, return_inverse=True)  # a key asked for by several ranks: once
+            uniq, inv, _ = unique(k)  # a key asked for by several ranks: once (a hash pass, no sort of k)
             distinct[t] = (uniq, inv)
             if len(k):
-                served[t] = self.local.lookup(t, uniq, train=train)[inv]  # (K_t, dim) in arrival order
+                served[t] = expand(self.local.lookup(t, uniq, train=train), inv)  # (K_t, dim) in arrival order
             else:
                 served[t] = np.zeros((0, self.dims[t]), np.float32)
         t_lookup = time.perf_counter() - t_lookup
@@ -258,10 +258,13 @@ class ShardedStore(BatchedStore):
             # Sum each key's gradients and counts over the ranks that asked for it, then average
             # over ranks: one update per distinct key, with distinct ascending keys, exactly as
             # local training on the union of the ranks' batches makes it.
-            idx = torch.from_numpy(inv[live])
-            g = torch.zeros(len(uniq), self.dims[t]).index_add_(0, idx, torch.from_numpy(block[live, :-1])).numpy()
-            c = np.bincount(inv[live], weights=counts[live], minlength=len(uniq)).astype(np.int64)
-            hit = np.bincount(inv[live], minlength=len(uniq)) > 0
+            if live.all():
+                inv_live, g_live, c_live = inv, block[:, :-1], counts
+            else:
+                inv_live, g_live, c_live = inv[live], block[live, :-1], counts[live]
+            g = segment_sum(g_live, inv_live, len(uniq))  # compiled, in arrival order
+            c = np.bincount(inv_live, weights=c_live, minlength=len(uniq)).astype(np.int64)
+            hit = np.bincount(inv_live, minlength=len(uniq)) > 0
             if n > 1 and self.average:
                 g *= scale
             self.local.apply_gradients(t, uniq[hit], g[hit], c[hit], step)

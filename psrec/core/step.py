@@ -35,7 +35,7 @@ from psrec.embedding.store import EmbeddingStore
 from psrec.models.base import CTRModel
 
 __all__ = ["PHASES", "COMM_PHASES", "WAIT_PHASES", "NonFiniteLoss", "DenseUpdate", "DenseSeconds", "StepRecord",
-           "TrainStep", "make_dense_optimizer", "sparse_grads"]
+           "TrainStep", "make_dense_optimizer"]
 
 PHASES = ("data", "wait", "pull", "alltoall", "lookup", "compute", "allreduce", "push", "apply")
 COMM_PHASES = ("pull", "alltoall", "allreduce", "push")
@@ -69,15 +69,6 @@ def make_dense_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
         return FTRL(params, lr=lr, beta=0.0, l1=0.0, l2=0.0, initial_accumulator_value=1e-6)
     raise ValueError(f"unknown dense optimizer {name!r}")
-
-
-def sparse_grads(res: LookupResult) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """table -> (distinct keys, summed row gradients, occurrence counts) after backward."""
-    out = {}
-    for name, rows in res.rows.items():
-        if rows.grad is not None:  # None: a table the model did not use in this batch
-            out[name] = (res.keys[name], rows.grad.numpy(), res.counts[name])
-    return out
 
 
 @dataclass(frozen=True)
@@ -213,6 +204,9 @@ class TrainStep:
         self.index = index
         self.stragglers = stragglers
         self.t_origin = time.perf_counter()  # slow periods of the straggler model are timed from here
+        # Raw key draws to a store that takes them (local tables); False forces the distinct-key
+        # path there too (the baseline of benchmarks/local_step_bench.py).
+        self.raw = store.raw_batches
         # Where injected slowdown goes: after the step (default) or right after backward, before
         # the dense exchange. In plain lockstep either delays every rank alike; where ranks
         # train speed-proportional shares it must overlap the peers' compute, as a slow
@@ -266,20 +260,25 @@ class TrainStep:
             span = (batch.start, batch.start + len(batch)) if batch is not None else (0, 0)
         store.begin_step()
         dense.begin(weight)
-        if batch is not None:
+        raw = batch is not None and self.raw
+        handles = inverse = counts = None
+        if raw:
+            keys = self.layer.raw_keys(batch)
+            fetched, handles = store.lookup_raw_many(keys)  # dedup inside: booked as the store's lookup
+        elif batch is not None:
             keys, counts, inverse = self.layer.dedup(batch)
             t = self._book(sec, "compute", t)
+            fetched = store.lookup_many(keys, train=True)
         else:
-            keys = {}
-        fetched = store.lookup_many(keys, train=True)
+            fetched = store.lookup_many({}, train=True)
         dense.after_pull()
         t = self._book_store(sec, store.pull_phase, t)
         t_rows = t  # every collective rank leaves the lookup's last all-to-all together
         step = store.global_step(step)
         if batch is not None:
-            rows = {tb.name: torch.from_numpy(fetched[tb.name]).requires_grad_(True) for tb in self.layer.tables}
+            rows = self.layer.leaves(fetched)
             x = self.layer.assemble(batch, rows, inverse)
-            res = LookupResult(keys, counts, rows)
+            res = LookupResult(keys, counts, rows, handles)
             loss = self.loss_and_grads(batch, x, step)
             t = self._book(sec, "compute", t)
         else:
@@ -299,11 +298,10 @@ class TrainStep:
         sec["allreduce"] = min(sec["allreduce"], ex.exposed)
         dense.apply()
         t = self._book(sec, "apply", t)
-        grads = sparse_grads(res) if res is not None else {}
-        scale = dense.sparse_scale()
-        if scale != 1.0:
-            grads = {name: (k, g * scale, c) for name, (k, g, c) in grads.items()} if scale else {}
-        store.apply_many(grads, step)
+        if res is not None:
+            res.push(store, step, dense.sparse_scale())
+        else:
+            store.apply_many({}, step)
         t = self._book_store(sec, store.push_phase, t)
         # Injected slowdown last, booked as compute: peers meet it at the next step's first
         # rendezvous (their `wait`), not inside this step's exchanges (overlapped all-reduces

@@ -1,13 +1,18 @@
 """Turns a batch's keys into a `ModelInput`, and gradients back into sparse updates.
 
-Per table the layer gathers every key the batch references, dedups them (one lookup and one
-update per distinct key, as a PS client or an all-to-all would), asks the `EmbeddingStore`
-for their rows, and scatters the rows into per-field tensors, pooling multi-valued fields.
-After backward, the gradient of the deduplicated rows is already summed over duplicates;
-it goes to the store with each key's occurrence count (for DeepRec's freq). The dedup
-(`psrec.ev.unique`: a hash pass over the draws, a sort of the distinct keys only), the
-scatter of distinct rows to the draws and the sum of their gradients back (`psrec.ev.expand`
-and `segment_sum`, by the same inverse) are compiled passes.
+Per table the layer gathers every key occurrence (draw) the batch references and asks the
+`EmbeddingStore` for their rows, then splits the rows into per-field tensors, pooling
+multi-valued fields. Two ways to the rows, one per kind of store:
+
+* raw (`store.raw_batches`, local tables): the store takes the N draws as they are and
+  returns one row per draw, its EVs de-duplicating, probing and gathering in one compiled
+  call; the rows (N, D) are the autograd leaf, and their per-draw gradients go back with the
+  handle the lookup returned (summed per key by its inverse, `psrec.ev.raw`).
+* distinct (PS clients, collective shards: a wire carries each key once): the layer dedups
+  (`psrec.ev.unique`: a hash pass over the draws, a sort of the distinct keys only), the
+  store returns the distinct rows (U, D), the leaf, scattered to the draws by a compiled
+  `expand` whose backward `segment_sum`s the draws' gradients by the same inverse; the
+  summed gradient goes to the store with each key's occurrence count (for DeepRec's freq).
 """
 from __future__ import annotations
 
@@ -78,11 +83,24 @@ class _ExpandRows(torch.autograd.Function):
 
 @dataclass
 class LookupResult:
-    """What a forward pass needs to send gradients back: per table, its distinct keys and rows."""
+    """What a forward pass needs to send gradients back, per table: its keys, the rows (the
+    leaves with requires_grad) and, on the raw path, the store's handles."""
 
-    keys: dict[str, np.ndarray]  # table -> (N_t,) int64 distinct keys
-    counts: dict[str, np.ndarray]  # table -> (N_t,) int64 occurrences in the batch
-    rows: dict[str, torch.Tensor]  # table -> (N_t, dim) leaf tensor with requires_grad
+    keys: dict[str, np.ndarray]  # table -> distinct keys (U_t,) int64; raw: the draws (N_t,)
+    counts: dict[str, np.ndarray] | None  # table -> (U_t,) int64 occurrences; raw: None
+    rows: dict[str, torch.Tensor]  # table -> (U_t, dim) leaf; raw: (N_t, dim), one row per draw
+    handles: dict[str, object] | None = None  # raw: the store's handles for `apply_raw_many`
+
+    def push(self, store: EmbeddingStore, step: int, scale: float = 1.0) -> None:
+        """After backward: every table's row gradients to `store`, times `scale` (0 drops them,
+        counts included, yet the store is still called: collective ranks keep their exchanges
+        matched); a table the model did not use in this batch sends nothing."""
+        got = {t: r.grad.numpy() if scale == 1.0 else r.grad.numpy() * np.float32(scale)
+               for t, r in self.rows.items() if r.grad is not None and scale}
+        if self.handles is not None:
+            store.apply_raw_many(self.handles, got, step)
+        else:
+            store.apply_many({t: (self.keys[t], g, self.counts[t]) for t, g in got.items()}, step)
 
 
 class EmbeddingLayer:
@@ -124,6 +142,17 @@ class EmbeddingLayer:
         parts += [self._field_keys(batch, f)[0] for f in multi]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+    def raw_keys(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Per table, its draws (N_t,) int64 in `_table_keys` order; tables over the same
+        fields get the same array (a raw store de-duplicates it once)."""
+        out: dict[str, np.ndarray] = {}
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+        for t in self.tables:
+            if t.fields not in cache:
+                cache[t.fields] = np.ascontiguousarray(self._table_keys(batch, t), dtype=np.int64)
+            out[t.name] = cache[t.fields]
+        return out
+
     def dedup(self, batch: Batch) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Per table: distinct keys (N,) int64 ascending, occurrence counts (N,) int64, and the
         (nnz,) int32 inverse index of every key occurrence (in `_table_keys` order) into the
@@ -137,15 +166,18 @@ class EmbeddingLayer:
         return keys, counts, inverse
 
     def assemble(self, batch: Batch, rows: dict[str, torch.Tensor],
-                 inverse: dict[str, np.ndarray]) -> ModelInput:
-        """Scatter distinct rows into per-field tensors: the differentiable half of a lookup."""
+                 inverse: dict[str, np.ndarray] | None = None) -> ModelInput:
+        """Rows into per-field tensors: the differentiable half of a lookup. `rows`: per table
+        its distinct rows (U_t, D), scattered to the draws by `inverse`; or, with `inverse`
+        None (the raw path), one row per draw (N_t, D) already."""
         bsz, nf = len(batch), self.schema.num_fields
         fields: list[torch.Tensor | None] = [None] * nf
         linear_cols: list[torch.Tensor | None] = [None] * nf
         extra: dict[str, list[torch.Tensor]] = {}
         stacked = None
         for t in self.tables:
-            gathered = _ExpandRows.apply(rows[t.name], inverse[t.name])  # (nnz_t, dim)
+            r = rows[t.name]
+            gathered = r if inverse is None else _ExpandRows.apply(r, inverse[t.name])  # (N_t, dim)
             single, multi = self._split(t)
             n_single = bsz * len(single)
             block = gathered[:n_single].view(bsz, len(single), t.dim)  # (B, F_s, dim)
@@ -187,9 +219,18 @@ class EmbeddingLayer:
         return out
 
     def lookup(self, store: EmbeddingStore, batch: Batch, train: bool) -> tuple[ModelInput, LookupResult]:
-        """Dedup, fetch rows from `store`, assemble the model input (rows require grad when training)."""
+        """Fetch the batch's rows from `store` (raw or distinct, as it takes them) and assemble
+        the model input (rows require grad when training)."""
+        if store.raw_batches:
+            keys = self.raw_keys(batch)
+            fetched, handles = store.lookup_raw_many(keys)
+            rows = self.leaves(fetched, train)
+            return self.assemble(batch, rows), LookupResult(keys, None, rows, handles)
         keys, counts, inverse = self.dedup(batch)
-        fetched = store.lookup_many(keys, train=train)
-        rows = {t.name: torch.from_numpy(np.ascontiguousarray(fetched[t.name], dtype=np.float32)).requires_grad_(train)
-                for t in self.tables}
+        rows = self.leaves(store.lookup_many(keys, train=train), train)
         return self.assemble(batch, rows, inverse), LookupResult(keys, counts, rows)
+
+    def leaves(self, fetched: dict[str, np.ndarray], train: bool = True) -> dict[str, torch.Tensor]:
+        """A store's rows as float32 tensors, the autograd leaves (requires_grad when training)."""
+        return {t.name: torch.from_numpy(np.ascontiguousarray(fetched[t.name], dtype=np.float32)).requires_grad_(train)
+                for t in self.tables}

@@ -1,5 +1,8 @@
 """In-process embedding store: one EmbeddingVariable per table, no transport.
 
+It takes a batch's raw key draws (`raw_batches`): each variable de-duplicates, probes and
+gathers them in one compiled call and sums the per-draw gradients back (`psrec.ev.raw`).
+
 Used by local training, unit tests and the simulator; the PS and collective stores wrap the
 same variables behind a transport.
 """
@@ -15,6 +18,7 @@ import numpy as np
 
 from psrec.embedding.store import EmbeddingStore
 from psrec.ev import EmbeddingVariable, EVConfig, EvictionReport, EVStats
+from psrec.ev.raw import RawBatch
 
 __all__ = ["LocalStore", "table_seed"]
 
@@ -82,6 +86,20 @@ class LocalStore(EmbeddingStore):
     def apply_gradients(self, table: str, keys: np.ndarray, grads: np.ndarray,
                         counts: np.ndarray, step: int) -> None:
         self.variable(table).apply_gradients(keys, grads, counts, step)
+
+    raw_batches = True
+
+    def lookup_raw_many(self, keys: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, RawBatch]]:
+        out, batches, done = {}, {}, {}
+        for t, k in keys.items():
+            like = done.get(id(k))
+            out[t], batches[t] = self.variable(t).lookup_raw(k, like=like[1] if like is not None else None)
+            done.setdefault(id(k), (k, batches[t]))  # k kept alive, so its id is not reused
+        return out, batches
+
+    def apply_raw_many(self, handles: dict[str, RawBatch], grads: dict[str, np.ndarray], step: int) -> None:
+        for t, g in grads.items():
+            self.variable(t).apply_raw(handles[t], g, step)
 
     def evict(self, step: int | None = None) -> dict[str, EvictionReport]:
         """Run each table's configured eviction; step defaults to each table's latest."""

@@ -26,6 +26,10 @@ class EmbeddingStore(ABC):
 
     pull_phase = "lookup"
     push_phase = "apply"
+    # A store whose tables take a batch's raw key draws (duplicates included) and per-draw
+    # gradients (`lookup_raw_many` / `apply_raw_many`): the step then de-duplicates nothing
+    # itself. Stores behind a wire take distinct keys: the step de-duplicates for them.
+    raw_batches = False
 
     @abstractmethod
     def dim(self, table: str) -> int:
@@ -59,6 +63,18 @@ class EmbeddingStore(ABC):
         """`apply_gradients` for several tables: table -> (keys, grads, counts)."""
         for t, (k, g, c) in grads.items():
             self.apply_gradients(t, k, g, c, step)
+
+    def lookup_raw_many(self, keys: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """Rows of each table's raw draws (N_t,) int64 -> (table -> (N_t, dim) float32, one row
+        per draw; table -> the handle its `apply_raw_many` needs). Tables given the same array
+        object (fields shared by an embedding and a linear table) share one de-duplication.
+        Only where `raw_batches`; creates and counts nothing, as a training `lookup`."""
+        raise NotImplementedError(f"{type(self).__name__} takes distinct keys (raw_batches is False)")
+
+    def apply_raw_many(self, handles: dict[str, object], grads: dict[str, np.ndarray], step: int) -> None:
+        """Per-draw gradients table -> (N_t, dim) float32 of the last `lookup_raw_many`, whose
+        `handles` they come with, summed per key and applied (a table left out had none)."""
+        raise NotImplementedError(f"{type(self).__name__} takes distinct keys (raw_batches is False)")
 
     def begin_step(self) -> None:
         """A training step starts (a PS client asks its next pull for a global step)."""

@@ -159,6 +159,21 @@ class HashTable:
                                                     ids, values, inverse, uniq, counts, rows, block, out)
         return uniq[:u], inverse, counts[:u], rows[:u], out, int(missing)
 
+    def find_gather_expand(self, uniq: np.ndarray, inverse: np.ndarray, values: np.ndarray,
+                           block: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """`dedup_find_gather` of draws already de-duplicated: uniq (U,) int64 distinct and
+        inverse (N,) int32 into them (from an earlier `dedup_find_gather`; not re-checked on
+        this hot path beyond shapes), block a (U, D) scratch -> (rows (U,) int64, -1 absent;
+        out (N, D) float32 = values[rows[inverse]], zero rows where absent; number absent)."""
+        u = len(uniq)
+        if block.shape[0] < u or block.shape[1] != values.shape[1]:
+            raise ValueError(f"find_gather_expand: the scratch block must be (>= {u}, {values.shape[1]}), "
+                             f"got {block.shape}")
+        rows = np.empty(u, np.int64)
+        out = np.empty((len(inverse), values.shape[1]), dtype=np.float32)
+        missing = _raw_kernels.find_gather_expand(self._b, self._shift, uniq, u, inverse, values, rows, block, out)
+        return rows, out, int(missing)
+
     def insert(self, keys: np.ndarray) -> np.ndarray:
         """Insert absent, distinct `keys` (N,) int64; returns their new rows (N,) int64.
 

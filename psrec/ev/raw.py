@@ -39,7 +39,8 @@ class RawBatch(NamedTuple):
 
     keys (U,) int64 distinct, in order of first occurrence; inverse (N,) int32 with draws ==
     keys[inverse]; counts (U,) int64 occurrences; rows (U,) int64 (-1: absent at lookup),
-    valid while `source` (the variable's hash table) has this `generation`.
+    valid while `source` (the variable's hash table) has this `generation`; `init` the
+    initial rows the lookup gave the absent keys, which their creation at apply reuses.
     """
 
     keys: np.ndarray
@@ -49,6 +50,7 @@ class RawBatch(NamedTuple):
     missing: int
     source: object
     generation: int
+    init: np.ndarray | None = None  # (M, D) float32 initial rows of the M absent keys, in their order in `keys`
 
 
 class _Scratch(threading.local):

@@ -48,11 +48,13 @@ _FREQ, _VERSION = 0, 1  # columns of the (R, 2) int64 metadata array
 class _Resolved:
     """Rows a training lookup resolved: `keys` (N,) int64 (a private copy, so a caller that
     reuses its array cannot make them stale), `rows` (N,) int64, valid while the hash table's
-    `generation` is unchanged."""
+    `generation` is unchanged; `init` the initial rows (M, D) float32 it computed for its M
+    absent keys, in their order in `keys` (None: none computed), which their creation reuses."""
 
     keys: np.ndarray
     rows: np.ndarray
     generation: int
+    init: np.ndarray | None = None
 
 
 def _has_duplicates(keys: np.ndarray) -> bool:
@@ -158,33 +160,46 @@ class EmbeddingVariable:
         keys = self._check_keys(keys)
         with self._lock:
             rows, out, missing = self._table.find_gather(keys, self._values)
-            if train:
-                self._resolved = _Resolved(keys.copy(), rows, self._table.generation)
-            if missing:
+            init = None
+            if missing and self.config.filter.kind == "none":
                 miss = rows < 0
-                if self.config.filter.kind == "none":
-                    out[miss] = initial_rows(self.config.initializer, self.config.seed, keys[miss], self.dim)
+                out[miss] = init = initial_rows(self.config.initializer, self.config.seed, keys[miss], self.dim)
+            if train:
+                self._resolved = _Resolved(keys.copy(), rows, self._table.generation, init)
             return out
 
-    def lookup_raw(self, keys: np.ndarray) -> tuple[np.ndarray, RawBatch]:
+    def lookup_raw(self, keys: np.ndarray, like: RawBatch | None = None) -> tuple[np.ndarray, RawBatch]:
         """Rows of a raw batch's key draws `keys` (N,) int64, duplicates allowed -> (out (N, D)
         float32, a fresh array: `lookup(keys)`'s answer; the `RawBatch` for `apply_raw`).
 
         One compiled call de-duplicates the draws, probes the table once per distinct key and
         gathers every draw's row (`psrec.ev.raw`); creates and counts nothing, as `lookup`.
+        `like`: the `RawBatch` of another variable's `lookup_raw` of these same draws (a
+        linear table over the embedding table's fields): its de-duplication is reused, not
+        redone (the caller vouches that the draws are the same).
         """
         keys = self._check_keys(keys)
+        if like is not None and len(like.inverse) != len(keys):
+            raise ValueError(f"table {self.name!r}: lookup_raw(like=...) of {len(like.inverse)} draws "
+                             f"for {len(keys)} keys")
         with self._lock:
-            uniq, inverse, counts, rows, out, missing = self._table.dedup_find_gather(
-                keys, self._values, *scratch(len(keys), self.dim))
-            batch = RawBatch(uniq, inverse, counts, rows, missing, self._table, self._table.generation)
+            if like is None:
+                uniq, inverse, counts, rows, out, missing = self._table.dedup_find_gather(
+                    keys, self._values, *scratch(len(keys), self.dim))
+            else:
+                uniq, inverse, counts = like.keys, like.inverse, like.counts
+                rows, out, missing = self._table.find_gather_expand(uniq, inverse, self._values,
+                                                                    scratch(len(uniq), self.dim)[1])
+            generation = self._table.generation
+        init = None
         if missing and self.config.filter.kind == "none":
             miss = rows < 0
-            init = np.zeros((len(uniq), self.dim), dtype=np.float32)
-            init[miss] = initial_rows(self.config.initializer, self.config.seed, uniq[miss], self.dim)
+            init = initial_rows(self.config.initializer, self.config.seed, uniq[miss], self.dim)
+            full = np.zeros((len(uniq), self.dim), dtype=np.float32)
+            full[miss] = init
             sel = miss[inverse]
-            out[sel] = init[inverse[sel]]
-        return out, batch
+            out[sel] = full[inverse[sel]]
+        return out, RawBatch(uniq, inverse, counts, rows, missing, self._table, generation, init)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Whether each key (N,) int64 has a row -> (N,) bool."""
@@ -288,24 +303,29 @@ class EmbeddingVariable:
             raise ValueError(f"table {self.name!r}: step must be an integer >= 0, got {step!r}")
         sums = segment_sum(grads, batch.inverse, u)  # (U, D), each key's draws added in draw order
         with self._lock:
+            init = None
             if batch.source is self._table and batch.generation == self._table.generation:
                 rows, missing = (batch.rows.copy() if batch.missing else batch.rows), batch.missing
                 nonfinite = _kernels.any_nonfinite(sums.view(np.int32).reshape(-1))
+                init = batch.init  # the same keys are absent as at the lookup: their initial rows stand
             else:
                 rows, missing, nonfinite, _ = self._table.find_check(batch.keys, sums)
             bad = int(np.count_nonzero(~np.isfinite(sums).all(axis=1))) if nonfinite else 0
-            self._update_rows(batch.keys, rows, sums, batch.counts, int(step), missing, bad, distinct=True)
+            self._update_rows(batch.keys, rows, sums, batch.counts, int(step), missing, bad, distinct=True,
+                              init=init)
 
     def _apply(self, keys: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int) -> None:
         # Resolve rows and check the gradients before anything changes: a NaN or an inf
         # rejects the whole update.
-        rows, missing, bad, ascending = self._rows_checked(keys, grads)
-        self._update_rows(keys, rows, grads, counts, step, missing, bad, distinct=len(keys) <= 1 or ascending)
+        rows, missing, bad, ascending, init = self._rows_checked(keys, grads)
+        self._update_rows(keys, rows, grads, counts, step, missing, bad, distinct=len(keys) <= 1 or ascending,
+                          init=init)
 
     def _update_rows(self, keys: np.ndarray, rows: np.ndarray, grads: np.ndarray, counts: np.ndarray, step: int,
-                     missing: int, bad: int, distinct: bool) -> None:
+                     missing: int, bad: int, distinct: bool, init: np.ndarray | None = None) -> None:
         """The update once `rows` (N,) int64 of `keys` are resolved (-1 absent; may be written)
-        and `grads` checked (`bad` rows non-finite: rejected); `distinct`: no key repeats."""
+        and `grads` checked (`bad` rows non-finite: rejected); `distinct`: no key repeats;
+        `init`: initial rows of the absent keys, in their order in `keys`, if a lookup made them."""
         if bad:
             raise ValueError(f"table {self.name!r}: non-finite gradient (NaN or inf) for {bad} of {len(keys)} "
                              "keys; update rejected, state unchanged")
@@ -314,7 +334,7 @@ class EmbeddingVariable:
             return
         if missing:
             absent = rows < 0
-            rows[absent] = self._admit(keys[absent], counts[absent])
+            rows[absent] = self._admit(keys[absent], counts[absent], init)
             live = rows >= 0
             if not live.all():  # gradients of keys still waiting for admission are dropped
                 keys, grads, counts, rows = keys[live], grads[live], counts[live], rows[live]
@@ -325,10 +345,12 @@ class EmbeddingVariable:
             rows, grads, counts = _kernels.merge_duplicates(rows, grads, counts)
         self._opt.apply_rows(self._values, self._slots, self._meta, rows, grads, counts, step)
 
-    def _rows_checked(self, keys: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, int, int, bool]:
+    def _rows_checked(self, keys: np.ndarray, grads: np.ndarray
+                      ) -> tuple[np.ndarray, int, int, bool, np.ndarray | None]:
         """What an update must know before it writes, for `keys` (N,) int64 and `grads` (N, D)
         float32 C-contiguous -> (rows (N,) int64, -1: absent, a fresh array; number absent;
-        number of rows of `grads` with a NaN or an inf; whether `keys` are strictly ascending).
+        number of rows of `grads` with a NaN or an inf; whether `keys` are strictly ascending;
+        the lookup's initial rows of the absent keys, or None).
 
         The rows are the last training lookup's when it asked for exactly these keys and no
         key was inserted or deleted since (checked in one pass over the keys), else a probe
@@ -337,26 +359,33 @@ class EmbeddingVariable:
         r = self._resolved
         if (r is not None and r.generation == self._table.generation and len(r.keys) == len(keys)
                 and np.array_equal(r.keys, keys)):
-            rows = r.rows.copy()
+            rows, init = r.rows.copy(), r.init
             missing, nonfinite, ascending = _kernels.check_rows(keys, rows, bits)
         else:
+            init = None
             rows, missing, nonfinite, ascending = self._table.find_check(keys, grads)
         # Rare: then count the offending rows for the error message.
         bad = int(np.count_nonzero(~np.isfinite(grads).all(axis=1))) if nonfinite else 0
-        return rows, int(missing), bad, bool(ascending)
+        return rows, int(missing), bad, bool(ascending), init
 
-    def _admit(self, keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    def _admit(self, keys: np.ndarray, counts: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
         """Rows for row-less `keys` (M,) (duplicates allowed): the admission filter decides,
-        admitted keys get fresh rows; -1 for keys still waiting."""
+        admitted keys get fresh rows (values `init` (M, D), one per key, where a lookup made
+        them: `initial_rows` of the same keys, not computed twice); -1 for keys still waiting."""
         uniq, inv, _ = unique(keys)  # sorted, so new rows are handed out in key order
         ucounts = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
         admitted, seen = self._filter.admit(uniq, ucounts)
         urows = np.full(len(uniq), -1, dtype=np.int64)
         if admitted.any():
             new = uniq[admitted]
+            values = None
+            if init is not None:
+                values = np.empty((len(uniq), self.dim), np.float32)
+                values[inv] = init
+                values = values[admitted]
             # freq starts at the occurrences seen before this update; _apply adds this one's.
             before = seen[admitted] - ucounts[admitted]
-            urows[admitted] = self._create(new, freqs=before)
+            urows[admitted] = self._create(new, freqs=before, values=values)
         return urows[inv]
 
     def _create(self, keys: np.ndarray, freqs: np.ndarray | None = None, versions: np.ndarray | None = None,
