@@ -82,9 +82,13 @@ class CollectivePlan:
             stragglers = None
         else:
             dense = BucketedDense(DenseSync(model, comm, c.bucket_bytes, c.overlap), opt, net)
+        store.timeout_s = c.timeout_s
+        if cfg.train.pipeline != "off":
+            store.enable_prefetch(comm.side(), rows=cfg.train.pipeline == "stale1")
         step = TrainStep(model, layer, store, dense, comm.rank, stragglers)
         step.straggle_before_exchange = c.data == "proportional"  # a slow rank's extra time overlaps its peers'
-        return CollectiveWorker(comm.rank, comm.world_size, step, source, self.order, self.per_epoch)
+        return CollectiveWorker(comm.rank, comm.world_size, step, source, self.order, self.per_epoch,
+                                pipeline=cfg.train.pipeline, timeout_s=c.timeout_s)
 
 
 def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=None) -> CollectivePlan:
@@ -92,6 +96,9 @@ def plan_collective(cfg: Config, coll: CollectiveConfig | None = None, source=No
     from psrec.core.flat import flat_params
 
     coll = coll or collective_config_for(cfg)
+    if cfg.train.pipeline != "off" and (coll.data != "interleaved" or coll.backup):
+        raise ValueError(f"train.pipeline = {cfg.train.pipeline!r} needs collective.data = \"interleaved\" "
+                         f"without backup ranks (got data {coll.data!r}, backup {coll.backup})")
     mp = plan_model(cfg, source)
     source, spec, model, tables, ev_configs = mp.source, mp.spec, mp.model, mp.tables, mp.ev_configs
     rr = row_ranges(cfg, source)

@@ -21,14 +21,22 @@ Message sizes (bytes, rank r, keys K_t(r->d) of table t it sends rank d != r):
 
     sizes 8 T per peer;  keys 8 K;  rows 4 dim_t K;  grads (4 dim_t + 4) K
 
+A pipelined step (`train.pipeline`, `prefetch`) runs steps 1-2 of the next batch (and with
+"stale1" steps 3-4 as well) on a side group of the same ranks, on the worker's prefetch thread,
+while this batch's forward, backward and all-reduce run on the main group; each group keeps
+its own order, so the two never interleave their messages.
+
 Counts travel with the gradients, bit-cast into the float32 message as int32 (one message
 instead of two; -1 marks a table with no gradient this step, which the owner leaves
 untouched, as local training does).
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,6 +118,27 @@ def _buffer(workspace: dict | None, key, size: int, dtype) -> np.ndarray:
     return buf[:size]
 
 
+def wait_for(future: Future, timeout_s: float, what: str):
+    """`future.result()` within `timeout_s` seconds, or a TimeoutError naming `what`."""
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        raise TimeoutError(f"{what} did not finish within {timeout_s:g} s (collective.timeout_s)") from None
+
+
+@dataclass
+class Prefetched:
+    """A lookup begun a step ahead (`ShardedStore.prefetch`): the keys it was for (the dict
+    itself), their route, their rows when fetched ahead too (one step stale; None: fetched at
+    the step), its seconds in flight and the traffic of its exchanges."""
+
+    keys: dict[str, np.ndarray]
+    route: _Route
+    rows: dict[str, np.ndarray] | None
+    seconds: float
+    traffic: Traffic
+
+
 @dataclass
 class _Route:
     """Where one training lookup's keys went, kept for the gradients that follow it."""
@@ -168,15 +197,44 @@ class ShardedStore(BatchedStore):
         # buffers of `exchange_blocks`, reused step after step; every result taken from them
         # is consumed (copied or reduced) before the next exchange of its dtype
         self._workspace: dict = {}
+        # the pipelined step (`enable_prefetch`): the side group, whether rows come ahead too,
+        # the prefetch the next lookup uses, the future of the one in flight (set by the worker)
+        self._side: Collectives | None = None
+        self._prefetch_rows = False
+        self._ahead: Prefetched | None = None
+        self.in_flight: Future | None = None
+        self.timeout_s = 300.0  # every wait has a deadline (the plan sets collective.timeout_s)
+        self._count_lock = threading.Lock()  # counters from the step's thread and the prefetch's
 
     # ---------------------------------------------------------------- BatchedStore
     def lookup_many(self, keys: dict[str, np.ndarray], train: bool = True) -> dict[str, np.ndarray]:
-        """Rows for each table's distinct keys; a table missing from `keys` asks for nothing."""
+        """Rows for each table's distinct keys; a table missing from `keys` asks for nothing.
+        Keys sent ahead by `prefetch` (the dict `use` was given) are not sent again."""
         unknown = set(keys) - set(self.dims)
         if unknown:
             raise KeyError(f"unknown tables {sorted(unknown)}; tables: {', '.join(self.names)}")
         t_start = time.perf_counter()
-        n, r, names = self.comm.world_size, self.comm.rank, self.names
+        ahead, self._ahead = self._ahead, None
+        t_wait = t_lookup = 0.0
+        if ahead is not None and (ahead.keys is keys or not (ahead.keys or keys)):  # an empty step's: {}
+            route, rows = ahead.route, ahead.rows
+        else:
+            route, t_wait = self._send_keys(keys, self.comm, self._workspace)
+            rows = None
+        if rows is None:
+            rows, t_lookup = self._fetch_rows(route, train, self.comm, self._workspace)
+        if train:
+            self._route = route
+        s = self._seconds
+        s["wait"] += t_wait
+        s["lookup"] += t_lookup
+        s["alltoall"] += time.perf_counter() - t_start - t_wait - t_lookup
+        return {t: rows[t] for t in keys}
+
+    def _send_keys(self, keys: dict[str, np.ndarray], comm: Collectives, workspace: dict) -> tuple[_Route, float]:
+        """Steps 1-2 over `comm`: sizes, then keys, to their owners -> (the route, seconds of
+        the size exchange: where ranks meet)."""
+        n, names = comm.world_size, self.names
         mine = {t: np.ascontiguousarray(keys.get(t, np.zeros(0, np.int64)), dtype=np.int64) for t in names}
         order, sizes = {}, np.zeros((n, len(names)), np.int64)
         for i, t in enumerate(names):
@@ -184,38 +242,64 @@ class ShardedStore(BatchedStore):
             order[t] = np.argsort(own, kind="stable")
             sizes[:, i] = np.bincount(own, minlength=n)
         t0 = time.perf_counter()
-        recv_sizes = self.comm.all_to_all_single(torch.from_numpy(sizes.reshape(-1)), [len(names)] * n,
-                                                 [len(names)] * n, "sizes").numpy().reshape(n, len(names))
+        recv_sizes = comm.all_to_all_single(torch.from_numpy(sizes.reshape(-1)), [len(names)] * n,
+                                            [len(names)] * n, "sizes").numpy().reshape(n, len(names))
         t_wait = time.perf_counter() - t0
         # keys, grouped by destination, then table
-        got = exchange_blocks(self.comm, self._by_dest({t: mine[t][order[t]] for t in names}, sizes),
-                              recv_sizes.sum(1).tolist(), np.int64, "keys", self._workspace)
+        got = exchange_blocks(comm, self._by_dest({t: mine[t][order[t]] for t in names}, sizes),
+                              recv_sizes.sum(1).tolist(), np.int64, "keys", workspace)
         owned = self._by_table(got, recv_sizes, {t: 1 for t in names})
-        t_lookup = time.perf_counter()
-        served, distinct = {}, {}
+        distinct = {}
         for t in names:
-            k = owned[t]
-            uniq, inv, _ = unique(k)  # a key asked for by several ranks: once (a hash pass, no sort of k)
-            distinct[t] = (uniq, inv)
-            if len(k):
+            u = unique(np.ascontiguousarray(owned[t]))  # a key asked for by several ranks: once (no sort of the keys)
+            distinct[t] = (u.keys, u.inverse)
+        return _Route(mine, order, sizes, recv_sizes, distinct), t_wait
+
+    def _fetch_rows(self, route: _Route, train: bool, comm: Collectives,
+                    workspace: dict) -> tuple[dict[str, np.ndarray], float]:
+        """Steps 3-4 over `comm`: the owner's EV lookups, rows back -> (table -> rows of this
+        rank's keys, seconds of the lookups)."""
+        t0 = time.perf_counter()
+        served = {}
+        for t in self.names:
+            uniq, inv = route.owned[t]
+            if len(inv):
                 served[t] = expand(self.local.lookup(t, uniq, train=train), inv)  # (K_t, dim) in arrival order
             else:
                 served[t] = np.zeros((0, self.dims[t]), np.float32)
-        t_lookup = time.perf_counter() - t_lookup
-        reply = self._by_dest(served, recv_sizes)
-        got_rows = exchange_blocks(self.comm, reply, self._numels(sizes, 0), np.float32, "rows", self._workspace)
-        out = self._unpack(got_rows, sizes, order, mine)
-        c = self.counters
-        c.lookups += 1
-        c.keys_served += int(recv_sizes.sum() - recv_sizes[r].sum())
-        c.bytes_served += sum(b.nbytes for d, blocks in enumerate(reply) if d != r for b in blocks)
-        if train:
-            self._route = _Route(mine, order, sizes, recv_sizes, distinct)
-        s = self._seconds
-        s["wait"] += t_wait
-        s["lookup"] += t_lookup
-        s["alltoall"] += time.perf_counter() - t_start - t_wait - t_lookup
-        return {t: out[t] for t in keys}
+        t_lookup = time.perf_counter() - t0
+        reply = self._by_dest(served, route.recv_sizes)
+        got_rows = exchange_blocks(comm, reply, self._numels(route.sizes, 0), np.float32, "rows", workspace)
+        out = self._unpack(got_rows, route.sizes, route.order, route.keys)
+        with self._count_lock:
+            c, r = self.counters, comm.rank
+            c.lookups += 1
+            c.keys_served += int(route.recv_sizes.sum() - route.recv_sizes[r].sum())
+            c.bytes_served += sum(b.nbytes for d, blocks in enumerate(reply) if d != r for b in blocks)
+        return out, t_lookup
+
+    # ---------------------------------------------------------------- pipelined step
+    def enable_prefetch(self, side: Collectives, rows: bool) -> None:
+        """Let `prefetch` send keys (and, with `rows`, fetch their rows: one step stale) over
+        `side`, a second group of the same ranks (`Collectives.side`), while this group's
+        collectives run. Collective: every rank calls it with the same `rows`."""
+        self._side, self._prefetch_rows, self._side_ws = side, rows, {}
+
+    def prefetch(self, keys: dict[str, np.ndarray]) -> Prefetched:
+        """The next step's lookup begun now, on another thread than the step's: its keys to
+        their owners, and with stale rows their rows too; every rank calls it for its next
+        batch. A stale prefetch looks rows up before this step's update of them; the update
+        waits for it (`ahead`), so the rows are exactly one step stale, never a mix."""
+        t0 = time.perf_counter()
+        route, _ = self._send_keys(keys, self._side, self._side_ws)
+        rows = self._fetch_rows(route, True, self._side, self._side_ws)[0] if self._prefetch_rows else None
+        return Prefetched(keys, route, rows, time.perf_counter() - t0,
+                          Traffic.of_records(self._side.log.take(), self.net))
+
+    def use(self, ahead: Prefetched) -> None:
+        """The next `lookup_many` of `ahead.keys` (the same dict) takes this prefetch's route
+        (and rows) instead of exchanging keys again."""
+        self._ahead = ahead
 
     def apply_many(self, grads: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], step: int) -> None:
         """Send summed row gradients of the last training lookup's keys to their owners, which
@@ -225,6 +309,9 @@ class ShardedStore(BatchedStore):
         if route is None:
             raise RuntimeError("apply_many without a training lookup before it")
         self._route = None
+        if self.in_flight is not None and self._prefetch_rows:
+            # the next step's stale rows are read before this update, never during it
+            wait_for(self.in_flight, self.timeout_s, "the next step's prefetched lookup")
         t_start = time.perf_counter()
         n = self.comm.world_size
         payload = {}
@@ -268,7 +355,8 @@ class ShardedStore(BatchedStore):
             if n > 1 and self.average:
                 g *= scale
             self.local.apply_gradients(t, uniq[hit], g[hit], c[hit], step)
-            self.counters.keys_applied += int(hit.sum())
+            with self._count_lock:
+                self.counters.keys_applied += int(hit.sum())
         t_apply = time.perf_counter() - t_apply
         self._seconds["apply"] += t_apply
         self._seconds["alltoall"] += time.perf_counter() - t_start - t_apply

@@ -27,6 +27,12 @@ take round trip to the queue booked as `data`); a rank without rows runs an empt
 that every collective still matches, and the ranks stop together when none has rows and
 the queue is finished.
 
+Pipelined (`train.pipeline`, interleaved rows): once a step's rows are in, the prefetch
+thread reads the next batch, dedups it and sends its keys (stale1: fetches its rows too) on
+the store's side group; the next step waits only for what is still in flight (booked as
+`alltoall`; the rest is `StepRecord.prefetch_hidden`), and on an emulated network the side
+exchanges' wire time is charged only where it exceeds the compute it flew behind.
+
 Straggler injection (`workqueue.stragglers`, the PS workers' model, in the one step): after
 a step's real work the rank sleeps the extra time its slowdown gives that step's compute,
 booked as `compute` (and apart as `StepRecord.straggler`). Its peers then wait for it at the next
@@ -37,10 +43,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from collective.sharded_store import wait_for
 from psrec.core.ranges import epoch_of, rows_of
 from psrec.core.report import WorkerReport
 from psrec.core.step import TrainStep
@@ -63,7 +71,8 @@ class CollectiveWorker:
     """
 
     def __init__(self, rank: int, world_size: int, step: TrainStep, source: DataSource,
-                 order: RowOrder | None = None, per_epoch: int = 1) -> None:
+                 order: RowOrder | None = None, per_epoch: int = 1, pipeline: str = "off",
+                 timeout_s: float = 300.0) -> None:
         self.rank = rank
         self.world_size = world_size
         self.step = step
@@ -71,6 +80,8 @@ class CollectiveWorker:
         self.source = source
         self.order, self.per_epoch = order, max(1, per_epoch)
         self.report = WorkerReport(rank)
+        self.pipeline, self.timeout_s = pipeline, timeout_s  # train.pipeline; deadline of its waits
+        self._pool: ThreadPoolExecutor | None = None  # the prefetch's thread (a pipelined run)
 
     @property
     def model(self):
@@ -115,13 +126,80 @@ class CollectiveWorker:
         t_run = time.perf_counter()
         if first == 0 or not self.report.steps:
             self.step.t_origin = t_run
-        for r in range(first, stop):
-            start, end = rows_of(r, self.rank, self.world_size, batch_size, base, per_epoch)
-            self.train_rows(start, end, r + 1)
-            if on_step is not None:
-                on_step()
+        def rows(r: int) -> tuple[int, int]:
+            return rows_of(r, self.rank, self.world_size, batch_size, base, per_epoch)
+
+        ahead = None
+        try:
+            for r in range(first, stop):
+                if self.pipeline == "off":
+                    self.train_rows(*rows(r), r + 1)
+                else:
+                    ahead = self._train_pipelined(r, rows(r), rows(r + 1) if r + 1 < stop else None, ahead)
+                if on_step is not None:
+                    on_step()
+        finally:
+            self.step.after_rows = None
+            self.store.in_flight = None
         self.report.run_seconds += time.perf_counter() - t_run
         return self.report
+
+    def _source_for(self, step: int) -> DataSource:
+        """The source as global step `step` reads it (its epoch's row order, when shuffled)."""
+        if self.order is None:
+            return self.source
+        return self.order.view(self.source, epoch_of(step - 1, self.per_epoch))
+
+    def _train_pipelined(self, r: int, span: tuple[int, int], next_span: tuple[int, int] | None,
+                         ahead: Future | None) -> Future | None:
+        """Round r's step, its lookup begun during the previous step (`ahead`: the future of
+        (batch, dedup, Prefetched)), and round r + 1's begun during this one's compute (the
+        next `ahead`, returned). The first step of a segment has nothing ahead: plain."""
+        step_no = r + 1
+        t0 = time.perf_counter()
+        pre = dedup = None
+        if ahead is None:
+            batch = self._source_for(step_no).read(*span) if span[1] > span[0] else None
+            before = {"data": time.perf_counter() - t0}
+        else:
+            batch, dedup, pre = wait_for(ahead, self.timeout_s, f"rank {self.rank}: step {step_no}'s prefetch")
+            before = {"alltoall": time.perf_counter() - t0}  # the exposed part of the key exchange
+            if pre is not None:
+                self.store.use(pre)
+        nxt: list[Future] = []
+        if next_span is not None:
+            def launch() -> None:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"prefetch-{self.rank}")
+                fut = self._pool.submit(self._prefetch, step_no + 1, next_span)
+                self.store.in_flight = fut
+                nxt.append(fut)
+
+            self.step.after_rows = launch
+        else:
+            self.step.after_rows = None
+        loss, rec = self.step.train_batch(batch, step_no, None, before, span=span, dedup=dedup)
+        if pre is not None:
+            rec.prefetch_total = pre.seconds
+            rec.prefetch_hidden = max(0.0, pre.seconds - before["alltoall"])
+            emulated = pre.traffic.emulated
+            # the exchanges flew during the previous step's compute: on an emulated network the
+            # wire time that fits in it is hidden, the rest exposed
+            window = self.report.steps[-1].seconds["compute"] if self.report.steps else 0.0
+            rec.traffic += pre.traffic
+            rec.traffic.emulated -= min(emulated, window)
+        self.report.add(rec, loss)
+        return nxt[0] if nxt else None
+
+    def _prefetch(self, step_no: int, span: tuple[int, int]):
+        """On the prefetch thread: read, dedup and send the keys of global step `step_no`'s rows
+        (and fetch them, stale). Every rank prefetches every step, an empty one too, so the
+        side group's collectives stay matched."""
+        batch = self._source_for(step_no).read(*span) if span[1] > span[0] else None
+        if batch is not None and len(batch):
+            dedup = self.layer.dedup(batch)
+            return batch, dedup, self.store.prefetch(dedup[0])
+        return batch, None, self.store.prefetch({})
 
     def run_tasks(self, take: Callable[[object | None], tuple[object | None, bool]], batch_size: int,
                   first_step: int = 1, poll_interval_s: float = 0.01,

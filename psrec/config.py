@@ -168,6 +168,11 @@ class TrainConfig:
     # steps per worker left out of steady-state figures (throughput, step times, comm share):
     # first-call allocations, tables growing from empty, first connections
     warmup_steps: int = 2
+    # Collective runs: "keys" sends the next batch's keys to their owners (read, dedup, routing,
+    # the key all-to-all, on a second group) while this batch trains, its rows fetched after
+    # this step's update (results unchanged); "stale1" fetches the rows ahead too, one step
+    # stale. "off": one step after the other.
+    pipeline: Literal["off", "keys", "stale1"] = "off"
 
     def __post_init__(self) -> None:
         if self.lr <= 0:

@@ -141,6 +141,13 @@ class Collectives(ABC):
         records when it completed (a completion callback: it costs ~0.2 ms, so only callers
         that need the time ask for it)."""
 
+    def side(self) -> Collectives:
+        """A second group of the same ranks, with its own log, whose collectives may run on
+        another thread at the same time as this group's (a pipelined step's key exchange
+        beside the dense all-reduce): each group keeps its own order. Collective: every rank
+        calls it, at the same point."""
+        raise NotImplementedError(f"{type(self).__name__} has no side group")
+
     def _book_alltoall(self, send: torch.Tensor, send_splits, recv_splits, tag: str, seconds: float) -> None:
         size = send.element_size()
         r = self.rank
@@ -192,6 +199,10 @@ class TorchCollectives(Collectives):
         self.backend = dist.get_backend(group)
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else None
         self.log = CommLog()
+
+    def side(self) -> TorchCollectives:
+        ranks = list(range(self.world_size)) if self.group is None else self._dist.get_process_group_ranks(self.group)
+        return TorchCollectives(self._dist.new_group(ranks, backend=self.backend))
 
     def all_to_all_single(self, send, send_splits, recv_splits, tag, out=None):
         send_splits, recv_splits = [int(x) for x in send_splits], [int(x) for x in recv_splits]
@@ -264,9 +275,18 @@ class ThreadGroup:
         self.sent_messages = [0] * world_size
         self.sent_bytes = [0] * world_size
         self._members = [_ThreadCollectives(self, r) for r in range(world_size)]
+        self._side: ThreadGroup | None = None
+        self._side_lock = threading.Lock()
 
     def member(self, rank: int) -> Collectives:
         return self._members[rank]
+
+    def side(self) -> ThreadGroup:
+        """The group's side group (made once, shared by every member: `Collectives.side`)."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = ThreadGroup(self.world_size, self.timeout_s)
+            return self._side
 
     def _send(self, src: int, dst: int, payload: torch.Tensor) -> None:
         self.sent_messages[src] += 1  # only rank src's thread touches its counters
@@ -289,6 +309,9 @@ class _ThreadCollectives(Collectives):
         self.rank = rank
         self.world_size = group.world_size
         self.log = CommLog()
+
+    def side(self) -> Collectives:
+        return self.g.side().member(self.rank)
 
     def all_to_all_single(self, send, send_splits, recv_splits, tag, out=None):
         t0 = time.perf_counter()

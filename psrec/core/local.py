@@ -248,6 +248,8 @@ def run_local(cfg: Config, run_dir: Path | None = None, source: DataSource | Non
 
     `max_steps` > 0 caps the steps (as `train.max_steps`); `resume_from`: a checkpoint to
     continue from."""
+    if cfg.train.pipeline != "off":
+        raise ValueError(f"train.pipeline = {cfg.train.pipeline!r} is for collective runs; local runs take \"off\"")
     setup = build_local(cfg, source)
     job = LocalJob(cfg, setup, max_steps)
     return run_job(cfg, "local", lambda: job, setup.source, run_dir=run_dir, total_steps=job.rounds,

@@ -136,6 +136,8 @@ def summarize_steps(worker: int, steps: Sequence[StepRecord], loss: float | None
         "allreduce_total_seconds": ar_total,
         "allreduce_exposed_seconds": totals["allreduce"],
         "allreduce_hidden_seconds": max(0.0, ar_total - totals["allreduce"]),
+        "prefetch_total_seconds": float(sum(r.prefetch_total for r in steps)),
+        "prefetch_hidden_seconds": float(sum(r.prefetch_hidden for r in steps)),
         "loss": loss,
         # backup workers (collective.backup): rows of late gradients dropped, in all of the
         # steps (every rank books the step's), and this worker's own dropped gradients

@@ -148,6 +148,10 @@ class StepRecord:
     loss: float | None = None  # the batch's mean loss (None: an empty step)
     applied: bool = True
     dropped_rows: int = 0  # backup workers: rows of the step's late gradients, dropped (collective.backup)
+    # a pipelined step (`collective.pipeline`): seconds its lookup was in flight ahead of it,
+    # and the part of them hidden behind the previous step (not waited for)
+    prefetch_total: float = 0.0
+    prefetch_hidden: float = 0.0
 
     @property
     def total(self) -> float:
@@ -207,6 +211,8 @@ class TrainStep:
         # Raw key draws to a store that takes them (local tables); False forces the distinct-key
         # path there too (the baseline of benchmarks/local_step_bench.py).
         self.raw = store.raw_batches
+        # Called once the step's rows are in, before its forward (`collective.pipeline`).
+        self.after_rows = None
         # Where injected slowdown goes: after the step (default) or right after backward, before
         # the dense exchange. In plain lockstep either delays every rank alike; where ranks
         # train speed-proportional shares it must overlap the peers' compute, as a slow
@@ -247,8 +253,9 @@ class TrainStep:
 
     def train_batch(self, batch: Batch | None, step: int, weight: float | None = None,
                     before: dict[str, float] | None = None,
-                    span: tuple[int, int] | None = None) -> tuple[float | None, StepRecord]:
-        """`train_rows` on a batch already read (None: an empty step); `span` its rows."""
+                    span: tuple[int, int] | None = None, dedup: tuple | None = None) -> tuple[float | None, StepRecord]:
+        """`train_rows` on a batch already read (None: an empty step); `span` its rows;
+        `dedup` the batch's `layer.dedup` when done already (a pipelined step's prefetch)."""
         store, dense, sec = self.store, self.dense, dict.fromkeys(PHASES, 0.0)
         for k, v in (before or {}).items():
             sec[k] += v
@@ -266,7 +273,7 @@ class TrainStep:
             keys = self.layer.raw_keys(batch)
             fetched, handles = store.lookup_raw_many(keys)  # dedup inside: booked as the store's lookup
         elif batch is not None:
-            keys, counts, inverse = self.layer.dedup(batch)
+            keys, counts, inverse = dedup if dedup is not None else self.layer.dedup(batch)
             t = self._book(sec, "compute", t)
             fetched = store.lookup_many(keys, train=True)
         else:
@@ -274,6 +281,8 @@ class TrainStep:
         dense.after_pull()
         t = self._book_store(sec, store.pull_phase, t)
         t_rows = t  # every collective rank leaves the lookup's last all-to-all together
+        if self.after_rows is not None:
+            self.after_rows()  # a pipelined step launches the next batch's lookup, to fly during this compute
         step = store.global_step(step)
         if batch is not None:
             rows = self.layer.leaves(fetched)

@@ -103,6 +103,8 @@ class PSPlan:
 
 def plan_ps(cfg: Config, source=None) -> PSPlan:
     """Resolve model, tables, placement and the work split on the driver."""
+    if cfg.train.pipeline != "off":
+        raise ValueError(f"train.pipeline = {cfg.train.pipeline!r} is for collective runs; PS runs take \"off\"")
     mp = plan_model(cfg, source)
     source, spec, model, tables, ev_configs = mp.source, mp.spec, mp.model, mp.tables, mp.ev_configs
     p = cfg.ps
