@@ -9,6 +9,7 @@ import pytest
 
 from psrec.cli import main
 from psrec.net import NetConfig
+from psrec.report.intervals import welch_separated
 from psrec.sim.calibration import Calibration, busy_processes, cpu_slowdown, fit_calibration
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
 from psrec.sim.costs import ps_async_step, ps_phases, ps_sync_apply_load, ps_sync_step, ps_traffic
@@ -17,7 +18,6 @@ from psrec.sim.validate import (
     RunSpec,
     leave_one_out,
     pair_tied,
-    rank_sum_p,
     ranking_groups,
     ranking_holds,
     summarize,
@@ -165,16 +165,15 @@ def test_validate_sim_end_to_end_inprocess(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == out[-1]
 
 
-def test_rank_sum_p_exact_values():
-    # 3 vs 3: C(6, 3) = 20 splits; disjoint samples are the 2 most extreme: p = 2/20
-    assert rank_sum_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
-    assert rank_sum_p([4, 5, 6], [1, 2, 3]) == pytest.approx(0.1)
-    # one overlap (U = 1 of 9): the splits with U <= 1 or U >= 8, 2 + 2 of 20
-    assert rank_sum_p([1, 2, 4], [3, 5, 6]) == pytest.approx(0.2)
-    # 2 vs 2 can never go below 2 / C(4, 2) = 1/3; 4 vs 4 disjoint: 2 / 70
-    assert rank_sum_p([1, 2], [3, 4]) == pytest.approx(1 / 3)
-    assert rank_sum_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 70)
-    assert rank_sum_p([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]) == 1.0
+def test_welch_separates_by_the_means_not_by_disjoint_ranges():
+    # by hand: means 30.07 vs 40.30, se 2.89, t = 3.54, Welch df 3.85 -> 3: t_0.975 = 3.182
+    assert welch_separated([26.4, 31.9, 31.9], [37.1, 39.2, 44.6])
+    # disjoint ranges (every repeat of one faster), but t = 2.36 at 3.4 -> 3 df: not separated
+    # (the rank-sum rule this replaced called any disjoint 3 vs 3 ordered, p = 0.1)
+    assert not welch_separated([1.00, 1.03, 1.06], [1.065, 1.07, 1.10])
+    assert welch_separated([1.0, 1.0, 1.0], [1.1, 1.1, 1.1]) and not welch_separated([2.0, 2.0], [2.0, 2.0])
+    with pytest.raises(ValueError, match="2 or more"):
+        welch_separated([1.0], [2.0, 3.0])
 
 
 def test_ranking_with_repeats_uses_their_spread():

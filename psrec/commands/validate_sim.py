@@ -14,7 +14,7 @@ on (the runners book those apart); comm fraction likewise. `--repeats R` (defaul
 configuration R times in interleaved passes (so that a slow period of the machine hits
 different configurations' repeats) and keeps the repeat with the median step; with 3 repeats or
 more, whether two modes count as tied in the ranking is decided by the repeats' spread (a
-rank-sum test, `psrec.sim.validate.pair_tied`) instead of a fixed 5% band. The table and the
+Welch t-test, `psrec.sim.validate.pair_tied`) instead of a fixed 5% band. The table and the
 closing line `median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1
 configs=N` go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
 directory go into the run directory. `--reuse DIR` predicts again from the runs of an

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["Interval", "interval", "separated", "t_quantile"]
+__all__ = ["Interval", "interval", "separated", "t_quantile", "welch_separated"]
 
 # Student t, two-sided 95% (the 0.975 quantile), for 1..30 degrees of freedom (standard tables)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -65,3 +65,27 @@ def separated(a: Interval, b: Interval) -> bool:
     is the conservative test: overlapping intervals may still differ at 95%, so "not separated"
     means "these repeats do not show a difference", not "they are equal".)"""
     return a.high < b.low or b.high < a.low
+
+
+def welch_separated(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether Welch's t-test tells the means of `a` and `b` (2+ repeats each) apart at 5%,
+    two-sided: |mean_a - mean_b| / se > the t quantile at the Welch-Satterthwaite degrees of
+    freedom, rounded down (conservative). Two samples with no spread at all are apart when
+    their means differ.
+
+    >>> welch_separated([26.4, 31.9, 31.9], [37.1, 39.2, 44.6])   # t = 3.54, 3.85 -> 3 df: 3.182
+    True
+    >>> welch_separated([37.5, 42.3, 44.4], [37.1, 39.2, 44.6])   # t = 0.36
+    False
+    """
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("welch_separated: 2 or more repeats each")
+    n, m = len(a), len(b)
+    ma, mb = sum(a) / n, sum(b) / m
+    va = sum((x - ma) ** 2 for x in a) / (n - 1) / n
+    vb = sum((x - mb) ** 2 for x in b) / (m - 1) / m
+    se2 = va + vb
+    if se2 == 0:
+        return ma != mb
+    df = se2 ** 2 / ((va ** 2 / (n - 1) if va else 0.0) + (vb ** 2 / (m - 1) if vb else 0.0))
+    return abs(ma - mb) / math.sqrt(se2) > t_quantile(max(1, int(df)))

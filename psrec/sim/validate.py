@@ -19,12 +19,12 @@ measurement does not tell apart is a tie: either predicted order is accepted and
 shows the pair as `~`. When to call a pair tied (`pair_tied`):
 
 - each configuration trained `MIN_REPEATS` times or more (`psrec validate-sim --repeats`):
-  the measurement's own spread decides. The pair is tied unless the exact two-sided
-  Wilcoxon-Mann-Whitney rank-sum test (H. Mann, D. Whitney, Ann. Math. Statist. 18, 1947)
-  of their repeats' step times rejects "same distribution" at level `ALPHA` (`rank_sum_p`).
-  With 3 repeats each the smallest p the test can give is 2 / C(6, 3) = 0.1, reached only
-  when every repeat of one is faster than every repeat of the other: the repeat ranges do not
-  overlap. That is the strongest evidence three repeats give, and `ALPHA` = 0.1 asks for it.
+  the measurement's own spread decides. The pair is tied unless Welch's t-test of their
+  repeats' mean step times separates them at 5%, two-sided (`psrec.report.intervals.
+  welch_separated`; B. L. Welch, Biometrika 34, 1947). An exact rank-sum test was used
+  before: with 3 repeats each its smallest p is 2 / C(6, 3) = 0.1, so any pair whose three
+  repeats happened not to overlap counted as ordered, which two runs of one configuration
+  do one time in ten; a pair 3% apart with 2% noise flipped the ranking that way.
 - otherwise (one run each): their measured steps within `TIE` of each other (relative):
   one configuration trained twice on a quiet 2-core machine differs by several percent, so a
   closer pair is not resolved.
@@ -43,19 +43,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from psrec.report.intervals import welch_separated
 from psrec.sim.calibration import Calibration, fit_calibration
 from psrec.sim.config import SimSpec
 from psrec.sim.costs import MODES, StepCost
 
 __all__ = ["RunSpec", "DEFAULT_RUNS", "QUICK_RUNS", "Prediction", "Summary", "leave_one_out", "predict",
-           "summarize", "ranking_groups", "ranking_holds", "median_abs", "summary_line", "TIE", "ALPHA",
-           "MIN_REPEATS", "rank_sum_p", "pair_tied", "tie_rule"]
+           "summarize", "ranking_groups", "ranking_holds", "median_abs", "summary_line", "TIE",
+           "MIN_REPEATS", "pair_tied", "tie_rule"]
 
 RunMode = Literal["ps-async", "ps-sync", "collective"]
 
 TIE = 0.05  # single runs: measured step times closer than this (relative) are not ranked
-ALPHA = 0.1  # repeats: rank-sum level; with 3 repeats each, the ranges must not overlap (module doc)
-MIN_REPEATS = 3  # fewer repeats cannot reach p <= ALPHA (2 each: 2 / C(4, 2) = 1/3): use TIE
+MIN_REPEATS = 3  # repeats each before their spread decides (2 leave Welch's test 1 df): else TIE
 
 
 @dataclass(frozen=True)
@@ -233,38 +233,10 @@ def ranking_groups(preds: Sequence[Prediction], groups: Sequence[Any]) -> list[t
     return out
 
 
-def rank_sum_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Exact two-sided p-value of the Wilcoxon-Mann-Whitney rank-sum test that samples `a`
-    and `b` come from one distribution: the share of the C(n + m, n) ways of splitting the
-    pooled values into groups of n and m whose U (pairs x in a, y in b with x < y, ties 1/2)
-    is at least as far from n m / 2 as the observed one. Exhaustive, so for the few repeats
-    of a validation (C(10, 5) = 252 splits for 5 each).
-
-    >>> rank_sum_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])     # disjoint: 2 of the 20 splits
-    0.1
-    >>> rank_sum_p([1.0, 4.0, 5.0], [2.0, 3.0, 6.0])     # interleaved
-    1.0
-    """
-    from itertools import combinations
-
-    n, m = len(a), len(b)
-    if n == 0 or m == 0:
-        return 1.0
-    pooled = [*a, *b]
-
-    def u(idx: tuple[int, ...]) -> float:
-        rest = [pooled[k] for k in range(n + m) if k not in idx]
-        return sum((x < y) + 0.5 * (x == y) for x in (pooled[k] for k in idx) for y in rest)
-
-    centre = n * m / 2
-    observed = abs(u(tuple(range(n))) - centre)
-    splits = list(combinations(range(n + m), n))
-    return sum(abs(u(idx) - centre) >= observed - 1e-12 for idx in splits) / len(splits)
-
-
-def pair_tied(fast: Prediction, slow: Prediction, tie: float = TIE, alpha: float = ALPHA) -> bool:
+def pair_tied(fast: Prediction, slow: Prediction, tie: float = TIE) -> bool:
     """Whether the measurement leaves `fast` and `slow` unordered (module doc): with
-    `MIN_REPEATS` repeats each, rank-sum p > `alpha`; else steps within `tie` (relative).
+    `MIN_REPEATS` repeats each, Welch's test does not separate them at 5%; else steps within
+    `tie` (relative).
 
     >>> a = Prediction("a", "ps-async", 1.00, 1.0, 0.5, 0.5, measured_repeats=(0.99, 1.00, 1.08))
     >>> s = Prediction("s", "ps-sync", 1.07, 1.0, 0.5, 0.5, measured_repeats=(1.02, 1.07, 1.09))
@@ -274,21 +246,20 @@ def pair_tied(fast: Prediction, slow: Prediction, tie: float = TIE, alpha: float
     False
     """
     if len(fast.measured_repeats) >= MIN_REPEATS and len(slow.measured_repeats) >= MIN_REPEATS:
-        return rank_sum_p(fast.measured_repeats, slow.measured_repeats) > alpha
+        return not welch_separated(fast.measured_repeats, slow.measured_repeats)
     return slow.measured_step - fast.measured_step < tie * fast.measured_step
 
 
-def tie_rule(preds: Sequence[Prediction], tie: float = TIE, alpha: float = ALPHA) -> str:
+def tie_rule(preds: Sequence[Prediction], tie: float = TIE) -> str:
     """How ties were called for `preds`, in words, for the report."""
     if all(len(p.measured_repeats) >= MIN_REPEATS for p in preds):
-        return f"repeats not separated, rank-sum p > {alpha:g}"
+        return "repeats not separated, Welch p > 0.05"
     if any(len(p.measured_repeats) >= MIN_REPEATS for p in preds):
-        return f"rank-sum p > {alpha:g} where both have {MIN_REPEATS}+ repeats, else within {tie:.0%}"
+        return f"Welch p > 0.05 where both have {MIN_REPEATS}+ repeats, else within {tie:.0%}"
     return f"within {tie:.0%}"
 
 
-def ranking_holds(preds: Sequence[Prediction], tie: float = TIE,
-                  alpha: float = ALPHA) -> tuple[bool, list[tuple[str, str]]]:
+def ranking_holds(preds: Sequence[Prediction], tie: float = TIE) -> tuple[bool, list[tuple[str, str]]]:
     """Whether the predictions order every pair of `preds` (one group) as measured, and the
     tied pairs (`pair_tied`: the measurement does not order them) that the check skips.
 
@@ -303,7 +274,7 @@ def ranking_holds(preds: Sequence[Prediction], tie: float = TIE,
     ordered = sorted(preds, key=lambda p: p.measured_step)
     for i, fast in enumerate(ordered):
         for slow in ordered[i + 1:]:
-            if pair_tied(fast, slow, tie, alpha):
+            if pair_tied(fast, slow, tie):
                 ties.append((fast.mode, slow.mode))
             elif slow.predicted_step <= fast.predicted_step:
                 ok = False
