@@ -413,6 +413,9 @@ class RayJob(CollectiveJob):
     def shard_stats(self):
         return self._get([a.shard_stats.remote() for a in self.actors])
 
+    def actor_names(self) -> dict[str, str]:
+        return {a._actor_id.hex(): f"worker {i}" for i, a in enumerate(getattr(self, "actors", []))}
+
     def close(self) -> None:
         import ray
 

@@ -351,12 +351,15 @@ class ShardedStore(BatchedStore):
                 inv_live, g_live, c_live = inv[live], block[live, :-1], counts[live]
             g = segment_sum(g_live, inv_live, len(uniq))  # compiled, in arrival order
             c = np.bincount(inv_live, weights=c_live, minlength=len(uniq)).astype(np.int64)
-            hit = np.bincount(inv_live, minlength=len(uniq)) > 0
             if n > 1 and self.average:
                 g *= scale
-            self.local.apply_gradients(t, uniq[hit], g[hit], c[hit], step)
+            keys_t = uniq
+            if len(inv_live) < len(inv):  # a rank sent no gradient for some keys: leave those untouched
+                hit = np.bincount(inv_live, minlength=len(uniq)) > 0
+                keys_t, g, c = uniq[hit], g[hit], c[hit]
+            self.local.apply_gradients(t, keys_t, g, c, step)
             with self._count_lock:
-                self.counters.keys_applied += int(hit.sum())
+                self.counters.keys_applied += len(keys_t)
         t_apply = time.perf_counter() - t_apply
         self._seconds["apply"] += t_apply
         self._seconds["alltoall"] += time.perf_counter() - t_start - t_apply

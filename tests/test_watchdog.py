@@ -100,11 +100,11 @@ def test_an_actor_that_dies_under_any_call_is_a_job_failure_and_other_errors_are
         ray.get(w.run.remote(), timeout=30)
     failed = _as_job_failed(caught.value)
     assert isinstance(failed, JobFailed) and "FakeWorker died" in str(failed) and "\n" not in str(failed)
-    # an actor the job holds is named as the job knows it: its index among the workers or PS
-    job = types.SimpleNamespace(ps_actors=[Worker.remote(1, 0.0)], workers=[Worker.remote(1, 0.0), w])
+    # an actor the job holds is named as the job knows it (Job.actor_names)
+    job = types.SimpleNamespace(actor_names=lambda: {w._actor_id.hex(): "worker 1"})
     assert str(_as_job_failed(caught.value, job)).startswith("worker 1 died (")
-    job.workers, job.ps_actors = job.ps_actors, [object(), w]
-    assert str(_as_job_failed(caught.value, job)).startswith("PS 1 died (")
+    job = types.SimpleNamespace(actor_names=lambda: {"0" * 32: "PS 0"})  # another actor's id: the class name
+    assert "FakeWorker died" in str(_as_job_failed(caught.value, job))
     assert _as_job_failed(ValueError("a bug of ours")) is None
     same = JobFailed("worker 0 died")
     assert _as_job_failed(same) is same

@@ -105,6 +105,10 @@ class Job(ABC):
             out["queue"] = queue.stats()
         return out
 
+    def actor_names(self) -> dict[str, str]:
+        """Ray actor id (hex) -> how a failure names it ("worker 1", "PS 0"): jobs of Ray actors."""
+        return {}
+
     def close(self) -> None:
         """Release the workers (bounded: never hangs on a dead one)."""
 
@@ -358,7 +362,7 @@ def poll_ray_workers(runs: list, actors: Sequence, bar, metrics: JobMetrics | No
 def _as_job_failed(e: BaseException, job: Any = None) -> JobFailed | None:
     """`e` as a job failure, or None when it is not one: a Ray actor that died under any call
     (a parameter server killed while the job reads its stats or writes a checkpoint) fails the
-    job as a dead worker does, named as `job` knows it ("worker 1", "PS 0") where it is one of
+    job as a dead worker does, named as `job` knows it (`Job.actor_names`) where it is one of
     its actors; any other error is the program's and is re-raised as it is."""
     if isinstance(e, JobFailed):
         return e
@@ -367,21 +371,10 @@ def _as_job_failed(e: BaseException, job: Any = None) -> JobFailed | None:
         return JobFailed(f"a Ray call did not answer within its deadline ({_first_line(e)}); the job is stopped")
     if exc is not None and isinstance(e, exc.RayActorError):
         name = re.search(r"class_name: (\S+)", str(e))  # e.g. "PSActor", "Worker.<locals>.FakeWorker"
-        who = _actor_label(job, re.search(r"actor_id: ([0-9a-f]+)", str(e)))
+        aid = re.search(r"actor_id: ([0-9a-f]+)", str(e))
+        who = job.actor_names().get(aid.group(1)) if job is not None and aid else None
         who = who or (name.group(1).rsplit(".", 1)[-1] if name else "an actor")
         return JobFailed(f"{who} died ({type(e).__name__}); the job is stopped")
-    return None
-
-
-def _actor_label(job: Any, actor_id: re.Match | None) -> str | None:
-    """"worker i" or "PS i" for the actor of `job` whose id `actor_id` matched, else None."""
-    if job is None or actor_id is None:
-        return None
-    for label, attr in (("worker", "workers"), ("worker", "actors"), ("PS", "ps_actors")):
-        for i, a in enumerate(getattr(job, attr, None) or ()):
-            aid = getattr(a, "_actor_id", None)
-            if aid is not None and aid.hex() == actor_id.group(1):
-                return f"{label} {i}"
     return None
 
 

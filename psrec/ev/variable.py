@@ -160,10 +160,9 @@ class EmbeddingVariable:
         keys = self._check_keys(keys)
         with self._lock:
             rows, out, missing = self._table.find_gather(keys, self._values)
-            init = None
-            if missing and self.config.filter.kind == "none":
-                miss = rows < 0
-                out[miss] = init = initial_rows(self.config.initializer, self.config.seed, keys[miss], self.dim)
+            miss, init = self._initial_of(keys, rows, missing)
+            if init is not None:
+                out[miss] = init
             if train:
                 self._resolved = _Resolved(keys.copy(), rows, self._table.generation, init)
             return out
@@ -191,15 +190,22 @@ class EmbeddingVariable:
                 rows, out, missing = self._table.find_gather_expand(uniq, inverse, self._values,
                                                                     scratch(len(uniq), self.dim)[1])
             generation = self._table.generation
-        init = None
-        if missing and self.config.filter.kind == "none":
-            miss = rows < 0
-            init = initial_rows(self.config.initializer, self.config.seed, uniq[miss], self.dim)
-            full = np.zeros((len(uniq), self.dim), dtype=np.float32)
-            full[miss] = init
+        miss, init = self._initial_of(uniq, rows, missing)
+        if init is not None:
+            which = np.cumsum(miss) - 1  # distinct key -> its row of `init` (where absent)
             sel = miss[inverse]
-            out[sel] = full[inverse[sel]]
+            out[sel] = init[which[inverse[sel]]]
         return out, RawBatch(uniq, inverse, counts, rows, missing, self._table, generation, init)
+
+    def _initial_of(self, keys: np.ndarray, rows: np.ndarray, missing: int) -> tuple[np.ndarray | None,
+                                                                                     np.ndarray | None]:
+        """The absent keys' rows as a lookup reads them: (mask (N,) bool of rows < 0, their
+        initial rows (M, D) in key order), or (None, None) when none is absent or an admission
+        filter holds them at zeros (the gather's)."""
+        if not missing or self.config.filter.kind != "none":
+            return None, None
+        miss = rows < 0
+        return miss, initial_rows(self.config.initializer, self.config.seed, keys[miss], self.dim)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Whether each key (N,) int64 has a row -> (N,) bool."""

@@ -150,6 +150,10 @@ class RayPSJob(_PSJob):
     def malformed(self):
         return [m for part in ray.get([w.malformed.remote() for w in self.workers], timeout=60) for m in part]
 
+    def actor_names(self) -> dict[str, str]:
+        return {**{a._actor_id.hex(): f"PS {i}" for i, a in enumerate(self.ps_actors)},
+                **{a._actor_id.hex(): f"worker {i}" for i, a in enumerate(self.workers)}}
+
     def close(self) -> None:
         workers, self.workers = self.workers, []
         try:
