@@ -103,8 +103,9 @@ class GrpcPSServer:
     def _handlers(self) -> grpc.GenericRpcHandler:
         e, lim = self.endpoint, self.limits
         calls = {
-            "Pull": (pb.PullRequest, lambda r: codec.encode_pull_reply(e.pull(*codec.decode_pull(r, lim)))),
-            "Push": (pb.PushRequest, lambda r: (e.push(*codec.decode_push(r, lim)), pb.Empty())[1]),
+            # the bulk calls parse their own bodies (arrays viewed in place); the rest, protobuf
+            "Pull": (None, lambda b: codec.encode_pull_reply(e.pull(*codec.decode_pull(b, lim)))),
+            "Push": (None, lambda b: (e.push(*codec.decode_push(b, lim)), pb.Empty())[1]),
             "Stats": (pb.StatsRequest, lambda r: codec.encode_stats(e.stats(r.detail))),
             "Export": (pb.PathRequest, self._export),
             "Restore": (pb.PathRequest, self._restore),
@@ -140,11 +141,12 @@ class GrpcPSServer:
 
     @staticmethod
     def _guarded(name, cls, fn):
-        """Parse the raw body, run the call, and turn every failure into one gRPC status."""
+        """Parse the raw body (with `cls`, or in `fn` where `cls` is None), run the call, and
+        turn every failure into one gRPC status."""
 
         def handle(body: bytes, context):
             try:
-                request = cls.FromString(body)
+                request = body if cls is None else cls.FromString(body)
             except (DecodeError, RuntimeError, ValueError) as err:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request: {err}")
             try:
