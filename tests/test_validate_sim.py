@@ -4,6 +4,7 @@ hand-made numbers, and one tiny end-to-end run on the in-process transport."""
 import dataclasses
 import json
 import re
+import shutil
 
 import pytest
 
@@ -149,10 +150,11 @@ LINE = re.compile(r"^median_step_err=\d+\.\d+ max_step_err=\d+\.\d+ max_commfrac
 
 def test_validate_sim_end_to_end_inprocess(tmp_path, capsys):
     """Three tiny real runs (PS async, PS sync, collective) on threads, then leave-one-out."""
-    assert main(["validate-sim", "--quick", "--transport", "inprocess", "--run-dir", str(tmp_path)]) == 0
+    assert main(["validate-sim", "--quick", "--transport", "inprocess", "--repeats", "3",
+                 "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert LINE.match(out[-1]), out[-1]
-    assert "noise %" in out[0]  # the default repeats each configuration and shows its noise
+    assert "noise %" in out[0] and "runs" in out[0]  # three runs each: their spread is the noise
     (run_dir,) = tmp_path.glob("*-validate-sim")
     saved = json.loads((run_dir / "validation.json").read_text())
     assert saved["repeats"] == 3 and all((run_dir / f"{n}-r3").is_dir() for n in ("async-w2", "coll-w2"))
@@ -181,14 +183,14 @@ def test_ranking_with_repeats_uses_their_spread():
     44.6/39.2/37.1 and 42.3/37.5/44.4; the picked (median) repeats are 7.9% apart, past the
     5% band, but the repeat ranges overlap: the measurement does not order them. Collective's
     31.9/26.4/31.9 is below both in every repeat: that pair still counts."""
-    a = Prediction("a", "ps-async", 0.0423, 0.0390, 0.6, 0.6, measured_repeats=(0.0423, 0.0375, 0.0444))
-    s = Prediction("s", "ps-sync", 0.0392, 0.0420, 0.6, 0.6, measured_repeats=(0.0446, 0.0392, 0.0371))
-    c = Prediction("c", "collective", 0.0319, 0.0260, 0.2, 0.2, measured_repeats=(0.0319, 0.0264, 0.0319))
+    a = Prediction("a", "ps-async", 0.0423, 0.0390, 0.6, 0.6, measured_samples=(0.0423, 0.0375, 0.0444), runs=3)
+    s = Prediction("s", "ps-sync", 0.0392, 0.0420, 0.6, 0.6, measured_samples=(0.0446, 0.0392, 0.0371), runs=3)
+    c = Prediction("c", "collective", 0.0319, 0.0260, 0.2, 0.2, measured_samples=(0.0319, 0.0264, 0.0319), runs=3)
     assert pair_tied(s, a) and not pair_tied(c, s) and not pair_tied(c, a)
     assert ranking_holds([a, s, c]) == (True, [("ps-sync", "ps-async")])
     # without the repeats the same picked steps are 7.9% apart: the 5% band ranks them, and
     # the prediction (async faster) flips them
-    single = [dataclasses.replace(p, measured_repeats=()) for p in (a, s, c)]
+    single = [dataclasses.replace(p, measured_samples=()) for p in (a, s, c)]
     assert ranking_holds(single) == (False, [])
     # collective predicted slower than async in every repeat's run: a real flip still fails
     slow_c = dataclasses.replace(c, predicted_step=0.0400)
@@ -200,7 +202,8 @@ def test_pick_repeat_keeps_every_repeat_step():
 
     runs = [{"name": n, "measured": {"step": t}} for n, t in (("r1", 0.3), ("r2", 0.1), ("r3", 0.2))]
     picked = _pick_repeat(runs)
-    assert picked["name"] == "r3" and picked["measured_repeats"] == [0.3, 0.1, 0.2]
+    assert picked["name"] == "r3" and picked["measured_samples"] == [0.3, 0.1, 0.2] and picked["runs"] == 3
+    assert _pick_repeat(runs, [0.25, 0.35])["measured_samples"] == [0.25, 0.35]  # segments, where measured
 
 
 def test_ranking_ignores_pairs_the_measurement_cannot_tell_apart():
@@ -213,3 +216,37 @@ def test_ranking_ignores_pairs_the_measurement_cannot_tell_apart():
     flipped = preds[:2] + [Prediction("c", "collective", 0.80, 1.15, 0.2, 0.2)]  # now predicted between them
     assert ranking_holds(flipped) == (False, [("ps-async", "ps-sync")])
     assert not ranking_holds(preds, tie=0.0)[0]  # without the tie band the async/sync flip counts
+
+
+def test_a_noisy_configuration_is_trained_again_within_the_budget(tmp_path, monkeypatch):
+    """run_configs with fake runners: a configuration whose segments spread past the noise
+    target runs again (up to max_repeats), a quiet one does not, and no budget adds no run."""
+    import collective.runner
+    import psrec.ps.runner
+    from psrec.commands.validate_sim import noise_of, run_configs
+
+    spread = {"quiet": [0.100, 0.101, 0.099, 0.100], "noisy": [0.10, 0.16, 0.07, 0.13]}
+
+    def fake(cfg):
+        out = tmp_path / cfg.run.name
+        out.mkdir()
+        steps = spread[cfg.run.name.split("-")[0]]
+        worker = {"step_seconds": [{"compute": 0.5}, {"compute": 0.5}] + [{"compute": t} for t in steps],
+                  "step_emulated": [0.0] * (len(steps) + 2)}
+        (out / "results.json").write_text(json.dumps({"per_worker": [worker], "warmup_steps": 2}))
+        return {"run_dir": str(out), "train_seconds": 0.0}
+
+    monkeypatch.setattr(psrec.ps.runner, "run_ps", fake)
+    monkeypatch.setattr(collective.runner, "run_collective", fake)
+    runs = [RunSpec("quiet", "ps-async", 2, steps=6, segments=4), RunSpec("noisy", "collective", 2, steps=6,
+                                                                          segments=4)]
+    assert noise_of(spread["quiet"]) < 10 < noise_of(spread["noisy"])
+    paths = run_configs(runs, tmp_path, "inprocess", log=lambda m: None, noise_target=10.0, budget_s=60.0,
+                        max_repeats=3)
+    assert [len(p) for p in paths] == [1, 3]
+    assert [p.parent.name for p in paths[1]] == ["noisy", "noisy-r2", "noisy-r3"]
+    for d in tmp_path.iterdir():
+        shutil.rmtree(d)
+    paths = run_configs(runs, tmp_path, "inprocess", log=lambda m: None, noise_target=10.0, budget_s=0.0,
+                        max_repeats=3)
+    assert [len(p) for p in paths] == [1, 1]

@@ -10,11 +10,21 @@ inprocess` runs the same code on threads (seconds instead of minutes; used by th
 Measured step time = the sum of each phase's mean seconds over a worker's steps after a
 two-step warm-up, leaving out the steps that another job's load stretched to more than twice
 the median step (`psrec.sim.results_map`), plus the emulated network's seconds when `--net` is
-on (the runners book those apart); comm fraction likewise. `--repeats R` (default 3) trains every
-configuration R times in interleaved passes (so that a slow period of the machine hits
-different configurations' repeats) and keeps the repeat with the median step; with 3 repeats or
-more, whether two modes count as tied in the ranking is decided by the repeats' spread (a
-Welch t-test, `psrec.sim.validate.pair_tied`) instead of a fixed 5% band. The table and the
+on (the runners book those apart); comm fraction likewise.
+
+Noise: each run's steps after the warm-up are cut into `RunSpec.segments` (3) equal parts,
+whose mean steps are the configuration's samples, pooled over its runs; its noise column is
+their 95% half-width over their median. Every configuration is trained `--repeats` times
+(default 2), in interleaved passes (so that a slow period of the machine hits different
+configurations' runs): segments of one run share whatever slowed that run as a whole, which
+only another run shows (the same DeepFM step measured 36 and 53 ms in two runs a minute
+apart, each steady within itself). A configuration whose noise is still above
+`--noise-target` (default 10%, the median step error the validation targets: a noisier
+measurement cannot judge the model) is trained again, noisiest first, while the time budget
+lasts (`--budget-min`, default 8 minutes of training; at most `--max-repeats`, 3, runs each).
+The picked run is the one with the median step. Whether two modes count as tied in the
+ranking is decided by the samples' spread (Welch's t-test, `psrec.sim.validate.pair_tied`;
+with fewer than 3 runs the pair must also be 5% apart). The table and the
 closing line `median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1
 configs=N` go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
 directory go into the run directory. `--reuse DIR` predicts again from the runs of an
@@ -24,20 +34,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-TABLE_COLUMNS = ["config", "mode", "measured_ms", "noise_pct", "predicted_ms", "step_err_pct", "comm_measured_pct",
-                 "comm_predicted_pct", "comm_err_pts"]
-TABLE_HEADERS = ["config", "mode", "measured ms", "noise %", "predicted ms", "step err %", "comm % meas",
+TABLE_COLUMNS = ["config", "mode", "measured_ms", "noise_pct", "runs", "predicted_ms", "step_err_pct",
+                 "comm_measured_pct", "comm_predicted_pct", "comm_err_pts"]
+TABLE_HEADERS = ["config", "mode", "measured ms", "noise %", "runs", "predicted ms", "step err %", "comm % meas",
                  "comm % pred", "comm err pts"]
-# Without repeats a user cannot tell the simulator's error from the machine's noise: the
-# default trains every configuration 3 times (the targets held only with 3 on 2 cores).
-DEFAULT_REPEATS = 3
+# Without a noise figure a user cannot tell the simulator's error from the machine's: every
+# run's segments measure it, and a configuration noisier than the target runs again.
+DEFAULT_REPEATS = 2
+NOISE_TARGET_PCT = 10.0  # the median step error the validation aims at (issue #21)
+BUDGET_MIN = 8.0  # training time for the default set, extra runs included, on a 2-core machine
+MAX_REPEATS = 3
 
 
 def register(sub) -> None:
@@ -49,9 +64,16 @@ def register(sub) -> None:
                    help="three tiny configurations (one per mode) instead of the default fourteen")
     p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 30)")
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
-                   help="train every configuration this many times, in interleaved passes, and keep the "
-                        "repeat with the median measured step (the lower of two: another job's load only "
-                        f"adds time); its noise column is the repeats' 95%% half-width; default {DEFAULT_REPEATS}")
+                   help="train every configuration this many times first, in interleaved passes, and keep the "
+                        "run with the median measured step (the lower of two: another job's load only adds "
+                        f"time); default {DEFAULT_REPEATS}")
+    p.add_argument("--noise-target", type=float, default=NOISE_TARGET_PCT, metavar="PCT",
+                   help="train a configuration again while its noise (the 95%% half-width of its segments' "
+                        f"steps, %% of their median) is above this; default {NOISE_TARGET_PCT:g}")
+    p.add_argument("--budget-min", type=float, default=BUDGET_MIN, metavar="MIN",
+                   help=f"minutes of training (every run) after which no run is added; default {BUDGET_MIN:g}")
+    p.add_argument("--max-repeats", type=int, default=MAX_REPEATS,
+                   help=f"runs of one configuration at most; default {MAX_REPEATS}")
     p.add_argument("--only", help="comma list of configuration names to run (default all)")
     p.add_argument("--reuse", metavar="DIR", help="predict from the runs of an earlier validate-sim run directory")
     p.add_argument("--cores", type=float, default=0,
@@ -80,9 +102,13 @@ def repeat_name(rs, k: int) -> str:
     return rs.name if k == 0 else f"{rs.name}-r{k + 1}"
 
 
-def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, repeats: int = 1) -> list[list[Path]]:
+def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, repeats: int = 1,
+                noise_target: float = math.inf, budget_s: float = math.inf, max_repeats: int = 1) -> list[list[Path]]:
     """Train every RunSpec into `run_dir/<name>/` (repeats: `<name>-r2/`, ... in interleaved
-    passes); returns each RunSpec's results.json paths."""
+    passes), then again each whose noise is above `noise_target` (%), noisiest first, while
+    `budget_s` seconds of training in all allow (a run is started only where its own earlier
+    runs' mean time still fits) and it has fewer than `max_repeats` runs; returns each
+    RunSpec's results.json paths."""
     from collective.runner import run_collective
     from psrec.ps.runner import run_ps
 
@@ -93,15 +119,58 @@ def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, r
         ensure_ray()  # once: every configuration's actors join the same session
         log(f"  ray ready ({time.perf_counter() - t0:.0f} s)")
     paths: list[list[Path]] = [[] for _ in runs]
-    for k in range(repeats):
-        for i, rs in enumerate(runs):
-            cfg = _config_for(rs, run_dir, transport, repeat_name(rs, k))
-            t0 = time.perf_counter()
-            res = run_collective(cfg) if rs.mode == "collective" else run_ps(cfg)
-            log(f"  {repeat_name(rs, k)}: {res['train_seconds']:.1f} s training, "
-                f"{time.perf_counter() - t0:.0f} s in all")
-            paths[i].append(Path(res["run_dir"]) / "results.json")
-    return paths
+    took: list[list[float]] = [[] for _ in runs]
+    start = time.perf_counter()
+
+    def train(i: int) -> None:
+        rs, k = runs[i], len(paths[i])
+        cfg = _config_for(rs, run_dir, transport, repeat_name(rs, k))
+        t0 = time.perf_counter()
+        res = run_collective(cfg) if rs.mode == "collective" else run_ps(cfg)
+        took[i].append(time.perf_counter() - t0)
+        paths[i].append(Path(res["run_dir"]) / "results.json")
+        noise = noise_of(_samples(paths[i], rs.segments))
+        log(f"  {repeat_name(rs, k)}: {res['train_seconds']:.1f} s training, {took[i][-1]:.0f} s in all"
+            + (f", noise {noise:.1f}%" if noise is not None else ""))
+
+    for _ in range(repeats):
+        for i in range(len(runs)):
+            train(i)
+    while True:
+        left = budget_s - (time.perf_counter() - start)
+        noisy = [(noise_of(_samples(paths[i], rs.segments)), i) for i, rs in enumerate(runs)
+                 if len(paths[i]) < max_repeats]
+        noisy = sorted(((n, i) for n, i in noisy if n is not None and n > noise_target), reverse=True)
+        fits = [i for _, i in noisy if statistics.fmean(took[i]) <= left]
+        if not fits:
+            if noisy:
+                log(f"  {len(noisy)} configuration(s) still above {noise_target:g}% noise; "
+                    f"{'budget spent' if left > 0 else 'no budget left'}")
+            return paths
+        train(fits[0])
+
+
+def _samples(paths: Sequence[Path], segments: int) -> list[float]:
+    """Every segment step (seconds) of every run in `paths` (`psrec.sim.results_map.segment_steps`)."""
+    from psrec.sim.results_map import segment_steps
+
+    out: list[float] = []
+    for p in paths:
+        try:
+            out += segment_steps(json.loads(Path(p).read_text()), segments, str(p))
+        except (OSError, json.JSONDecodeError):
+            continue  # a run without its results counts no samples; load_run reports it
+    return out
+
+
+def noise_of(samples: Sequence[float]) -> float | None:
+    """The 95% half-width of `samples`' mean over their median, in % (None under 2)."""
+    from psrec.report.intervals import interval
+
+    if len(samples) < 2:
+        return None
+    iv = interval(samples)
+    return 100.0 * iv.half_width / iv.median if iv.median else None
 
 
 def spec_for(rs, cfg, cores: float):
@@ -138,11 +207,13 @@ def _fill_sync_apply(run: dict, spec) -> dict:
             "apply_values": distinct * known["row_width"] + known["dense_values"]}
 
 
-def _pick_repeat(mapped: list[dict]) -> dict:
-    """The repeat with the median measured step (the lower of an even count), with every
-    repeat's step in `measured_repeats` (the ranking's ties: `psrec.sim.validate.pair_tied`)."""
+def _pick_repeat(mapped: list[dict], samples: Sequence[float] = ()) -> dict:
+    """The run with the median measured step (the lower of an even count), with the
+    configuration's `samples` (every run's segment steps; a run of one segment: its step) and
+    how many `runs` they come from (the ranking's ties: `psrec.sim.validate.pair_tied`)."""
     picked = sorted(mapped, key=lambda m: m["measured"]["step"])[(len(mapped) - 1) // 2]
-    return {**picked, "measured_repeats": [m["measured"]["step"] for m in mapped]}
+    return {**picked, "measured_samples": list(samples) or [m["measured"]["step"] for m in mapped],
+            "runs": len(mapped)}
 
 
 def validate(runs: Sequence[Any], paths: Sequence[Sequence[Path]], run_dir: Path, cores: float, transport: str):
@@ -152,7 +223,9 @@ def validate(runs: Sequence[Any], paths: Sequence[Sequence[Path]], run_dir: Path
     from psrec.sim.validate import leave_one_out, summarize
 
     specs = [spec_for(rs, _config_for(rs, run_dir, transport), cores) for rs in runs]
-    mapped = [_fill_sync_apply(_pick_repeat([load_run(p, cores) for p in ps]), sp) for ps, sp in zip(paths, specs)]
+    mapped = [_fill_sync_apply(_pick_repeat([load_run(p, cores) for p in ps],
+                                            _samples(ps, rs.segments) if rs.segments > 1 else ()), sp)
+              for rs, ps, sp in zip(runs, paths, specs)]
     preds = leave_one_out(mapped, specs, fit=_fit, names=[rs.name for rs in runs])
     return mapped, preds, summarize(preds, [rs.group for rs in runs])
 
@@ -178,23 +251,20 @@ def _runs_of(args: argparse.Namespace, reuse: Path | None):
             raise ValueError(f"--only: unknown configuration(s) {', '.join(unknown)}; known: "
                              f"{', '.join(r.name for r in runs)}")
         runs = [r for r in runs if r.name in names]
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.repeats < 1 or args.max_repeats < 1:
+        raise ValueError(f"--repeats and --max-repeats must be >= 1, got {args.repeats} and {args.max_repeats}")
+    if not args.budget_min >= 0 or not args.noise_target > 0:
+        raise ValueError(f"--budget-min must be >= 0 and --noise-target > 0, got {args.budget_min} and "
+                         f"{args.noise_target}")
     if len(runs) < 3:
         raise ValueError(f"leave-one-out over {len(runs)} configurations: need at least 3")
     return runs
 
 
 def noise_pct(pred) -> float | None:
-    """A configuration's measurement noise: the 95% half-width of its repeats' steps over their
-    median, in % (None with fewer than 2 repeats). A step error below it is not the model's."""
-    from psrec.report.intervals import interval
-
-    reps = list(getattr(pred, "measured_repeats", ()) or ())
-    if len(reps) < 2:
-        return None
-    iv = interval(reps)
-    return 100.0 * iv.half_width / iv.median if iv.median else None
+    """A configuration's measurement noise (`noise_of` its samples). A step error below it is
+    not the model's."""
+    return noise_of(list(getattr(pred, "measured_samples", ()) or ()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -227,11 +297,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"validate-sim: {len(runs)} configurations on {args.transport}, {cores:g} cores; run directory "
               f"{run_dir}", file=sys.stderr)
         paths = run_configs(runs, run_dir, args.transport, log=lambda m: print(m, file=sys.stderr, flush=True),
-                            repeats=args.repeats)
+                            repeats=args.repeats, noise_target=args.noise_target, budget_s=60.0 * args.budget_min,
+                            max_repeats=args.max_repeats)
     mapped, preds, summary = validate(runs, paths, run_dir, cores, args.transport)
     # One decimal everywhere: run-to-run noise on a shared machine is larger than that.
-    rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in {**p.as_row(), "noise_pct": noise_pct(p)}
-             .items()} for p in preds]
+    rows = [{k: (f"{v:.1f}" if isinstance(v, float) else v)
+             for k, v in {**p.as_row(), "noise_pct": noise_pct(p), "runs": p.runs}.items()} for p in preds]
     table = format_table(rows, TABLE_COLUMNS, TABLE_HEADERS)
     from psrec.sim.validate import ranking_groups, ranking_holds, tie_rule
 
@@ -249,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
     (run_dir / "validation.txt").write_text(text + "\n")
     (run_dir / "validation.json").write_text(json.dumps({
         "runs": [dataclasses.asdict(r) for r in runs], "cores": cores, "transport": args.transport,
-        "repeats": args.repeats, "picked": [m["name"] for m in mapped],
+        "repeats": args.repeats, "runs_each": [len(ps) for ps in paths],
+        "noise_target_pct": args.noise_target, "picked": [m["name"] for m in mapped],
         "reused": str(reuse) if reuse else None, "seconds": time.perf_counter() - t0,
         "summary": dataclasses.asdict(summary),
         "predictions": [{**p.as_row(), "cost": p.cost.as_row() if p.cost else None,

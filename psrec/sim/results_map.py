@@ -77,7 +77,7 @@ from typing import Any
 
 from psrec.sim.calibration import CalibrationError
 
-__all__ = ["map_results", "load_run", "find_results", "mode_of"]
+__all__ = ["map_results", "load_run", "find_results", "mode_of", "segment_steps"]
 
 _MODE = {"ps-async": "ps-async", "ps-sync": "ps-sync", "ps-async-hybrid": "hybrid", "ps-sync-hybrid": "hybrid",
          "collective": "collective"}
@@ -160,6 +160,35 @@ def _phase_robust(live: list[Mapping[str, Any]], names: tuple[str, ...], where: 
         for n in names:
             out[n] += sum(float(steps[i][n]) for i in keep) / len(keep) / len(live)
         out["emulated"] += sum(emus[i] for i in keep) / len(keep) / len(live)
+    return out
+
+
+def segment_steps(results: Mapping[str, Any], segments: int, where: str = "results.json") -> list[float]:
+    """The measured step (seconds, emulated network included) of each of `segments` equal
+    runs of consecutive steps after the warm-up, spikes left out as in the measured step
+    (module doc); the workers' mean per segment. Their spread is the run's own noise
+    (`psrec validate-sim`); empty without per-step records or with fewer steps than segments.
+
+    >>> w = {"step_seconds": [{"c": 9.0}, {"c": 1.0}, {"c": 1.2}, {"c": 3.0}, {"c": 9.0}],
+    ...      "step_emulated": [0.0, 0.0, 0.0, 1.0, 0.0]}
+    >>> segment_steps({"per_worker": [w], "warmup_steps": 1}, 2)   # the last 9.0: over 2x the median, 2.6
+    [1.1, 4.0]
+    """
+    live = [w for w in results.get("per_worker") or () if isinstance(w, Mapping)]
+    warmup = _warmup(results)
+    if segments < 1 or not live or not _per_step(live, warmup):
+        return []
+    out = [0.0] * segments
+    for w in live:
+        totals = [sum(float(v) for v in r.values()) + float(e)
+                  for r, e in zip(w["step_seconds"][warmup:], w["step_emulated"][warmup:])]
+        if len(totals) < segments:
+            return []
+        cap = SPIKE * _median(totals)
+        for j in range(segments):
+            part = totals[j * len(totals) // segments:(j + 1) * len(totals) // segments]
+            kept = [t for t in part if t <= cap] or part
+            out[j] += sum(kept) / len(kept) / len(live)
     return out
 
 

@@ -18,16 +18,18 @@ must be ordered the same way by the prediction (`ranking_preserved`). A pair tha
 measurement does not tell apart is a tie: either predicted order is accepted and the report
 shows the pair as `~`. When to call a pair tied (`pair_tied`):
 
-- each configuration trained `MIN_REPEATS` times or more (`psrec validate-sim --repeats`):
-  the measurement's own spread decides. The pair is tied unless Welch's t-test of their
-  repeats' mean step times separates them at 5%, two-sided (`psrec.report.intervals.
-  welch_separated`; B. L. Welch, Biometrika 34, 1947). An exact rank-sum test was used
-  before: with 3 repeats each its smallest p is 2 / C(6, 3) = 0.1, so any pair whose three
-  repeats happened not to overlap counted as ordered, which two runs of one configuration
-  do one time in ten; a pair 3% apart with 2% noise flipped the ranking that way.
-- otherwise (one run each): their measured steps within `TIE` of each other (relative):
-  one configuration trained twice on a quiet 2-core machine differs by several percent, so a
-  closer pair is not resolved.
+- each configuration measured `MIN_SAMPLES` times or more (the segments of its runs,
+  `RunSpec.segments`, over every run, `psrec validate-sim --repeats`): the measurement's own
+  spread decides. The pair is tied unless Welch's t-test of their samples separates them at
+  5%, two-sided (`psrec.report.intervals.welch_separated`; B. L. Welch, Biometrika 34, 1947).
+  Segments of one run share whatever slowed or sped up that run as a whole (its actors'
+  placement, the machine's load over those seconds), which only other runs would show: so
+  unless both come from `MIN_REPEATS` runs or more, the pair must also be more than `TIE`
+  apart. (An exact rank-sum test over 3 repeats was used before: its smallest p is
+  2 / C(6, 3) = 0.1, so any pair whose repeats happened not to overlap counted as ordered.)
+- otherwise: their measured steps within `TIE` of each other (relative): one configuration
+  trained twice on a quiet 2-core machine differs by several percent, so a closer pair is
+  not resolved.
 
 Example:
     >>> errs = [0.05, -0.12, 0.02]
@@ -50,12 +52,13 @@ from psrec.sim.costs import MODES, StepCost
 
 __all__ = ["RunSpec", "DEFAULT_RUNS", "QUICK_RUNS", "Prediction", "Summary", "leave_one_out", "predict",
            "summarize", "ranking_groups", "ranking_holds", "median_abs", "summary_line", "TIE",
-           "MIN_REPEATS", "pair_tied", "tie_rule"]
+           "MIN_SAMPLES", "MIN_REPEATS", "pair_tied", "tie_rule"]
 
 RunMode = Literal["ps-async", "ps-sync", "collective"]
 
 TIE = 0.05  # single runs: measured step times closer than this (relative) are not ranked
-MIN_REPEATS = 3  # repeats each before their spread decides (2 leave Welch's test 1 df): else TIE
+MIN_SAMPLES = 3  # samples each before their spread decides (2 leave Welch's test 1 df): else TIE
+MIN_REPEATS = 3  # runs each before the samples' spread alone decides (module doc)
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,14 @@ class RunSpec:
         ps: parameter servers (PS modes; ignored by collective).
         batch_size: rows per worker per step.
         net: emulated network (`--net` form, "" = none).
-        steps: steps per worker; a few seconds of training on 2 cores.
+        steps: steps per worker, the warm-up included.
+        segments: equal runs of consecutive steps after the warm-up whose mean steps are the
+            run's samples: their spread is its measurement noise (`psrec.sim.results_map.
+            segment_steps`).
 
     Example:
         >>> RunSpec("a", "ps-async", workers=2, ps=2).rows
-        30720
+        63488
     """
 
     name: str
@@ -82,16 +88,20 @@ class RunSpec:
     ps: int = 1
     batch_size: int = 512
     net: str = ""
-    # 30 steps: ~3-6 s of training per configuration on 2 shared cores (the start-up of its
-    # actors costs more); the mapping averages the steps after the first two, without those
-    # that another job's load stretched past twice the median (`psrec.sim.results_map`).
-    steps: int = 30
+    # 2 warm-up steps, then 3 segments of 20: ~3-6 s of training per configuration on 2
+    # shared cores (starting its actors costs more). The segments show a run's noise within
+    # itself; what slows one run as a whole (a busy neighbour, how its actors share the cores)
+    # only other runs show, which is why `psrec validate-sim` trains each one twice or more.
+    # The mapping averages the steps after the warm-up, without those that another job's load
+    # stretched past twice the median (`psrec.sim.results_map`).
+    steps: int = 62
+    segments: int = 3
 
     def __post_init__(self) -> None:
         if self.mode not in ("ps-async", "ps-sync", "collective"):
             raise ValueError(f"run {self.name!r}: mode must be ps-async, ps-sync or collective, got {self.mode!r}")
-        if self.workers < 1 or self.ps < 1 or self.batch_size < 1 or self.steps < 2:
-            raise ValueError(f"run {self.name!r}: workers, ps, batch_size must be >= 1 and steps >= 2")
+        if self.workers < 1 or self.ps < 1 or self.batch_size < 1 or self.steps < 2 or self.segments < 1:
+            raise ValueError(f"run {self.name!r}: workers, ps, batch_size, segments must be >= 1 and steps >= 2")
 
     @property
     def rows(self) -> int:
@@ -132,9 +142,9 @@ DEFAULT_RUNS: tuple[RunSpec, ...] = (
 )
 # The end-to-end test's tiny set: one run per mode at the same shape (one ranking group).
 QUICK_RUNS: tuple[RunSpec, ...] = (
-    RunSpec("async-w2", "ps-async", 2, 1, 64, steps=4),
-    RunSpec("sync-w2", "ps-sync", 2, 1, 64, steps=4),
-    RunSpec("coll-w2", "collective", 2, 1, 64, steps=4),
+    RunSpec("async-w2", "ps-async", 2, 1, 64, steps=4, segments=1),
+    RunSpec("sync-w2", "ps-sync", 2, 1, 64, steps=4, segments=1),
+    RunSpec("coll-w2", "collective", 2, 1, 64, steps=4, segments=1),
 )
 
 
@@ -148,8 +158,10 @@ class Prediction:
         measured_comm, predicted_comm: communication fraction of the step (0..1).
         cost: the simulator's breakdown.
         calibration: the leave-one-out calibration used.
-        measured_repeats: every repeat's measured step (seconds) when the configuration was
-            trained several times (`measured_step` is the picked one); empty for one run.
+        measured_samples: the measured step (seconds) of every segment of every run of the
+            configuration (`RunSpec.segments`; `measured_step` is the picked run's); empty
+            when there are none.
+        runs: how many runs the samples come from.
     """
 
     name: str
@@ -160,7 +172,8 @@ class Prediction:
     predicted_comm: float
     cost: StepCost | None = None
     calibration: Calibration | None = None
-    measured_repeats: tuple[float, ...] = ()
+    measured_samples: tuple[float, ...] = ()
+    runs: int = 1
 
     @property
     def step_err(self) -> float:
@@ -194,7 +207,8 @@ def leave_one_out(runs: Sequence[Mapping[str, Any]], specs: Sequence[SimSpec],
     Args:
         runs: measured runs in the fit schema, each with `mode` and `measured` =
             {"step": seconds per worker step, "comm_fraction": 0..1}; optionally
-            `measured_repeats`, every repeat's step (for the ranking's ties).
+            `measured_samples`, every segment's step, and `runs`, how many runs they come
+            from (for the ranking's ties).
         specs: the simulator's description of each run (same order; its calibration is replaced).
         fit: the fitting function (default `fit_calibration`).
         names: labels (default: each run's `name`, else its index).
@@ -209,9 +223,9 @@ def leave_one_out(runs: Sequence[Mapping[str, Any]], specs: Sequence[SimSpec],
         cost = predict(spec, str(run["mode"]), cal)
         m = run["measured"]
         name = names[i] if names is not None else str(run.get("name", i))
-        repeats = tuple(float(x) for x in run.get("measured_repeats") or ())
+        samples = tuple(float(x) for x in run.get("measured_samples") or ())
         out.append(Prediction(name, str(run["mode"]), float(m["step"]), cost.total, float(m["comm_fraction"]),
-                              cost.comm_fraction, cost, cal, repeats))
+                              cost.comm_fraction, cost, cal, samples, int(run.get("runs") or 1)))
     return out
 
 
@@ -235,27 +249,40 @@ def ranking_groups(preds: Sequence[Prediction], groups: Sequence[Any]) -> list[t
 
 def pair_tied(fast: Prediction, slow: Prediction, tie: float = TIE) -> bool:
     """Whether the measurement leaves `fast` and `slow` unordered (module doc): with
-    `MIN_REPEATS` repeats each, Welch's test does not separate them at 5%; else steps within
-    `tie` (relative).
+    `MIN_SAMPLES` samples each, unless Welch's test separates them at 5% and, where either
+    comes from fewer than `MIN_REPEATS` runs, their steps are also more than `tie` apart
+    (segments of one run share that run's offset, which only other runs show); else steps
+    within `tie` (relative).
 
-    >>> a = Prediction("a", "ps-async", 1.00, 1.0, 0.5, 0.5, measured_repeats=(0.99, 1.00, 1.08))
-    >>> s = Prediction("s", "ps-sync", 1.07, 1.0, 0.5, 0.5, measured_repeats=(1.02, 1.07, 1.09))
-    >>> pair_tied(a, s)          # 7% apart, but the repeat ranges overlap
+    >>> a = Prediction("a", "ps-async", 1.00, 1.0, 0.5, 0.5, measured_samples=(0.99, 1.00, 1.08), runs=3)
+    >>> s = Prediction("s", "ps-sync", 1.07, 1.0, 0.5, 0.5, measured_samples=(1.02, 1.07, 1.09), runs=3)
+    >>> pair_tied(a, s)          # 7% apart, but the samples' ranges overlap
     True
-    >>> pair_tied(dataclasses.replace(a, measured_repeats=()), s)   # one run each: 7% > TIE
+    >>> pair_tied(dataclasses.replace(a, measured_samples=()), s)   # no samples: 7% > TIE
+    False
+    >>> f = Prediction("f", "collective", 1.00, 1.0, 0.5, 0.5, measured_samples=(1.00, 1.01, 0.99))
+    >>> pair_tied(f, dataclasses.replace(f, measured_step=1.04, measured_samples=(1.04, 1.05, 1.03)))
+    True
+    >>> pair_tied(f, dataclasses.replace(f, measured_step=1.08, measured_samples=(1.08, 1.09, 1.07)))
     False
     """
-    if len(fast.measured_repeats) >= MIN_REPEATS and len(slow.measured_repeats) >= MIN_REPEATS:
-        return not welch_separated(fast.measured_repeats, slow.measured_repeats)
-    return slow.measured_step - fast.measured_step < tie * fast.measured_step
+    gap = slow.measured_step - fast.measured_step
+    if len(fast.measured_samples) >= MIN_SAMPLES and len(slow.measured_samples) >= MIN_SAMPLES:
+        if not welch_separated(fast.measured_samples, slow.measured_samples):
+            return True
+        return min(fast.runs, slow.runs) < MIN_REPEATS and gap < tie * fast.measured_step
+    return gap < tie * fast.measured_step
 
 
 def tie_rule(preds: Sequence[Prediction], tie: float = TIE) -> str:
     """How ties were called for `preds`, in words, for the report."""
-    if all(len(p.measured_repeats) >= MIN_REPEATS for p in preds):
-        return "repeats not separated, Welch p > 0.05"
-    if any(len(p.measured_repeats) >= MIN_REPEATS for p in preds):
-        return f"Welch p > 0.05 where both have {MIN_REPEATS}+ repeats, else within {tie:.0%}"
+    sampled = [len(p.measured_samples) >= MIN_SAMPLES for p in preds]
+    if all(sampled) and all(p.runs >= MIN_REPEATS for p in preds):
+        return "samples not separated, Welch p > 0.05"
+    if all(sampled):
+        return f"samples not separated (Welch p > 0.05) or within {tie:.0%}"
+    if any(sampled):
+        return f"Welch p > 0.05 where both have {MIN_SAMPLES}+ samples, else within {tie:.0%}"
     return f"within {tie:.0%}"
 
 
