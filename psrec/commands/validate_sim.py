@@ -62,7 +62,8 @@ def register(sub) -> None:
                    help="ray (default: actors and gloo, the real path) or inprocess (threads; fast)")
     p.add_argument("--quick", action="store_true",
                    help="three tiny configurations (one per mode) instead of the default fourteen")
-    p.add_argument("--steps", type=int, help="steps per worker in every configuration (default 30)")
+    p.add_argument("--steps", type=int, help="steps per worker in every configuration, the warm-up included "
+                                             "(default: each configuration's own, 62)")
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help="train every configuration this many times first, in interleaved passes, and keep the "
                         "run with the median measured step (the lower of two: another job's load only adds "
@@ -120,6 +121,7 @@ def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, r
         log(f"  ray ready ({time.perf_counter() - t0:.0f} s)")
     paths: list[list[Path]] = [[] for _ in runs]
     took: list[list[float]] = [[] for _ in runs]
+    samples: list[list[float]] = [[] for _ in runs]  # each configuration's, read once per run
     start = time.perf_counter()
 
     def train(i: int) -> None:
@@ -129,7 +131,8 @@ def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, r
         res = run_collective(cfg) if rs.mode == "collective" else run_ps(cfg)
         took[i].append(time.perf_counter() - t0)
         paths[i].append(Path(res["run_dir"]) / "results.json")
-        noise = noise_of(_samples(paths[i], rs.segments))
+        samples[i] += _samples(paths[i][-1:], rs.segments)
+        noise = noise_of(samples[i])
         log(f"  {repeat_name(rs, k)}: {res['train_seconds']:.1f} s training, {took[i][-1]:.0f} s in all"
             + (f", noise {noise:.1f}%" if noise is not None else ""))
 
@@ -138,8 +141,7 @@ def run_configs(runs: Sequence[Any], run_dir: Path, transport: str, log=print, r
             train(i)
     while True:
         left = budget_s - (time.perf_counter() - start)
-        noisy = [(noise_of(_samples(paths[i], rs.segments)), i) for i, rs in enumerate(runs)
-                 if len(paths[i]) < max_repeats]
+        noisy = [(noise_of(samples[i]), i) for i in range(len(runs)) if len(paths[i]) < max_repeats]
         noisy = sorted(((n, i) for n, i in noisy if n is not None and n > noise_target), reverse=True)
         fits = [i for _, i in noisy if statistics.fmean(took[i]) <= left]
         if not fits:

@@ -20,15 +20,11 @@ import struct
 
 from psrec.ps.wire import BadRequest
 
-__all__ = ["read", "Message"]
+__all__ = ["read"]
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _WIRE = {"bool": _VARINT, "int64": _VARINT, "double": _I64, "string": _LEN, "bytes": _LEN}
 _MASK = (1 << 64) - 1
-
-
-class Message(dict):
-    """Field name -> value; absent fields are absent (`in` is protobuf's HasField)."""
 
 
 def _varint(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
@@ -58,14 +54,15 @@ def _ints(buf: memoryview, start: int, stop: int, what: str) -> list[int]:
     return out
 
 
-def read(body: bytes | memoryview, schema: dict, what: str = "message") -> Message:
-    """The message of `schema` in `body`; bytes fields come back as (start, stop) offsets."""
-    buf = memoryview(body).cast("B") if not isinstance(body, memoryview) else body
+def read(body: bytes | memoryview, schema: dict, what: str = "message") -> dict:
+    """The message of `schema` in `body`: field name -> value, absent fields absent (`in` is
+    protobuf's HasField); bytes fields come back as (start, stop) offsets."""
+    buf = memoryview(body).cast("B")
     return _read(buf, 0, len(buf), schema, what)
 
 
-def _read(buf: memoryview, pos: int, end: int, schema: dict, what: str) -> Message:
-    out = Message()
+def _read(buf: memoryview, pos: int, end: int, schema: dict, what: str) -> dict:
+    out: dict = {}
     while pos < end:
         key, pos = _varint(buf, pos, end, what)
         number, wire = key >> 3, key & 7
