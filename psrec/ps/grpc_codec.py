@@ -11,7 +11,7 @@ protobuf reads as the same number), so every offset is known as the message is w
 each array's bytes are placed 8-byte aligned (the Tensor's `align` field takes up the
 difference); the parts are joined once, with none of the four copies of every array that
 building nested messages costs. Reading (`psrec.ps.pbread`): each array is a view of the
-received bytes, where protobuf's parser would copy it twice. tests/test_ps_grpc.py checks
+received bytes, where protobuf's parser would copy it twice. tests/test_ps_grpc_codec.py checks
 that protobuf reads these bytes as the same messages and that both readers agree.
 """
 from __future__ import annotations
