@@ -80,6 +80,13 @@ def register(sub) -> None:
     p.add_argument("--cores", type=float, default=0,
                    help="CPU cores the runs share (default: this machine's, os.cpu_count())")
     p.add_argument("--run-dir", default="runs", metavar="DIR", help="parent of the run directory")
+    tb = p.add_argument_group("on a testbed (`psrec cluster up`; root)")
+    tb.add_argument("--address", help="a testbed's head: train PS async, PS sync, hybrid and collective there and "
+                                      "on one node, calibrate on the one-node runs, predict the testbed's")
+    tb.add_argument("--bandwidths", default=",200Mbit", metavar="LIST",
+                    help="comma list of link rates to re-shape the testbed to in turn (empty item: the "
+                         "testbed's own); default: its own, then 200Mbit")
+    tb.add_argument("--batch", type=int, default=2048, help="rows per worker per step on the testbed (default 2048)")
     p.set_defaults(func=run)
 
 
@@ -269,12 +276,52 @@ def noise_pct(pred) -> float | None:
     return noise_of(list(getattr(pred, "measured_samples", ()) or ()))
 
 
+def _new_run_dir(parent: str) -> Path:
+    base = Path(parent) / f"{time.strftime('%Y%m%d-%H%M%S')}-validate-sim"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def run_on_testbed(args: argparse.Namespace) -> int:
+    """`--address`: the testbed validation (`psrec.commands.validate_sim.testbed`)."""
+    from psrec.cluster.config import TestbedError
+    from psrec.cluster.testbed import find_by_address
+    from psrec.commands.validate_sim.testbed import prediction_lines, validate_testbed
+    from psrec.commands.validate_sim.testbed import summary_line as testbed_line
+    from psrec.sim.validate import summary_line
+
+    if find_by_address(args.address) is None:
+        print(f"psrec validate-sim: {args.address} is not the head of a testbed this machine runs "
+              "(`psrec cluster status`)", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    bands = [b.strip() for b in args.bandwidths.split(",")]
+    run_dir = _new_run_dir(args.run_dir)
+    print(f"validate-sim: on the testbed at {args.address}; run directory {run_dir}", file=sys.stderr)
+    try:
+        v = validate_testbed(args.address, run_dir, names, bands, steps=args.steps or 20, batch=args.batch,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (TestbedError, ValueError, RuntimeError, OSError) as e:
+        print(f"psrec validate-sim: {e}", file=sys.stderr)
+        return 2
+    text = "\n".join([*prediction_lines(v), testbed_line(v), summary_line(v.summary)])
+    (run_dir / "validation.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from psrec.report.table import format_table
     from psrec.sim.validate import summary_line
 
+    if args.address:
+        return run_on_testbed(args)
     cores = args.cores or float(os.cpu_count() or 1)
     reuse = Path(args.reuse) if args.reuse else None
     try:
@@ -282,12 +329,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, KeyError) as e:
         print(f"psrec validate-sim: {e}", file=sys.stderr)
         return 2
-    base = Path(args.run_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-validate-sim"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
+    run_dir = _new_run_dir(args.run_dir)
     t0 = time.perf_counter()
     if reuse is not None:
         paths = [[reuse / repeat_name(rs, k) / "results.json" for k in range(100)
