@@ -219,24 +219,28 @@ def test_ps_sync_apply_on_shared_cores_golden():
 
 
 def test_allreduce_software_hides_only_on_free_cores_golden():
-    """The all-reduce's software (coll_alpha: 2 * 3 messages * 1 ms = 6 ms on 4 ranks) hides
-    under the backward pass (0.0133 s) only where a core is free for it: on 8 shared cores
-    (share 1) all of it, on 6 half, on 4 none; the wire part (0.030 s, above backward) hides
-    up to the backward pass either way."""
+    """In 2 buckets of 8 B (k = 2: the ring's 6 latency steps paid twice, 0.036 s of wire) the
+    all-reduce's software (coll_alpha: 2 buckets * 2 * 3 messages * 1 ms = 12 ms on 4 ranks)
+    hides under the backward pass (0.0133 s) for its first bucket only, 6 ms, and only where a
+    core is free for it: on 8 shared cores (share 1) all 6 ms, on 6 half, on 4 none; the first
+    bucket's wire (0.018 s, above backward) hides up to the backward pass either way."""
     cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)
-    wire = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW
+    wire = 2 * 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW                         # 0.036
     backward = 0.02 * 2 / 3
     for cores, share in ((0.0, 1.0), (8.0, 1.0), (6.0, 0.5), (4.0, 0.0)):
-        spec = dataclasses.replace(tiny(workers=4, emulated_net=True), calibration=cal,
+        spec = dataclasses.replace(tiny(workers=4, emulated_net=True, bucket_bytes=8), calibration=cal,
                                    cluster=dataclasses.replace(tiny().cluster, workers=4, cores=cores))
         s = collective_step(spec)
         assert s.hidden == pytest.approx(0.006 * share)                   # software only (emulated wire)
-        assert s.allreduce == pytest.approx(wire + 0.006 * (1 - share))
-    spec = dataclasses.replace(tiny(workers=4), calibration=cal,
+        assert s.allreduce == pytest.approx(wire + 0.012 - 0.006 * share)
+    spec = dataclasses.replace(tiny(workers=4, bucket_bytes=8), calibration=cal,
                                cluster=dataclasses.replace(tiny().cluster, workers=4, cores=4.0))
     s = collective_step(spec)
     assert s.hidden == pytest.approx(backward)                            # the wire alone fills it
-    assert s.allreduce == pytest.approx(wire + 0.006 - backward)
+    assert s.allreduce == pytest.approx(wire + 0.012 - backward)
+    one = collective_step(dataclasses.replace(spec, options=dataclasses.replace(spec.options, bucket_bytes=16)))
+    assert one.hidden == 0.0                                              # one bucket: the last hides nothing
+    assert one.allreduce == pytest.approx(2 * 3 * LAT + 24 / BW + 0.006)
 
 
 def test_collective_emulated_net_exposes_the_allreduce_wire():
@@ -245,11 +249,11 @@ def test_collective_emulated_net_exposes_the_allreduce_wire():
     s = collective_step(tiny(workers=4, emulated_net=True))
     ar = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW
     assert s.allreduce == pytest.approx(ar) and s.hidden == 0.0  # no software cost to hide
-    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)   # software: 2 * 3 messages * 1 ms
-    spec = dataclasses.replace(tiny(workers=4, emulated_net=True), calibration=cal)
+    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)   # software: 2 buckets * 2 * 3 messages * 1 ms
+    spec = dataclasses.replace(tiny(workers=4, emulated_net=True, bucket_bytes=8), calibration=cal)
     s2 = collective_step(spec)
-    assert s2.hidden == pytest.approx(0.006)                          # all of it hides (< 0.0133)
-    assert s2.allreduce == pytest.approx(ar)
+    assert s2.hidden == pytest.approx(0.006)                          # the first bucket's (< 0.0133)
+    assert s2.allreduce == pytest.approx(2 * 2 * 3 * LAT + 24 / BW + 0.012 - 0.006)
 
 
 def test_ps_async_step_golden():
@@ -263,19 +267,28 @@ def test_ps_async_step_golden():
     nic_in = 2 * LAT + (7 + 22) / BW                                # 0.031
     nic_out = LAT + 15 / BW                                         # 0.016
     bound = 4 * max(nic_in, nic_out)                                # 0.124 > own: incast
-    excess = bound - own
-    assert s.total == pytest.approx(bound)
-    assert s.pull == pytest.approx(pull + excess * pull / (pull + push))
-    assert s.push == pytest.approx(push + excess * push / (pull + push))
+    # MVA, stations (0.031, 0.016), delay own - 0.047 = 0.06825, by hand:
+    #   n=1: R = (.031, .016), cycle .11525, X 8.677, Q = (.2690, .1388)
+    #   n=2: R = (.03934, .01822), cycle .12581, X 15.90, Q = (.6254, .2897)
+    #   n=3: R = (.05039, .02064), cycle .13927, X 21.54, Q = (1.0854, .4445)
+    #   n=4: R = (.06465, .02311), cycle .15601 (above the bound 0.124: the queue below saturation)
+    cycle = 0.15601
+    excess = cycle - own
+    assert s.total == pytest.approx(cycle, rel=1e-4)
+    assert s.pull == pytest.approx(pull + excess * pull / (pull + push), rel=1e-4)
+    assert s.push == pytest.approx(push + excess * push / (pull + push), rel=1e-4)
     assert s.apply == 0.0 and s.wait == 0.0
-    assert s.bottleneck == "ps nic (incast)"
-    # two workers: the PS keeps up, the worker's own time sets the pace
+    assert s.bottleneck == "ps nic (incast)" and bound > own
+    # two workers: below the bound, but they still queue at the PS link (MVA n=2 above)
     s2 = ps_async_step(tiny(workers=2))
-    assert s2.total == pytest.approx(own)
-    # with prefetch the compute (20 ms) hides under the communication (94 ms)
+    assert s2.total == pytest.approx(0.12581, rel=1e-4) and s2.bottleneck != "ps nic (incast)"
+    # under the --net emulation no PS link is shared: the worker's own time sets the pace
+    assert ps_async_step(tiny(workers=2, emulated_net=True)).total == pytest.approx(own)
+    # with prefetch the compute (20 ms) hides under the communication (95 ms); delay 0.04825:
+    #   n=1: cycle .09525, X 10.50, Q = (.3255, .1680); n=2: R = (.04109, .01869), cycle .10803
     s3 = ps_async_step(tiny(workers=2, overlap_ps=True))
     assert s3.hidden == pytest.approx(0.02)
-    assert s3.total == pytest.approx(max(0.02, pull + push))
+    assert s3.total == pytest.approx(0.10803, rel=1e-4)
 
 
 LOOKUP = 2e-3  # seconds per row the shard looks up for a pull
@@ -322,7 +335,7 @@ def test_ps_async_step_with_lookup_golden():
     and applies, so T >= W (apply + lookup) (the PS CPU bound), and the queue for the lock
     is spent inside the workers' pulls and pushes."""
     serve, apply = D / 2 * LOOKUP, D / 2 * APPLY_ROW + 3.75 * APPLY_VAL  # 0.00175, 0.00125
-    s2 = ps_async_step(with_lookup(tiny(workers=2)))
+    s2 = ps_async_step(with_lookup(tiny(workers=2, emulated_net=True)))  # no PS link queue
     own = 0.02 + (0.016 + serve + 0.032) + (0.046 + apply)               # 0.117
     assert s2.pull == pytest.approx(0.048 + serve) and s2.total == pytest.approx(own)
     # 100 ms per row: lookup 87.5 ms; 4 workers need 4 (1.25 + 87.5) ms = 0.355 s of the shard
@@ -338,7 +351,7 @@ def test_ps_async_step_with_lookup_golden():
     assert s4.apply == 0.0 and s4.bottleneck == "ps cpu (lookup + apply)"
     # 2 workers on 1 core: one push's apply (one pull's lookup) runs on both shards at once
     # while the other worker goes on: n = W - 1 + M = 3, 3x slower; compute n = W = 2
-    sc = ps_async_step(with_lookup(tiny(workers=2), cores=1.0))
+    sc = ps_async_step(with_lookup(tiny(workers=2, emulated_net=True), cores=1.0))
     assert busy_processes("ps-async", "apply", 2, 2) == 3.0
     assert sc.compute == pytest.approx(2 * 0.02)
     assert sc.pull == pytest.approx(0.048 + 3 * serve)
@@ -353,22 +366,24 @@ def test_hybrid_step_golden():
     resp = max(tch * LAT + 14 / BW, 4 * sm * LAT + 4 * 7 / BW)      # rows only: 1.75 * 2 * 4 = 14 B
     push = max(tch * LAT + 28 / BW, 4 * sm * LAT + 4 * 14 / BW)
     ar = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW        # ring over 4 workers, 4 params * 4 B = 0.030
-    backward = 0.02 * 2 / 3
     assert s.pull == pytest.approx(req + resp)
     assert s.push == pytest.approx(push)
-    assert s.allreduce == pytest.approx(ar - backward)   # bucketed: only the part past backward shows
-    assert s.hidden == pytest.approx(backward)
+    assert s.allreduce == pytest.approx(ar) and s.hidden == 0.0  # one bucket: nothing left to hide it
     assert s.apply == pytest.approx(4 * APPLY_VAL)       # local dense update
-    assert s.total == pytest.approx(0.02 + req + resp + push + (ar - backward) + 4 * APPLY_VAL)
-    no_overlap = hybrid_step(tiny(workers=4, dense_on_ps=False, overlap_allreduce=False))
-    assert no_overlap.allreduce == pytest.approx(ar) and no_overlap.hidden == 0.0
+    assert s.total == pytest.approx(0.02 + req + resp + push + ar + 4 * APPLY_VAL)
+    # two 8-byte buckets: 0.036 of wire, the first bucket's half (0.018) hides up to backward
+    ar2, backward = 2 * 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW, 0.02 * 2 / 3
+    s2 = hybrid_step(tiny(workers=4, dense_on_ps=False, bucket_bytes=8))
+    assert s2.allreduce == pytest.approx(ar2 - backward) and s2.hidden == pytest.approx(backward)
+    no_overlap = hybrid_step(tiny(workers=4, dense_on_ps=False, overlap_allreduce=False, bucket_bytes=8))
+    assert no_overlap.allreduce == pytest.approx(ar2) and no_overlap.hidden == 0.0
 
 
 def test_collective_step_golden():
     s = collective_step(tiny(workers=4))
     a2a = 3 * LAT + 3 / 4 * 16 / BW               # S_ids = 2*1*8 = 16 B, S_emb = 2*1*2*4 = 16 B: 0.015 each
     assert s.alltoall == pytest.approx(3 * a2a)   # ids + embeddings forward + gradients backward
-    assert s.allreduce == pytest.approx(2 * 3 * LAT + 2 * 3 / 4 * 16 / BW - 0.02 * 2 / 3)
+    assert s.allreduce == pytest.approx(2 * 3 * LAT + 2 * 3 / 4 * 16 / BW)   # one bucket: all exposed
     # each owner applies the distinct rows it owns among all 4*2 lookups: 4 (1 - (3/4)^8) / 4
     rows = 4 * (1 - (3 / 4) ** 8) / 4
     assert s.apply == pytest.approx(rows * (APPLY_ROW + 2 * APPLY_VAL) + 4 * APPLY_VAL)
@@ -403,7 +418,8 @@ def test_apply_per_call_golden():
     in the collective (with its per-row constant calibrated)."""
     cal = dataclasses.replace(tiny().calibration, apply_per_call=0.004)
     base, spec = tiny(workers=2), dataclasses.replace(tiny(workers=2), calibration=cal)
-    a0, a1 = ps_async_step(base), ps_async_step(spec)
+    a0, a1 = (ps_async_step(dataclasses.replace(x, cluster=dataclasses.replace(x.cluster, workers=1)))
+              for x in (base, spec))                                 # alone: no queue at the PS
     assert a1.push - a0.push == pytest.approx(0.004)
     s0, s1 = ps_sync_step(base), ps_sync_step(spec)
     assert (s1.push + s1.apply) - (s0.push + s0.apply) == pytest.approx(0.004)

@@ -44,14 +44,18 @@ worker and step that is apply / W inside the push and (W - 1) / W apply as waiti
   ((W-1)(W-2)/(2W): none at W = 2, where the last pusher's own pull comes later).
 - ps-async: each worker runs on its own: T_w = compute + pull + push + its apply with no
   contention (or max(compute, pull + push + apply) with prefetch, `overlap_ps`); the apply is
-  booked in `push`, where the worker waits for it. The PS's NIC and CPU are shared:
-  by the asymptotic bounds of operational analysis (E. Lazowska et al., Quantitative System
-  Performance, 1984, ch. 5: cycle time >= N * D_max), T >= W * (busiest PS NIC's demand per
-  worker step) and T >= W * (its CPU demand: lookup + apply, which its lock serialises). The
-  excess over T_w is queueing, shown in pull/push: a worker waits for the busy NIC, or for
-  the shard's lock, inside its own pull or push call. Below those bounds no queue is charged: async workers on one shard
-  fall into alternation (psrec's Ray runs, 2 workers on 1 PS: the async pull measured 12.5-15.9
-  ms, the sync pull, which never meets another worker's apply, 14.4-15.6 ms).
+  booked in `push`, where the worker waits for it. The PS's NIC and CPU are shared. The
+  workers' TCP flows share the busiest PS's link (in and out) like processor-sharing
+  stations of a closed network, T = its mean cycle by exact MVA (M. Reiser and S. Lavenberg,
+  J. ACM 1980; `psrec.sim.queueing`), which tends to the asymptotic bound T >= W * (NIC
+  demand per worker step) of operational analysis (E. Lazowska et al., Quantitative System
+  Performance, 1984, ch. 5) near saturation and queues below it too (3 workers, 1 PS, real
+  200 Mbit links: 406 ms measured, MVA 339, the bound 262). The CPU's lock work is charged
+  by its bound alone, T >= W * (lookup + apply): below it async workers on one shard fall
+  into alternation (psrec's Ray runs, 2 workers on 1 PS: the async pull measured 12.5-15.9 ms,
+  the sync pull, which never meets another worker's apply, 14.4-15.6 ms). The excess over
+  T_w is queueing, shown in pull/push: a worker waits for the busy NIC, or for the shard's
+  lock, inside its own pull or push call.
 - hybrid (Persia, X. Lian et al., KDD 2022): embeddings on the PS, pulled/pushed as in sync
   (the dense all-reduce keeps workers in lockstep), dense parameters all-reduced among the
   workers; embedding updates are applied asynchronously on the PS (bounded like ps-async).
@@ -60,10 +64,10 @@ worker and step that is apply / W inside the push and (W - 1) / W apply as waiti
   pooled vectors; backward: their gradients), dense parameters all-reduced. Each owner
   applies the distinct rows it owns among all W batches.
 
-Overlap: a dense all-reduce in buckets overlaps the backward pass (PyTorch DDP, S. Li et al.,
-VLDB 2020): only max(0, allreduce - backward) shows. Backward = 2/3 of compute (2N forward and
-4N backward FLOPs per sample for N parameters: J. Kaplan et al., "Scaling Laws for Neural
-Language Models", 2020, sec. 2.1).
+Overlap: a dense all-reduce in k buckets overlaps the backward pass (PyTorch DDP, S. Li et al.,
+VLDB 2020), all but its last bucket: (k-1)/k of it hides, at most the backward. Backward =
+2/3 of compute (2N forward and 4N backward FLOPs per sample for N parameters: J. Kaplan et
+al., "Scaling Laws for Neural Language Models", 2020, sec. 2.1).
 
 Stragglers: a worker is slowed by `straggler_slowdown` with probability `straggler_fraction`
 per step. Lockstep modes wait for the slowest of W: E[max slowdown] = 1 + (k-1)(1 - (1-f)^W);
@@ -87,7 +91,9 @@ M shards run at once for one worker while the other W - 1 go on
 
 Emulated networks (`SimOptions.emulated_net`, psrec's `--net`): the runtime books each call's
 wire time apart and adds it to the step in full, so the wire part of the dense all-reduce is
-never hidden under the backward pass; only its software part overlaps.
+never hidden under the backward pass; only its software part overlaps. Each PS worker books
+its own bytes only, so no PS NIC is shared (`server_nic_time`): W workers pulling at once do
+not queue behind one another's bytes as they do on a real link.
 """
 from __future__ import annotations
 
@@ -99,15 +105,16 @@ from psrec.sim.calibration import busy_processes, cpu_slowdown, expected_max_nor
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.keys import shard_load
+from psrec.sim.queueing import mva_cycle
 from psrec.sim.traffic import (
     PSTraffic,
     nic_time,
     ps_phases,
     ps_serve_time,
     ps_traffic,
+    server_nic_time,
     slowdown,
     table_stats,
-    wire_time,
 )
 
 # PS traffic and phases live in psrec.sim.traffic; re-exported here, the model's one entry point.
@@ -225,10 +232,13 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
 
 
 def ps_async_step(spec: SimSpec) -> StepCost:
-    """ps-async: T = max(T_worker, W * PS NIC demand, W * PS CPU demand) (module doc).
+    """ps-async: T = max(the mean cycle of W workers in a closed queueing network (`mva_cycle`:
+    stations the busiest PS's NIC in and out, `server_nic_time`; delay T_worker - their
+    demands), W * the PS CPU's demand (serve + apply)) (module doc).
 
     T_worker = compute + pull + push + apply (uncontended; the push waits for the shard's apply,
-    booked in `push`) or, with prefetch, max(compute, pull + push + apply).
+    booked in `push`) or, with prefetch, max(compute, pull + push + apply). The time in line at
+    the PS goes to pull and push, in their uncontended proportion.
     """
     c, m, o = spec.cluster, spec.model, spec.options
     _, mean_slow = straggler_factors(spec)
@@ -240,22 +250,24 @@ def ps_async_step(spec: SimSpec) -> StepCost:
     pull_share = alone.pull / comm if comm > 0 else 0.5
     pull, push = (comm - hidden) * pull_share, (comm - hidden) * (1 - pull_share)
     own = comp + pull + push
-    # The busiest PS's demand per worker step: NIC (in and out are separate directions) and CPU.
-    srv = nic_time if o.software_at_server else wire_time
-    nic_in = srv(spec, 2 * t.shard_messages, t.shard_request_bytes + t.shard_push_bytes)
-    nic_out = srv(spec, t.shard_messages, t.shard_response_bytes)
-    bound_nic = c.workers * max(nic_in, nic_out)
-    # The shard's lock serialises every worker's lookups and applies (`psrec.ps.shard`).
-    bound_apply = (alone.apply_server + alone.serve) * c.workers
+    # The busiest PS's demand per worker step: its NIC, in and out (separate directions; none
+    # under the --net emulation, `server_nic_time`), where the workers' flows queue; and its
+    # CPU, whose shard lock serialises every worker's lookups and applies (`psrec.ps.shard`).
+    nic = [server_nic_time(spec, 2 * t.shard_messages, t.shard_request_bytes + t.shard_push_bytes),
+           server_nic_time(spec, t.shard_messages, t.shard_response_bytes)]
+    bound_nic = c.workers * max(nic)
+    bound_cpu = c.workers * (alone.apply_server + alone.serve)
+    cycle = max(mva_cycle(nic, max(0.0, own - sum(nic)), c.workers), bound_cpu)
     label = _largest({"compute": comp, "pull": pull, "push": push})
     if label in ("pull", "push"):
         label += " (worker nic)"
-    if max(bound_nic, bound_apply) > own:
-        excess = max(bound_nic, bound_apply) - own
-        # Either way the worker waits inside its own calls: for the NIC, or for the shard's
-        # lock, which a pull or push takes before its lookup or apply (`psrec.ps.shard`).
+    if cycle > own:
+        excess = cycle - own
+        # The worker waits inside its own calls: for the NIC, or for the shard's lock, which a
+        # pull or push takes before its lookup or apply (`psrec.ps.shard`).
         pull, push = pull + excess * pull_share, push + excess * (1 - pull_share)
-        label = "ps nic (incast)" if bound_nic >= bound_apply else "ps cpu (lookup + apply)"
+    if max(bound_nic, bound_cpu) > own:  # the PS saturates: its busiest resource sets the pace
+        label = "ps nic (incast)" if bound_nic >= bound_cpu else "ps cpu (lookup + apply)"
     return StepCost("ps-async", compute=comp, pull=pull, push=push, hidden=hidden,
                     workers=c.workers, batch_size=m.batch_size, memory_per_node=_memory(spec, c.ps),
                     bottleneck=label)
@@ -298,7 +310,12 @@ def allreduce_calls(spec: SimSpec) -> int:
 
 def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
     """(exposed, hidden) seconds of the dense all-reduce: with bucketing (`overlap_allreduce`)
-    the wire part and the `overlap_share` of the software part hide under the backward pass."""
+    the wire part and the `overlap_share` of the software part of all buckets but the last hide
+    under the backward pass, (k - 1) / k of them for k = `allreduce_calls` buckets: a bucket is
+    reduced once the backward has filled it, and nothing of the backward is left to hide the
+    last one (DDP, S. Li et al., VLDB 2020, sec. 3.2.3). One bucket hides nothing: psrec's
+    DeepFM (0.6 MB of dense gradients in one 4 MiB bucket, 3 ranks on tc-shaped 200 Mbit links)
+    measured 29 ms of its all-reduce exposed a step and 3 ms hidden."""
     c, o, cal = spec.cluster, spec.options, spec.calibration
     size = spec.model.dense_params * VALUE_BYTES
     k = allreduce_calls(spec)
@@ -313,7 +330,7 @@ def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
         return wire + soft, 0.0
     # The emulation (--net) adds the wire time after the fact: then only software overlaps.
     hideable = soft * overlap_share(c.workers, c.cores) + (0.0 if o.emulated_net else wire)
-    hidden = min(hideable, backward)
+    hidden = min(hideable * (k - 1) / k, backward) if k else 0.0
     return wire + soft - hidden, hidden
 
 

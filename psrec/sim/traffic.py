@@ -15,8 +15,8 @@ from psrec.sim.calibration import busy_processes, cpu_slowdown
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.keys import KeyStats, key_stats, shard_load, touched_shards
 
-__all__ = ["PSTraffic", "ps_traffic", "table_stats", "nic_time", "wire_time", "slowdown", "ps_serve_time",
-           "PSPhases", "ps_phases"]
+__all__ = ["PSTraffic", "ps_traffic", "table_stats", "nic_time", "wire_time", "server_nic_time", "slowdown",
+           "ps_serve_time", "PSPhases", "ps_phases"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,32 @@ def wire_time(spec: SimSpec, messages: float, nbytes: float) -> float:
     return transfer_time(spec.cluster.net, nbytes, messages)
 
 
+def server_nic_time(spec: SimSpec, messages: float, nbytes: float) -> float:
+    """Seconds the busiest PS's NIC is busy with `messages` and `nbytes` (all the concurrent
+    workers' shares): the wire, plus the software cost when `options.software_at_server`.
+
+    Under psrec's `--net` emulation (`options.emulated_net`) no wire is shared: each worker's
+    client books the transfer time of its own bytes (`psrec.ps.client`), so the PS end adds no
+    wire and W workers pulling at once do not queue behind one another's bytes.
+
+    >>> from psrec.sim.config import *; from psrec.net import NetConfig
+    >>> from psrec.sim.calibration import Calibration
+    >>> spec = SimSpec(cluster=ClusterSpec(net=NetConfig(bandwidth=1e9, latency=1e-4)),
+    ...                calibration=Calibration(alpha=1e-4, beta=1e-9),
+    ...                options=SimOptions(software_at_server=False))
+    >>> round(server_nic_time(spec, 2, 1e6), 9)     # 2 * 0.1 ms + 1e6 B / 1 GB/s
+    0.0012
+    >>> import dataclasses
+    >>> emu = dataclasses.replace(spec, options=SimOptions(software_at_server=False, emulated_net=True))
+    >>> server_nic_time(emu, 2, 1e6)
+    0.0
+    """
+    o = spec.options
+    wire = wire_time(spec, messages, nbytes)
+    software = nic_time(spec, messages, nbytes) - wire if o.software_at_server else 0.0
+    return (0.0 if o.emulated_net else wire) + software
+
+
 def slowdown(spec: SimSpec) -> float:
     """CPU sharing factor of `spec` (1 on a cluster; W / cores on an oversubscribed machine)."""
     return cpu_slowdown(spec.cluster.workers, spec.cluster.cores)
@@ -171,12 +197,13 @@ class PSPhases:
 def ps_phases(spec: SimSpec, t: PSTraffic, concurrent: int, mode: str = "") -> PSPhases:
     """Pull = request + the busiest shard's serve time (`ps_serve_time`) + response, push;
     request, response and push each max(worker NIC, busiest PS NIC with `concurrent` workers'
-    shares). Apply = concurrent * (apply_per_call + the busiest shard's rows and values). The serve and the apply run
-    at `cpu_slowdown(busy_processes(mode, ...))`: W processes unless `mode` says otherwise."""
+    shares, `server_nic_time`). Apply = concurrent * (apply_per_call + the busiest shard's rows
+    and values). The serve and the apply run at `cpu_slowdown(busy_processes(mode, ...))`: W
+    processes unless `mode` says otherwise."""
     cal = spec.calibration
     k = concurrent
     req_w = nic_time(spec, t.messages, t.request_bytes)
-    srv = nic_time if spec.options.software_at_server else wire_time
+    srv = server_nic_time
     req_s = srv(spec, k * t.shard_messages, k * t.shard_request_bytes)
     resp_w = nic_time(spec, t.messages, t.response_bytes)
     resp_s = srv(spec, k * t.shard_messages, k * t.shard_response_bytes)
