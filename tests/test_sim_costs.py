@@ -366,11 +366,12 @@ def test_hybrid_step_golden():
     resp = max(tch * LAT + 14 / BW, 4 * sm * LAT + 4 * 7 / BW)      # rows only: 1.75 * 2 * 4 = 14 B
     push = max(tch * LAT + 28 / BW, 4 * sm * LAT + 4 * 14 / BW)
     ar = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW        # ring over 4 workers, 4 params * 4 B = 0.030
+    inline = D / 2 * APPLY_ROW + D * APPLY_VAL    # the shard applies the push (D/2 rows, D values) before it returns
     assert s.pull == pytest.approx(req + resp)
-    assert s.push == pytest.approx(push)
+    assert s.push == pytest.approx(push + inline)
     assert s.allreduce == pytest.approx(ar) and s.hidden == 0.0  # one bucket: nothing left to hide it
     assert s.apply == pytest.approx(4 * APPLY_VAL)       # local dense update
-    assert s.total == pytest.approx(0.02 + req + resp + push + ar + 4 * APPLY_VAL)
+    assert s.total == pytest.approx(0.02 + req + resp + push + inline + ar + 4 * APPLY_VAL)
     # two 8-byte buckets: 0.036 of wire, the first bucket's half (0.018) hides up to backward
     ar2, backward = 2 * 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW, 0.02 * 2 / 3
     s2 = hybrid_step(tiny(workers=4, dense_on_ps=False, bucket_bytes=8))

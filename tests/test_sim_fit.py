@@ -89,6 +89,23 @@ def test_fit_calibration_recovers_the_lookup():
     assert fit_calibration(runs).lookup_per_row == Calibration().lookup_per_row
 
 
+def test_fit_calibration_takes_the_inline_apply_out_of_async_and_hybrid_pushes():
+    """ps-async and hybrid shards apply a push before it returns: the push held the whole
+    apply, which the fit must take out before it fits alpha and beta; without that the
+    constants come out wrong."""
+    runs = synthetic_results()
+    for i, run in enumerate(runs):
+        run["mode"] = "hybrid" if i % 2 else "ps-async"
+        run["phases"]["push"] += run["phases"]["apply"]
+    cal = fit_calibration(runs)
+    assert cal.alpha == pytest.approx(TRUE["alpha"], rel=1e-6)
+    assert cal.beta == pytest.approx(TRUE["beta"], rel=1e-6)
+    for run in runs:
+        del run["mode"]  # a run of no stated mode holds no apply: the fit takes it for communication
+    wrong = fit_calibration(runs)
+    assert (wrong.alpha, wrong.beta) != pytest.approx((TRUE["alpha"], TRUE["beta"]), rel=1e-3)
+
+
 def test_nonneg_lstsq_meets_the_kkt_conditions():
     """x >= 0 and the gradient g = a^T (a x - y) is 0 where x > 0 and >= 0 where x = 0: the
     optimality conditions of non-negative least squares (Lawson & Hanson 1974, ch. 23)."""

@@ -313,11 +313,11 @@ def sync_pull_queue(workers: float) -> float:
 
 def _inline_apply(mode: str, apply: float | None, workers: float) -> float:
     """Seconds of a PS run's push phase that are the shard's apply, not communication: the
-    whole apply in ps-async (applied inline before the push returns), 1/W of the merged apply
+    whole apply in ps-async and hybrid (applied inline before the push returns), 1/W of the merged apply
     in ps-sync (only the last of W pushes waits for it); see `psrec.sim.costs`."""
     if apply is None:
         return 0.0
-    if mode == "ps-async":
+    if mode in ("ps-async", "hybrid"):
         return apply
     if mode == "ps-sync":
         return apply / max(workers, 1.0)
