@@ -13,8 +13,9 @@ psrec's computed network on one node and against the simulator.
 Every figure is steady state: `train.warmup_steps` (2) warm-up steps per worker are left out
 (the runs' own rule; the simulator's mapping also drops steps past twice the median). `nic_util`
 = the PS node's send rate while it sends (its bursts answering the step's pulls, from the
-interface counters) over the shaped rate, in the PS-sync job at the first bandwidth (where
-3 workers pull from 1 PS at once: the PS link is the bottleneck). Needs root. The last line:
+interface counters, each burst's partial first and last 2-ms interval left out) over the
+shaped rate, in the PS-sync job at the first bandwidth (where 3 workers pull from 1 PS at
+once: the PS link is the bottleneck). Needs root. The last line:
 `testbed_nodes=N median_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1 nic_util=R`.
 """
 from __future__ import annotations

@@ -149,6 +149,23 @@ def test_busy_rate_keeps_only_the_bursts():
     assert busy_rate([(0.0, 5), (0.01, 5)], 1e8) == (0.0, 0.0, 0)
 
 
+def test_interior_rate_leaves_out_each_bursts_edges():
+    from psrec.cluster.counters import busy_rate, interior_rate
+
+    # two bursts at 100 MB/s shaped, 10 ms samples: [0.4 MB edge, 1 MB, 1 MB, 0.2 MB edge], idle,
+    # [0.5 MB, 0.5 MB] (no interior); a half-rate gap inside the first would still count
+    steps = [400_000, 1_000_000, 1_000_000, 200_000, 0, 500_000, 500_000, 0]
+    t = [0.01 * i for i in range(len(steps) + 1)]
+    b = [0]
+    for d in steps:
+        b.append(b[-1] + d)
+    rate, secs, nbytes = interior_rate(list(zip(t, b)), 1e8)
+    assert nbytes == 2_000_000 and abs(secs - 0.02) < 1e-9 and abs(rate - 1e8) < 1e-3
+    all_rate, all_secs, all_bytes = busy_rate(list(zip(t, b)), 1e8)
+    assert all_bytes == 3_600_000 and abs(all_secs - 0.06) < 1e-9 and all_rate < rate
+    assert interior_rate([(0.0, 0), (0.01, 1_000_000)], 1e8) == (0.0, 0.0, 0)
+
+
 def _can_make_namespaces() -> bool:
     """Root, iproute2, and a kernel/container that lets us make a network namespace (a root
     shell in an unprivileged container cannot)."""

@@ -15,7 +15,8 @@ with the error figures of `psrec validate-sim` (`psrec.sim.validate.summarize`).
 Every job is its own `psrec train` process: joining a testbed moves the driver into the head's
 network namespace (`psrec.cluster.testbed.join`), which a process does once. Figures are steady
 state (`train.warmup_steps` left out, as the runs do). `nic_util` = the PS node's send rate
-while it sends (`psrec.cluster.counters.busy_rate`) over the shaped rate. Needs root.
+while it sends, its bursts' partial edge intervals left out (`psrec.cluster.counters.interior_rate`),
+over the shaped rate; `links` also keep the rate with the edges (`busy_rate`). Needs root.
 """
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def train_job(flags: list[str], out: Path, steps: int, workers: int, batch: int,
 
 
 def _testbed_job(st, flags, out: Path, workers: int, steps: int, batch: int, extra: list[str]):
-    from psrec.cluster.counters import LinkSampler, busy_rate
+    from psrec.cluster.counters import LinkSampler, busy_rate, interior_rate
 
     sampler = LinkSampler([n.host_if for n in st.nodes]).start()
     try:
@@ -118,8 +119,10 @@ def _testbed_job(st, flags, out: Path, workers: int, steps: int, batch: int, ext
     for role in ("ps", "workers"):
         for k, a in enumerate((res.get("actor_nodes") or {}).get(role) or []):
             node = st.node_of_ip(a["ip"])
-            bps, secs, nbytes = busy_rate(sampler.node(node.index), rate)
-            links[f"{role}{k}"] = {"node": node.index, "busy_Bps": bps, "busy_s": secs, "busy_bytes": nbytes}
+            samples = sampler.node(node.index)
+            bps, secs, nbytes = busy_rate(samples, rate)
+            links[f"{role}{k}"] = {"node": node.index, "busy_Bps": bps, "busy_s": secs, "busy_bytes": nbytes,
+                                   "interior_Bps": interior_rate(samples, rate)[0]}
     return run, links
 
 
@@ -179,7 +182,7 @@ def validate_testbed(address: str, out: Path, configs: list[str] | None = None,
             r = TestbedRun(n, b, mode, w, p, tb, one, links)
             runs.append(r)
             if "ps0" in links:
-                nic[r.label] = links["ps0"]["busy_Bps"] / st.cfg.rate_bytes_per_s
+                nic[r.label] = links["ps0"]["interior_Bps"] / st.cfg.rate_bytes_per_s
             log(_job_line(r))
     preds, summary = predict_runs(runs, float(os.cpu_count() or 1))
     (out / "runs.json").write_text(json.dumps({
