@@ -193,13 +193,16 @@ def test_ps_sync_step_golden():
     assert s.pull == pytest.approx(req + resp) and s.pull == pytest.approx(0.096)
     # the last of the 4 pushes returns after the merged apply, the other 3 workers wait for it
     # at their next pull: per worker 1/4 of the apply in push, 3/4 in apply
+    # the 4 pushes take 0.092 to cross the PS's link; a worker's own ends at its turn, on
+    # average (4 + 1) / (2 * 4) of that, 0.0575 (above its push alone, 0.046); the rest it waits
     assert push == pytest.approx(0.092)
-    assert s.push == pytest.approx(push + apply / 4)
+    assert s.push == pytest.approx(0.0575 + apply / 4)
+    assert s.wait == pytest.approx(0.092 - 0.0575)
     assert s.apply == pytest.approx(apply * 3 / 4)
     assert apply == pytest.approx(0.004059955, rel=1e-6)
-    total = 0.02 + 0.096 + 0.092 + apply                            # 0.2120600
+    total = 0.02 + 0.096 + 0.092 + apply                            # 0.2120600: the step is unchanged
     assert s.total == pytest.approx(total)
-    assert s.comm_fraction == pytest.approx((0.096 + 0.092 + apply / 4) / total)
+    assert s.comm_fraction == pytest.approx((0.096 + 0.0575 + apply / 4) / total)
     assert s.throughput == pytest.approx(4 * 2 / total)
     assert s.bottleneck == "pull (ps nic)"
     # memory: 4 rows * 2 values * 4 B * 2 slots / 2 PS
