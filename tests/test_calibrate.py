@@ -235,6 +235,35 @@ def test_fit_jitter_from_lockstep_waits():
     assert fit_calibration(runs).jitter == pytest.approx(j, rel=1e-9)
 
 
+def test_fit_jitter_per_mode_and_the_simulator_charges_each_its_own(tmp_path):
+    """Collective ranks and hybrid workers wait at different points: each mode's runs fit their
+    own jitter (`jitter_by_mode`), `jitter` pools them, and a mode without runs falls back to it."""
+    from psrec.sim.calibration import load_calibration, save_calibration
+    from psrec.sim.config import ClusterSpec, SimSpec
+    from psrec.sim.costs import simulate
+
+    truth = {"collective": 0.15, "hybrid": 0.02}
+    runs = []
+    for mode, j in truth.items():
+        for w, step in [(2, 0.2), (3, 0.4)]:
+            wait = j * expected_max_normal(w) * step
+            runs.append({"mode": mode, "workers": w, "wait": wait, "measured": {"step": step + wait}})
+    cal = fit_calibration(runs)
+    assert cal.jitter_by_mode == pytest.approx(truth, rel=1e-9)
+    assert truth["hybrid"] < cal.jitter < truth["collective"]
+    assert cal.jitter_for("ps-sync") == cal.jitter  # no ps-sync runs
+    assert load_calibration(save_calibration(cal, tmp_path / "cal.json")) == cal
+    spec = SimSpec(cluster=ClusterSpec(workers=4, ps=1), calibration=cal)
+    base = simulate(SimSpec(cluster=ClusterSpec(workers=4, ps=1)))
+    got = simulate(spec)
+    for mode in ("collective", "hybrid"):
+        rest = got[mode].total - got[mode].wait
+        assert got[mode].wait - base[mode].wait == pytest.approx(truth[mode] * expected_max_normal(4) * rest,
+                                                                 rel=1e-6)
+    with pytest.raises(CalibrationError, match="jitter_by_mode.collective"):
+        Calibration(jitter_by_mode={"collective": -1.0})
+
+
 # --- the command ----------------------------------------------------------------------------
 
 

@@ -106,6 +106,12 @@ class Calibration:
             its rows (per-table calls, the dense optimizer's step); with `coll_apply_per_row`.
         jitter: coefficient of variation of one worker's step; lockstep modes wait for the
             slowest of W, E[max] - mean = jitter * E[max of W standard normals] * step.
+        jitter_by_mode: `jitter` per mode ("ps-sync", "hybrid", "collective"), where a mode's
+            runs fitted their own: its ranks meet at different points and contend for
+            different things (collective ranks for the cores, at every all-to-all; sync
+            workers at the PS). One number over all modes charged psrec's 3-rank collective
+            3.4 ms of lockstep wait a step where it measured 12-14 ms, and its hybrid runs
+            wait at one all-reduce only. A mode without an entry uses `jitter`.
         source: where the numbers come from.
 
     Example:
@@ -129,6 +135,7 @@ class Calibration:
     coll_apply_per_step: float = 0.0
     apply_per_call: float = 0.0  # uncalibrated: an apply costs its rows and values only
     jitter: float = 0.0  # uncalibrated: identical workers, no lockstep wait
+    jitter_by_mode: dict[str, float] = field(default_factory=dict)
     source: str = "defaults"
 
     def __post_init__(self) -> None:
@@ -148,6 +155,11 @@ class Calibration:
         for k, v in self.compute_per_step.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise CalibrationError(f"calibration.compute_per_step.{k} must be a number >= 0, got {v!r}")
+        if not isinstance(self.jitter_by_mode, Mapping):
+            raise CalibrationError("calibration.jitter_by_mode must be a table of mode -> coefficient of variation")
+        for k, v in self.jitter_by_mode.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
+                raise CalibrationError(f"calibration.jitter_by_mode.{k} must be a number >= 0, got {v!r}")
 
     def compute_for(self, model: str) -> float:
         """Seconds per sample of `model` (falls back to `"default"`)."""
@@ -162,6 +174,10 @@ class Calibration:
         """Seconds per step of `model` that do not grow with the batch (0 without an entry)."""
         return float(self.compute_per_step.get(model, self.compute_per_step.get("default", 0.0)))
 
+    def jitter_for(self, mode: str) -> float:
+        """The lockstep jitter of `mode` (falls back to `jitter`)."""
+        return float(self.jitter_by_mode.get(mode, self.jitter))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -173,10 +189,10 @@ class Calibration:
                 raise CalibrationError(f"unknown calibration key {where + '.' + k!r}; "
                                        f"known: {', '.join(sorted(known))}")
         kwargs = dict(data)
-        for k in ("compute_per_sample", "compute_per_step"):
+        for k in ("compute_per_sample", "compute_per_step", "jitter_by_mode"):
             if k in kwargs:
                 if not isinstance(kwargs[k], Mapping):
-                    raise CalibrationError(f"{where}.{k}: expected a table of model -> seconds")
+                    raise CalibrationError(f"{where}.{k}: expected a table of name -> number")
                 kwargs[k] = dict(kwargs[k])
         return cls(**kwargs)
 
@@ -359,7 +375,8 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
       coll_apply_per_step`. The per-call constant is the last column of the non-negative fit,
       so that runs of one size leave it at 0 rather than explain their whole apply by it;
     - jitter: lockstep runs, `wait = jitter * expected_max_normal(W) * (step - wait)`
-      (ps-sync: its wait less (W - 1) / W of the apply, which W - 1 workers wait for).
+      (ps-sync: its wait less (W - 1) / W of the apply, which W - 1 workers wait for), over
+      all of them (`jitter`) and per mode (`jitter_by_mode`).
 
     The fits are constrained to constants >= 0. A constant without any equation keeps its
     value from `base` (default: `Calibration()`).
@@ -375,7 +392,7 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     compute: dict[str, tuple[list[float], list[float]]] = {}
     apply_rows, apply_y = [], []
     capply_x, capply_y = [], []
-    jit_x, jit_y = [], []
+    jit: dict[str, tuple[list[float], list[float]]] = {}
     for i, run in enumerate(results):
         if not isinstance(run, Mapping):
             raise CalibrationError(f"results[{i}]: expected an object, got {type(run).__name__}")
@@ -441,8 +458,9 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             # ps-sync: W - 1 of W workers wait at their next pull for the apply the last push started
             excess = wait - ((_get(run, "phases", "apply") or 0.0) * (workers - 1) / workers
                              if run.get("mode") == "ps-sync" else 0.0)
-            jit_x.append(expected_max_normal(max(1, round(workers))) * (step - wait))
-            jit_y.append(max(0.0, excess))
+            xs, ys = jit.setdefault(mode, ([], []))
+            xs.append(expected_max_normal(max(1, round(workers))) * (step - wait))
+            ys.append(max(0.0, excess))
 
     alpha, beta, lookup = base.alpha, base.beta, base.lookup_per_row
     if comm_rows and all(r[2] is not None for r in comm_rows):
@@ -469,14 +487,19 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     coll_apply, coll_apply_step = base.coll_apply_per_row, base.coll_apply_per_step
     if capply_x:
         coll_apply, coll_apply_step = (float(x) for x in _scaled_lstsq(capply_x, capply_y))
-    jitter = base.jitter
-    if jit_x:
-        jx, jy = np.array(jit_x), np.array(jit_y)
-        jitter = max(0.0, float(jx @ jy / (jx @ jx))) if jx @ jx > 0 else jitter
+
+    def through_origin(xs: list[float], ys: list[float], default: float) -> float:
+        x, y = np.array(xs), np.array(ys)
+        return max(0.0, float(x @ y / (x @ x))) if len(x) and x @ x > 0 else default
+
+    jitter = through_origin([x for xs, _ in jit.values() for x in xs], [y for _, ys in jit.values() for y in ys],
+                            base.jitter)
+    jitter_by_mode = dict(base.jitter_by_mode)
+    jitter_by_mode.update({m: through_origin(xs, ys, jitter) for m, (xs, ys) in jit.items()})
     return Calibration(alpha=alpha, beta=beta, compute_per_sample=per_sample,
                        apply_per_row=apply_per_row, apply_per_value=apply_per_value, apply_per_call=apply_call,
                        lookup_per_row=lookup,
                        compute_per_step=per_step, coll_alpha=coll_alpha, coll_beta=coll_beta,
                        coll_call=coll_call, alltoall_beta=a2a_beta, coll_apply_per_row=coll_apply,
-                       coll_apply_per_step=coll_apply_step, jitter=jitter,
+                       coll_apply_per_step=coll_apply_step, jitter=jitter, jitter_by_mode=jitter_by_mode,
                        source=f"fit_calibration over {len(results)} runs")

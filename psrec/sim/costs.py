@@ -136,9 +136,9 @@ def _compute(spec: SimSpec) -> ComputeCost:
                         spec.compute_per_step())
 
 
-def _jitter_wait(spec: SimSpec, step: float) -> float:
-    """Lockstep wait for the slowest of W workers whose step time varies (calibrated jitter)."""
-    return spec.calibration.jitter * expected_max_normal(spec.cluster.workers) * step
+def _jitter_wait(spec: SimSpec, mode: str, step: float) -> float:
+    """Lockstep wait for the slowest of W workers whose step time varies (`mode`'s calibrated jitter)."""
+    return spec.calibration.jitter_for(mode) * expected_max_normal(spec.cluster.workers) * step
 
 
 def straggler_factors(spec: SimSpec) -> tuple[float, float]:
@@ -229,7 +229,8 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
     apply = (cal.apply_per_call + rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
         busy_processes("ps-sync", "apply", c.workers, c.ps), c.cores)
     parts = {"compute": comp, "pull": pull, "push": push, "apply": apply,
-             "wait": comp * (slowest - 1) + _jitter_wait(spec, comp + pull + ph.push + apply) + ph.push - push}
+             "wait": (comp * (slowest - 1) + _jitter_wait(spec, "ps-sync", comp + pull + ph.push + apply)
+                      + ph.push - push)}
     label = _largest(parts)
     if label in ("pull", "push"):
         label += f" ({_ps_label(ph.pull_worker + ph.push_worker, ph.pull_server + ph.push_server)})"
@@ -356,7 +357,7 @@ def hybrid_step(spec: SimSpec) -> StepCost:
     apply = m.dense_params * cal.apply_per_value * slowdown(spec)
     push = ph.push + ph.apply_server / c.workers  # the shard applies a push inline before it returns
     parts = {"compute": cc.total, "pull": ph.pull, "push": push, "allreduce": ar,
-             "wait": cc.total * (slowest - 1) + _jitter_wait(spec, cc.total + ph.pull + push + ar + apply),
+             "wait": cc.total * (slowest - 1) + _jitter_wait(spec, "hybrid", cc.total + ph.pull + push + ar + apply),
              "apply": apply}
     own = sum(parts.values())
     if ph.apply_server > own:  # the PS CPU cannot keep up with W workers' embedding updates
@@ -414,7 +415,7 @@ def collective_step(spec: SimSpec) -> StepCost:
         apply = sum(st.distinct / n * (cal.apply_per_row + dim * cal.apply_per_value) for st, dim in union)
         apply += m.dense_params * cal.apply_per_value + cal.apply_per_call
         apply *= slowdown(spec)
-    wait = cc.total * (slowest - 1) + _jitter_wait(spec, cc.total + a2a + ar + apply)
+    wait = cc.total * (slowest - 1) + _jitter_wait(spec, "collective", cc.total + a2a + ar + apply)
     parts = {"compute": cc.total, "alltoall": a2a, "allreduce": ar, "wait": wait, "apply": apply}
     return StepCost("collective", compute=cc.total, alltoall=a2a, allreduce=ar, wait=wait,
                     apply=apply, hidden=hidden, workers=c.workers, batch_size=m.batch_size,
