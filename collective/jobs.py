@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from collective.lockstep import split_peer_wait
 from collective.plan import CollectivePlan
 from collective.worker import CollectiveWorker
 from psrec.config_io import to_mapping
 from psrec.core.job import Job, check_placement, poll_ray_workers
+from psrec.core.lockstep import split_peer_wait
 from psrec.core.placement import ActorPlacement, actor_nodes
 from psrec.core.plan import build_replica
 from psrec.core.report import WorkerReport, progress_of
@@ -71,7 +71,7 @@ class CollectiveJob(Job):
               stop: int | None = None) -> list[WorkerReport]:
         """Run rounds [start, stop) on every rank (or the queue's tasks); returns their reports,
         each rank's wait for the slowest backward moved from all-reduce to wait
-        (`collective.lockstep`)."""
+        (`psrec.core.lockstep`)."""
         reports = self._train(bar, metrics, start, self.plan.rounds if stop is None else stop)
         split_peer_wait(reports)
         self.shards = self.shard_stats()

@@ -176,6 +176,7 @@ class ShardedStore(BatchedStore):
     """
 
     pull_phase = push_phase = "alltoall"  # the calls time their parts; packing is all-to-all work
+    meets_at_lookup = True  # every rank leaves the rows' all-to-all together
 
     def __init__(self, comm: Collectives, tables: Mapping[str, EVConfig], sharding: Sharding,
                  average: bool = True, net: NetConfig | None = None) -> None:

@@ -7,7 +7,7 @@ class in a Ray actor. A step's phases, all ranks in lockstep:
     data       read this rank's rows
     wait       the step's first rendezvous (the size all-to-all): time a rank waits for the
                slowest peer to arrive, plus a few bytes; after the run, also its wait at the
-               all-reduce for the slowest rank's backward (`collective.lockstep`)
+               all-reduce for the slowest rank's backward (`psrec.core.lockstep`)
     alltoall   keys out, rows back, gradients out (packing included)
     lookup     EV lookups of the keys this rank owns, for every rank
     compute    dedup, assemble, forward, backward (into the dense gradient buckets)

@@ -237,7 +237,7 @@ def test_table_wise_places_tables_by_load():
 
 
 @pytest.mark.parametrize("name", ["psrec.comm.collectives", "collective.sharding", "collective.sharded_store",
-                                  "collective.dense_sync", "collective.config", "collective.lockstep"])
+                                  "collective.dense_sync", "collective.config", "psrec.core.lockstep"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -267,7 +267,7 @@ def test_peer_wait_moves_from_the_allreduce_to_wait():
     """Per step, each rank's wait for the slowest backward (the latest `ready`, capped by its
     exposed all-reduce) moves to `wait`; the phases still sum to the step; the slowest rank
     keeps its all-reduce; ranks out of lockstep are left alone."""
-    from collective.lockstep import split_peer_wait
+    from psrec.core.lockstep import split_peer_wait
     from psrec.core.report import WorkerReport
     from psrec.core.step import StepRecord
 

@@ -190,3 +190,22 @@ def test_run_result_reads_as_the_results_mapping():
     assert d["step_p50"] == 0.005 and d["run_dir"] == "x" and "tables" in d and len(r) == len(d)
     with pytest.raises(KeyError):
         r["no_such_key"]
+
+
+def test_hybrid_wait_for_a_straggler_at_the_allreduce_is_peer_wait():
+    """A hybrid worker that reaches the dense all-reduce first waits there for the slow one;
+    that wait is lockstep, not communication: it moves from `allreduce` to `wait`
+    (`psrec.core.lockstep`), counted from the previous all-reduce (the pulls are unsynchronised),
+    and the phases still sum to the step."""
+    _, _, reports = _inprocess_ps(["ps.dense=allreduce", "ps.num_ps=1", f"data.train_rows={K * B * W}",
+                                   f"data.batch_size={B}", "synthetic.num_fields=6", "synthetic.num_dense=2",
+                                   'stragglers.factors="1:8x"'])
+    fast, slow = reports[0].steps[1:], reports[1].steps[1:]  # step 0: the straggle comes after it
+    assert sum(s.peer_wait for s in fast) > 5 * sum(s.peer_wait for s in slow)
+    for s in fast:
+        assert s.peer_wait > 0 and s.seconds["wait"] >= s.peer_wait
+        assert s.allreduce_total >= s.seconds["allreduce"] >= 0
+    # the slow worker's injected time (booked after each step: met at the next all-reduce) is
+    # what the fast one waited for, within the threads' noise
+    extra = sum(s.straggler for s in reports[1].steps[:-1])
+    assert sum(s.peer_wait for s in fast) == pytest.approx(extra, rel=0.5)

@@ -1,15 +1,16 @@
 """Waiting for the slowest rank inside the dense all-reduce, told apart from the all-reduce.
 
-In lockstep every rank leaves the step's last all-to-all (the rows coming back) at about the
-same moment, then assembles, runs forward and backward, and waits for the dense all-reduce
-(`collective.dense_sync.DenseSync.finish`). A rank whose backward ended early waits there for
-the slowest rank's buckets: time that its own clock books as exposed all-reduce, but that is
-a lockstep wait (another rank's compute, a straggler, or, with more ranks than cores, the
-scheduler running some ranks first), not communication. Collective-communication profilers
-split it the same way (e.g. "wait for peers" vs "transfer").
+In lockstep every rank leaves a shared point of the step at about the same moment — a
+collective rank the lookup's last all-to-all (the rows coming back), a hybrid PS worker the
+previous step's all-reduce — then runs until it waits for the dense all-reduce
+(`collective.dense_sync.DenseSync.finish`). A rank that got there early waits for the
+slowest rank's buckets: time that its own clock books as exposed all-reduce, but that is
+a lockstep wait (another rank's compute or pull, a straggler, or, with more ranks than
+cores, the scheduler running some ranks first), not communication. Collective-communication
+profilers split it the same way (e.g. "wait for peers" vs "transfer").
 
-Each rank records `ready`: seconds from the rows' arrival to entering the all-reduce's wait.
-After training, per step k, with R_k = max over ranks of ready:
+Each rank records `ready`: seconds from the shared point to entering the all-reduce's wait
+(`psrec.core.step.TrainStep`). After training, per step k, with R_k = max over ranks of ready:
 
     peer_wait(rank, k) = min(exposed all-reduce(rank, k), R_k - ready(rank, k))
 

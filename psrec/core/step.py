@@ -126,8 +126,8 @@ class StepRecord:
     """One step of one worker: seconds per phase (they sum to its wall time), its traffic, rows.
 
     `allreduce_total` is the dense all-reduce's time in flight (exposed + hidden behind
-    backward); `ready` the seconds from the rows' arrival to the dense exchange (the
-    collective's lockstep split, `collective.lockstep`), `peer_wait` that split's share moved
+    backward); `ready` the seconds from the point every rank leaves together to the dense
+    exchange (the lockstep split, `psrec.core.lockstep`), `peer_wait` that split's share moved
     into `wait`; `straggler` injected slowdown included in `compute`; `span` the rows
     [start, end) trained (start == end: an empty step); `task` the work-queue task's
     (epoch, index) the rows came from; `applied` False when backup workers dropped this
@@ -218,6 +218,7 @@ class TrainStep:
         # train speed-proportional shares it must overlap the peers' compute, as a slow
         # machine's own slow compute would (collective.data = "proportional" sets it).
         self.straggle_before_exchange = False
+        self._exchange_exit: float | None = None  # perf_counter when the last dense exchange returned
 
     def loss_and_grads(self, batch: Batch, x, step: int) -> float:
         """Forward, batch-mean BCE loss and backward; returns the loss.
@@ -298,9 +299,17 @@ class TrainStep:
         if self.straggle_before_exchange and batch is not None:
             extra = self._straggle(t_step, sec["compute"])
             t = self._book(sec, "compute", t)
-        ready = t - t_rows
+        # `ready` counts from where every rank left together: the lookup's last all-to-all for
+        # a store that meets there, else the previous step's dense exchange (a hybrid worker's
+        # pull is its own, unsynchronised); the first step from its own start
+        if store.meets_at_lookup:
+            ready = t - t_rows
+        else:
+            first = t_step - sum((before or {}).values())
+            ready = t - (self._exchange_exit if self._exchange_exit is not None else first)
         ex = dense.exchange()
         t = self._book(sec, "allreduce", t)
+        self._exchange_exit = t
         # the exchange's exposed seconds are all-reduce; the rest of the call (staging a PS
         # push's dense gradient, copying buckets back) is compute
         sec["compute"] += max(0.0, sec["allreduce"] - ex.exposed)

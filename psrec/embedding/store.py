@@ -30,6 +30,9 @@ class EmbeddingStore(ABC):
     # gradients (`lookup_raw_many` / `apply_raw_many`): the step then de-duplicates nothing
     # itself. Stores behind a wire take distinct keys: the step de-duplicates for them.
     raw_batches = False
+    # Every rank leaves this store's lookup at about the same moment (a collective's last
+    # all-to-all): the lockstep split measures `ready` from there (`psrec.core.lockstep`).
+    meets_at_lookup = False
 
     @abstractmethod
     def dim(self, table: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ray
 
 from psrec.core.job import check_placement, poll_ray_workers
+from psrec.core.lockstep import split_peer_wait
 from psrec.core.placement import ActorPlacement, actor_nodes
 from psrec.core.report import WorkerReport, progress_of
 from psrec.core.step import COMM_PHASES
@@ -126,6 +127,8 @@ class RayPSJob(_PSJob):
         stop = self.plan.rounds if stop is None else stop
         reports = poll_ray_workers([w.run.remote(start, stop) for w in workers], workers, bar, metrics, COMM_PHASES,
                                    timeout_s=60, stall_s=self.plan.cfg.run.stall_timeout_s)
+        if self.plan.cfg.ps.dense == "allreduce":
+            split_peer_wait(reports)  # a hybrid worker's wait for the slowest at the all-reduce
         if self.queue is not None:
             self.queue_stats = {"accounting": self.queue.accounting(), "stats": self.queue.stats()}
         from psrec.config_io import to_mapping

@@ -20,6 +20,7 @@ from psrec.config_io import to_mapping
 from psrec.core.flat import flat_params, slices
 from psrec.core.job import Job, run_job
 from psrec.core.local import predict_range
+from psrec.core.lockstep import split_peer_wait
 from psrec.core.plan import build_replica, plan_model, stragglers_of
 from psrec.core.ranges import count_rounds, file_splits, rounds_per_epoch, row_order, row_ranges
 from psrec.core.result import RunResult, max_over_mean
@@ -248,6 +249,8 @@ class InProcessPSJob(_PSJob):
         tick = (lambda: bar.update(1)) if bar is not None else None
         reports = on_threads(self.workers, lambda wk: wk.run(start, stop, plan.batch_size, plan.base_row,
                                                              plan.per_epoch, on_step=tick))
+        if plan.cfg.ps.dense == "allreduce":
+            split_peer_wait(reports)  # a hybrid worker's wait for the slowest at the all-reduce
         self.shard_stats = [to_mapping(e.stats(True)) for e in self.transport.endpoints]
         return reports
 
