@@ -24,9 +24,11 @@ measurement cannot judge the model) is trained again, noisiest first, while the 
 lasts (`--budget-min`, default 8 minutes of training; at most `--max-repeats`, 3, runs each).
 The picked run is the one with the median step. Whether two modes count as tied in the
 ranking is decided by the samples' spread (Welch's t-test, `psrec.sim.validate.pair_tied`;
-with fewer than 3 runs the pair must also be 5% apart). The table and the
-closing line `median_step_err=R max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1
-configs=N` go to the terminal; `validation.json`, `validation.txt` and each configuration's own run
+with fewer than 3 runs the pair must also be 5% apart); a pair the measurement orders is
+flipped only by a prediction more than 5% the other way (a closer one claims no order;
+`ranking_strict` counts those too). The table and the closing line `median_step_err=R
+max_step_err=R max_commfrac_err_pts=R ranking_preserved=0|1 configs=N ranking_strict=0|1` go
+to the terminal; `validation.json`, `validation.txt` and each configuration's own run
 directory go into the run directory. `--reuse DIR` predicts again from the runs of an
 earlier validation without training.
 """
@@ -356,9 +358,11 @@ def run(args: argparse.Namespace) -> int:
         w, b, net = g
         members = [p for p, pg in zip(preds, groups) if pg == g]
         ok, ties = ranking_holds(members)
+        strict = ranking_holds(members, strict=True)[0]
         tied = f"; tied ({tie_rule(members)}): {', '.join(f'{x} ~ {y}' for x, y in ties)}" if ties else ""
         lines.append(f"ranking (workers {w}, batch {b}, net {net or 'none'}): measured {' < '.join(meas)}; "
-                     f"predicted {' < '.join(pred)}{tied} -> {'holds' if ok else 'FLIPPED'}")
+                     f"predicted {' < '.join(pred)}{tied} -> {'holds' if ok else 'FLIPPED'}"
+                     f"{' (a reversed pair predicted within 5%: flipped if strict)' if ok and not strict else ''}")
     line = summary_line(summary)
     text = "\n".join(lines + [line])
     (run_dir / "validation.txt").write_text(text + "\n")
