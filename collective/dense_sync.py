@@ -21,6 +21,10 @@ Accounting per step (seconds): `total` is the time some bucket's all-reduce was 
 (the union of launch -> completion intervals); `exposed` is what the training thread spent
 blocked in `finish`; `hidden = total - exposed` ran behind backward. Without overlap
 everything is exposed.
+
+`carry(k)` lets k numbers ride on the last bucket (a rank's speed for the speed-proportional
+shares): summed over the ranks by the all-reduce the step does anyway, so a per-step
+control message costs no rendezvous of its own.
 """
 from __future__ import annotations
 
@@ -73,9 +77,10 @@ class SyncTimes:
 
 
 class _Bucket:
-    def __init__(self, params: list[nn.Parameter]) -> None:
+    def __init__(self, params: list[nn.Parameter], extra: int = 0) -> None:
         self.params = params
-        self.buffer = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32)  # (numel,)
+        # (numel + extra,): the gradients, then `extra` slots that ride along (DenseSync.carry)
+        self.buffer = torch.zeros(sum(p.numel() for p in params) + extra, dtype=torch.float32)
         self.views = []
         pos = 0
         for p in params:
@@ -121,6 +126,7 @@ class DenseSync:
         self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b.params}
         self.scale = 1.0 / comm.world_size  # applied to the output's gradient
         self._next = 0  # next bucket to launch
+        self.side_in = self.side_out = torch.zeros(0)  # (k,) carried on the last bucket: this rank's, the sum
         self._hooks = [model.register_forward_pre_hook(self._on_forward),
                        model.register_forward_hook(self._on_output)]
         if overlap:
@@ -129,7 +135,28 @@ class DenseSync:
 
     @property
     def numel(self) -> int:
-        return sum(b.buffer.numel() for b in self.buckets)
+        """Gradient elements (the carried slots not counted)."""
+        return sum(b.buffer.numel() for b in self.buckets) - self.side_in.numel()
+
+    def carry(self, k: int) -> None:
+        """From now on, every step's all-reduce also sums `side_in` (k float32 numbers, set by
+        the caller before the step's backward ends) over the ranks into `side_out`. They ride
+        at the end of the last bucket, the one launched last, so they add k x 4 bytes and no
+        message. Every rank must call it with the same k before its first step."""
+        last = self.buckets[-1]
+        self.buckets[-1] = _Bucket(last.params, extra=k)
+        self.side_in, self.side_out = torch.zeros(k), torch.zeros(k)
+        self.attach_grads()
+
+    def _put_side(self, b: _Bucket) -> None:
+        k = self.side_in.numel()
+        if k and b is self.buckets[-1]:
+            b.buffer[-k:] = self.side_in
+
+    def _take_side(self) -> None:
+        k = self.side_in.numel()
+        if k:
+            self.side_out = self.buckets[-1].buffer[-k:].clone()
 
     def attach_grads(self) -> None:
         """Zero the buckets and point every `.grad` at its bucket view; forget the last
@@ -162,6 +189,7 @@ class DenseSync:
     def _launch(self, i: int) -> None:
         b = self.buckets[i]
         b.started = time.perf_counter()
+        self._put_side(b)
         # completion times only matter with overlap (without it, all of the time is exposed)
         b.work = self.comm.all_reduce(b.buffer, tag="dense", async_op=True, track_done=self.overlap)
 
@@ -178,8 +206,10 @@ class DenseSync:
                     p.grad = v
         if len(self.buckets) == 1 and self._next == 0:
             # One bucket, not yet launched: a blocking call costs less than launch + wait.
+            self._put_side(self.buckets[0])
             self.comm.all_reduce(self.buckets[0].buffer, tag="dense")
             self._next = 1
+            self._take_side()
             exposed = time.perf_counter() - t0
             return SyncTimes(exposed, exposed, 1)
         while self._next < len(self.buckets):
@@ -189,6 +219,7 @@ class DenseSync:
         for b in self.buckets:
             b.work.wait()
             intervals.append((b.started, b.work.done_at or time.perf_counter()))
+        self._take_side()
         exposed = time.perf_counter() - t0
         total = _union(intervals) if self.overlap else exposed  # without overlap all of it is exposed
         return SyncTimes(total, exposed, len(self.buckets))

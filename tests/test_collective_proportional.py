@@ -4,7 +4,12 @@ parts of each round still equal local training on the round's rows (plain SGD)."
 from __future__ import annotations
 
 import pytest
-from test_collective import BASE, assert_matches_local, local_reference
+import torch
+from test_collective import BASE, _Net, assert_matches_local, local_reference
+
+from collective.dense_sync import DenseSync
+from psrec.comm.collectives import ThreadGroup
+from psrec.threads import on_threads
 
 from collective.config import CollectiveConfig
 from collective.runner import InProcessJob, plan_collective
@@ -53,6 +58,43 @@ def test_shares_config_is_checked():
         with pytest.raises(ConfigError, match="shares"):
             load_config(None, [bad])
     assert load_config(None, ['collective.data="proportional"']).collective.data == "proportional"
+
+
+@pytest.mark.parametrize("bucket_bytes,overlap", [(16, True), (16, False), (1 << 20, False)])
+def test_dense_sync_carries_numbers_on_its_last_bucket(bucket_bytes, overlap):
+    """The (2N,) speed vector rides on the all-reduce: summed over the ranks, in one or
+    several buckets, while the gradients stay the mean over the ranks and no message is added."""
+    n = 3
+    g = ThreadGroup(n)
+    torch.manual_seed(0)
+    init = _Net().state_dict()
+    xs = [torch.randn(4, 5) for _ in range(n)]
+    ref = _Net()
+    ref.load_state_dict(init)
+    torch.cat([ref(x) for x in xs]).mean().backward()
+
+    def run(r):
+        m = _Net()
+        m.load_state_dict(init)
+        sync = DenseSync(m, g.member(r), bucket_bytes=bucket_bytes, overlap=overlap)
+        numel = sync.numel
+        sync.carry(2 * n)
+        got = []
+        for step in range(2):
+            sync.side_in.zero_()
+            sync.side_in[r], sync.side_in[n + r] = 10.0 * step + r, 0.5 * (r + 1)
+            m.zero_grad(set_to_none=True)
+            m(xs[r]).mean().backward()
+            times = sync.finish()
+            got.append(sync.side_out.tolist())
+        return m, got, times.buckets, numel, sync.numel, g.member(r).log.take()
+
+    for m, got, buckets, before, after, log in on_threads(range(n), run):
+        assert got == [[0.0, 1.0, 2.0, 0.5, 1.0, 1.5], [10.0, 11.0, 12.0, 0.5, 1.0, 1.5]]
+        for p, q in zip(m.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad)
+        assert before == after == sum(p.numel() for p in m.parameters())
+        assert sum(t.messages for t in log) == 2 * buckets * 2 * (n - 1)  # 2 steps of ring all-reduces, nothing else
 
 
 def proportional_plan(workers: int, extra=()):
