@@ -7,13 +7,12 @@ import pytest
 import torch
 from test_collective import BASE, _Net, assert_matches_local, local_reference
 
-from collective.dense_sync import DenseSync
-from psrec.comm.collectives import ThreadGroup
-from psrec.threads import on_threads
-
 from collective.config import CollectiveConfig
+from collective.dense_sync import DenseSync
 from collective.runner import InProcessJob, plan_collective
+from psrec.comm.collectives import ThreadGroup
 from psrec.config import ConfigError, load_config
+from psrec.threads import on_threads
 from workqueue.shares import SharesConfig, SpeedShares, apportion
 
 K, B = 5, 64  # as test_collective's local reference: K rounds of workers x B rows
