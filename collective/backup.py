@@ -22,46 +22,16 @@ step's dropped rows (all ranks agree on it).
 """
 from __future__ import annotations
 
-import threading
 import time
-from abc import ABC, abstractmethod
 
 import torch
 
 from collective.dense_sync import BucketedDense, DenseSync
 from psrec.core.report import WorkerReport
 from psrec.core.step import DenseSeconds
+from workqueue.arrivals import ArrivalBoard, LocalBoard, straggle_or_beaten
 
 __all__ = ["ArrivalBoard", "LocalBoard", "StoreBoard", "BackupDense", "board_for", "run_backup"]
-
-
-class ArrivalBoard(ABC):
-    """Per-step arrival tickets shared by every rank of a group."""
-
-    @abstractmethod
-    def arrive(self, step: int) -> int:
-        """Take the next ticket of `step` (1 = first to arrive)."""
-
-    @abstractmethod
-    def count(self, step: int) -> int:
-        """Tickets of `step` taken so far."""
-
-
-class LocalBoard(ArrivalBoard):
-    """The in-process board: one counter per step behind a lock (ranks on threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[int, int] = {}
-
-    def arrive(self, step: int) -> int:
-        with self._lock:
-            self._counts[step] = self._counts.get(step, 0) + 1
-            return self._counts[step]
-
-    def count(self, step: int) -> int:
-        with self._lock:
-            return self._counts.get(step, 0)
 
 
 class StoreBoard(ArrivalBoard):
@@ -103,15 +73,14 @@ class BackupDense(BucketedDense):
         board: the group's arrival board.
         needed: N, the gradients applied per step.
         stragglers: `workqueue.stragglers.Stragglers` or None; index: this rank.
-        poll_s: seconds between looks at the board while the injected slowdown runs.
     """
 
     def __init__(self, sync: DenseSync, optimizer, net, model, board: ArrivalBoard, needed: int,
-                 stragglers=None, index: int = 0, poll_s: float = 0.001) -> None:
+                 stragglers=None, index: int = 0) -> None:
         super().__init__(sync, optimizer, net)
         if sync.overlap:
             raise ValueError("backup workers scale the buckets before the all-reduce: build DenseSync without overlap")
-        self.board, self.needed, self.stragglers, self.index, self.poll_s = board, needed, stragglers, index, poll_s
+        self.board, self.needed, self.stragglers, self.index = board, needed, stragglers, index
         self.t_origin = time.perf_counter()
         self.step_no = 0
         self.rows = 0
@@ -138,14 +107,7 @@ class BackupDense(BucketedDense):
         if self.stragglers is None or self.rows == 0:
             return 0.0, False
         extra = self.stragglers.work_time(self.index, time.perf_counter() - self.t_origin, compute_s) - compute_s
-        t0 = time.perf_counter()
-        while True:
-            left = extra - (time.perf_counter() - t0)
-            if left <= 0:
-                return time.perf_counter() - t0, False
-            if self.board.count(self.step_no) >= self.needed:
-                return time.perf_counter() - t0, True
-            time.sleep(min(left, self.poll_s))
+        return straggle_or_beaten(self.board, self.step_no, self.needed, extra)
 
     def exchange(self) -> DenseSeconds:
         slept, beaten = self._straggle(time.perf_counter() - self._t_pull)

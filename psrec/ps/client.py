@@ -55,6 +55,7 @@ class PSClient(BatchedStore):
         self.dense_values: np.ndarray | None = None  # filled by a pull when dense lives on the PS
         self._want_dense = False
         self._want_step = False
+        self.drop_push = False  # backup workers: this step's gradient came in late, the next push is not sent
 
     pull_phase = "pull"
     push_phase = "push"
@@ -115,9 +116,16 @@ class PSClient(BatchedStore):
         return out
 
     def apply_many(self, grads, step) -> None:
-        """Push summed row gradients (and `pending_dense_grad`, when staged) to every shard."""
+        """Push summed row gradients (and `pending_dense_grad`, when staged) to every shard;
+        nothing when `drop_push` is set (a backup worker's late gradient: the shards apply the
+        step from the first N without it), though the next pull still waits for the step."""
         n = self.transport.num_shards
         dense_grad, self.pending_dense_grad = self.pending_dense_grad, None
+        if self.drop_push:
+            self.drop_push = False
+            if self.sync:
+                self.min_step = step
+            return
         splits = {t: self.partitioner.split(k) for t, (k, _, _) in grads.items()}
         args = []
         for s in range(n):

@@ -40,6 +40,9 @@ class PSConfig:
             run at most `staleness` steps ahead of the slowest; 0 is sync, and async
             (`sync = false`) is staleness = infinity. Steps are still applied whole and in
             order (each the mean of every worker's push for it).
+        backup: with `sync`, b of the `workers` are backups (Chen et al. 2016): every step
+            applies the first `workers - backup` gradients to arrive (tickets from the job's
+            `workqueue.arrivals` board) and drops the rest; 0 = every gradient is applied.
         dense: where dense parameters live: on the PS, or replicated and all-reduced (hybrid).
         partitioner: key placement across PS: hash-mod or balanced by observed frequency.
         transport: how workers reach the PS: "auto" (the same-node channel to a PS on the
@@ -58,15 +61,18 @@ class PSConfig:
         metrics_port: Prometheus endpoint on the driver; 0 picks a free port, -1 turns it off.
         partition_sample_batches: batches scanned to observe key frequencies (balanced only).
         threads: torch threads per actor.
-        data: how rows reach workers: each its fixed interleaved batches, or row-range tasks
+        data: how rows reach workers: each its fixed interleaved batches, row-range tasks
             taken from the central work queue ([workqueue]; async mode), so that fast workers
-            take more when others straggle.
+            take more when others straggle, or (sync) "proportional": each round's N x batch
+            rows cut in proportion to the workers' measured speeds by the job's coordinator
+            (`workqueue.round_shares`, `[shares]`), gradients weighted by rows.
     """
 
     workers: int = 2
     num_ps: int = 2
     sync: bool = False  # DeepRec trains asynchronously by default
     staleness: int = 0  # sync means sync: no step may start before the last one is applied
+    backup: int = 0  # no backup workers: every push is applied, the equivalence with local training holds
     dense: Literal["ps", "allreduce"] = "ps"
     partitioner: Literal["hash", "balanced"] = "hash"  # DeepRec's default
     transport: Literal["auto", "ray", "grpc", "inprocess"] = "auto"
@@ -82,7 +88,7 @@ class PSConfig:
     metrics_port: int = 0
     partition_sample_batches: int = 20  # ~20K rows: enough to rank the hot keys of a Zipf law
     threads: int = 1  # one intra-op thread per actor: N+M actors already share the cores
-    data: Literal["interleaved", "queue"] = "interleaved"  # fixed interleaved batches, or tasks from the work queue
+    data: Literal["interleaved", "queue", "proportional"] = "interleaved"  # fixed batches, queue tasks or shares
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.num_ps < 1:
@@ -96,6 +102,16 @@ class PSConfig:
         if self.staleness < 0 or (self.staleness and not self.sync):
             raise ValueError(f"ps.staleness must be >= 0 and needs ps.sync = true (async is staleness = "
                              f"infinity), got {self.staleness} with sync = {self.sync}")
+        if self.backup:
+            if not 0 < self.backup < self.workers:
+                raise ValueError(f"ps.backup must be in [0, workers), got {self.backup} of {self.workers}")
+            if not self.sync or self.staleness or self.dense != "ps" or self.data != "interleaved":
+                raise ValueError("ps.backup needs ps.sync = true, ps.staleness = 0, ps.dense = \"ps\" and "
+                                 f"ps.data = \"interleaved\", got sync = {self.sync}, staleness = {self.staleness}, "
+                                 f"dense = {self.dense!r}, data = {self.data!r}")
+        if self.data == "proportional" and (not self.sync or self.staleness or self.dense != "ps"):
+            raise ValueError("ps.data = \"proportional\" needs ps.sync = true, ps.staleness = 0 and ps.dense = "
+                             f"\"ps\", got sync = {self.sync}, staleness = {self.staleness}, dense = {self.dense!r}")
         if self.placement not in ("spread", "pack"):
             raise ValueError(f"ps.placement must be spread or pack, got {self.placement!r}")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from psrec.comm.collectives import Collectives
@@ -25,18 +26,34 @@ __all__ = ["OnPS", "HybridAllReduce"]
 
 
 class OnPS(DenseUpdate):
-    """Dense parameters on the PS: set from the pull, gradients staged for the push."""
+    """Dense parameters on the PS: set from the pull, gradients staged for the push.
 
-    def __init__(self, model: CTRModel, client: PSClient) -> None:
+    Args:
+        model, client: the replica and its PS client.
+        workers: the pushes a sync shard averages per step (N): a worker training `weight`
+            of the step's rows (speed-proportional shares) scales its gradients, dense and
+            sparse, by weight x N, so that the shards' mean is the mean loss gradient over
+            the round's rows (local training on their union).
+    """
+
+    def __init__(self, model: CTRModel, client: PSClient, workers: int = 1) -> None:
         super().__init__(None)
-        self.model, self.client = model, client
+        self.model, self.client, self.workers = model, client, workers
+        self.factor = 1.0
+
+    def begin(self, weight: float | None) -> None:
+        self.factor = 1.0 if weight is None else weight * self.workers
 
     def after_pull(self) -> None:
         set_flat_params(self.model, self.client.dense_values)
 
     def exchange(self) -> DenseSeconds:
-        self.client.pending_dense_grad = flat_grads(self.model)
+        g = flat_grads(self.model)
+        self.client.pending_dense_grad = g * np.float32(self.factor) if self.factor != 1.0 else g
         return DenseSeconds()  # staging is compute; the bytes go with the push
+
+    def sparse_scale(self) -> float:
+        return self.factor
 
 
 class HybridAllReduce(DenseUpdate):

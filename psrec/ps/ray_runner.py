@@ -21,11 +21,12 @@ SETUP_TIMEOUT_S = 300.0  # building a worker: its source (a file index), model, 
 class PSWorkerActor:
     """A PSWorker in its own process, talking to the PS actors."""
 
-    def __init__(self, plan: PSPlan, index: int, ps_actors, queue=None) -> None:
+    def __init__(self, plan: PSPlan, index: int, ps_actors, queue=None, arrivals=None, shares=None) -> None:
         import torch
 
         torch.set_num_threads(plan.cfg.ps.threads)
-        self.plan, self.index, self.ps_actors, self.queue = plan, index, ps_actors, queue
+        self.plan, self.index, self.ps_actors, self.queue, self.arrivals = plan, index, ps_actors, queue, arrivals
+        self.shares = shares
         self.worker = None
 
     def node_address(self) -> tuple[str, int]:
@@ -42,7 +43,12 @@ class PSWorkerActor:
 
             comm = init_torch_group(master, self.index, self.plan.cfg.ps.workers, "gloo", SETUP_TIMEOUT_S)
         transport = RayTransport(self.ps_actors, mode=self.plan.cfg.ps.transport)
-        self.worker = self.plan.build_worker(self.index, transport, comm)
+        board = None
+        if self.arrivals is not None:
+            from workqueue.arrivals import RayBoard
+
+            board = RayBoard(self.arrivals, timeout_s=self.plan.cfg.run.stall_timeout_s)
+        self.worker = self.plan.build_worker(self.index, transport, comm, board=board)
         return self.index
 
     def run(self, start: int, stop: int) -> WorkerReport:
@@ -52,6 +58,11 @@ class PSWorkerActor:
             q, w = self.queue, self.index
             return self.worker.run_tasks(lambda done: ray.get(q.complete_and_take.remote(w, done)),
                                          plan.batch_size)
+        if self.shares is not None:
+            from workqueue.round_shares import RayRoundShares
+
+            shares = RayRoundShares(self.shares, timeout_s=plan.cfg.run.stall_timeout_s)
+            return self.worker.run_proportional(shares, start, stop, plan.batch_size, plan.base_row, plan.per_epoch)
         return self.worker.run(start, stop, plan.batch_size, plan.base_row, plan.per_epoch)
 
     def save_dense(self, path: str) -> None:
@@ -96,23 +107,35 @@ class RayPSJob(_PSJob):
         # one bundle per PS, then one per worker; spread over the nodes of a multi-node cluster
         self.placement = ActorPlacement(p.placement, [p.ps_cpus] * p.num_ps + [p.worker_cpus] * p.workers)
         try:
-            self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers, p.sync, plan.dense_specs(),
-                                             p.ps_cpus, wire=WireOptions.for_job(p, run_dir, resume_dir),
+            # with backup workers a step is applied once the first workers - backup pushes are in
+            self.ps_actors = start_ps_actors(p.num_ps, plan.ev_configs, p.workers - p.backup, p.sync,
+                                             plan.dense_specs(), p.ps_cpus,
+                                             wire=WireOptions.for_job(p, run_dir, resume_dir),
                                              placement=[self.placement.options(i) for i in range(p.num_ps)],
                                              staleness=p.staleness)
         except BaseException:
             self.placement.remove()
             raise
         self.transport = RayTransport(self.ps_actors, mode=p.transport)
-        self.queue = None
+        self.queue = self.arrivals = self.shares = None
         self.workers = []
         try:
+            if p.backup:
+                from workqueue.arrivals import ArrivalsActor
+
+                self.arrivals = ArrivalsActor.remote()
+            if p.data == "proportional":
+                from workqueue.round_shares import RoundSharesActor
+
+                self.shares = RoundSharesActor.remote(p.workers, p.workers * plan.batch_size, plan.cfg.shares)
             if p.data == "queue":
                 from workqueue.actor import WorkQueue
 
                 self.queue = WorkQueue.start(plan.cfg.workqueue, p.workers, *plan.queue_rows, splits=plan.queue_splits)
+            queue = self.queue and self.queue.actor
             self.workers = [PSWorkerActor.options(num_cpus=p.worker_cpus, **self.placement.options(p.num_ps + w))
-                            .remote(plan, w, self.ps_actors, self.queue and self.queue.actor) for w in range(p.workers)]
+                            .remote(plan, w, self.ps_actors, queue, self.arrivals, self.shares)
+                            for w in range(p.workers)]
             master = ray.get(self.workers[0].node_address.remote(), timeout=SETUP_TIMEOUT_S) \
                 if p.dense == "allreduce" else None
             ray.get([w.setup.remote(master) for w in self.workers], timeout=SETUP_TIMEOUT_S)
@@ -168,5 +191,9 @@ class RayPSJob(_PSJob):
         if self.queue is not None:
             self.queue.shutdown()
             self.queue = None
+        for coordinator in (self.arrivals, self.shares):
+            if coordinator is not None:
+                ray.kill(coordinator)
+        self.arrivals = self.shares = None
         super().close()
         self.placement.remove()

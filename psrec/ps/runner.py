@@ -38,6 +38,8 @@ from psrec.ps.shard import DenseSpec, PSShard
 from psrec.ps.transport import InProcessTransport, Transport
 from psrec.ps.worker import PSWorker
 from psrec.threads import on_threads
+from workqueue.arrivals import LocalBoard
+from workqueue.round_shares import RoundShares
 
 __all__ = ["PSPlan", "plan_ps", "run_ps", "ps_mode", "InProcessPSJob", "ps_imbalance"]
 
@@ -79,21 +81,30 @@ class PSPlan:
         a, b = self.queue_rows
         return tuple(x for x in self.file_starts if a < x < b)
 
-    def build_worker(self, index: int, transport: Transport, allreduce=None, source=None) -> PSWorker:
+    def build_worker(self, index: int, transport: Transport, allreduce=None, source=None, board=None) -> PSWorker:
         """Worker `index`: a replica with the plan's initial parameters, its client and step.
-        `allreduce`: its member of the workers' group (`psrec.comm`) for hybrid dense."""
+        `allreduce`: its member of the workers' group (`psrec.comm`) for hybrid dense;
+        `board`: the job's arrival board (`workqueue.arrivals`) for backup workers."""
         cfg, p = self.cfg, self.cfg.ps
         source = source or self.source.build()
         model, layer = build_replica(cfg, self.spec, self.tables, self.dense_init, source)
         net = parse_net(p.net) if p.net else None
         client = PSClient(transport, self.partitioner, self.dims, p.sync, net, self.dense_slices, p.staleness)
         if p.dense == "ps":
-            dense: DenseUpdate = OnPS(model, client)
+            dense: DenseUpdate = OnPS(model, client, p.workers)
         else:
             opt = make_dense_optimizer(cfg.train.optimizer, model.parameters(), cfg.train.lr)
             dense = HybridAllReduce(model, allreduce, opt, net) if p.dense == "allreduce" else DenseUpdate(opt)
-        step = TrainStep(model, layer, client, dense, index, stragglers_of(cfg, p.workers))
-        return PSWorker(index, p.workers, step, source, self.order)
+        stragglers = stragglers_of(cfg, p.workers)
+        backup = None
+        if p.backup:  # the hook injects the slowdown before the ticket, not the step at its end
+            from psrec.ps.backup import PSBackup
+
+            dense = backup = PSBackup(model, client, board, p.workers - p.backup, stragglers, index, p.backup)
+            stragglers = None
+        step = TrainStep(model, layer, client, dense, index, stragglers)
+        step.straggle_before_exchange = p.data == "proportional"  # a slow worker's extra time overlaps its peers'
+        return PSWorker(index, p.workers, step, source, self.order, backup)
 
     def dense_specs(self) -> list[DenseSpec | None]:
         if self.dense_slices is None:
@@ -158,7 +169,8 @@ class _PSJob(Job):
 
     @property
     def checkpointable(self) -> bool:
-        return self.plan.cfg.ps.data != "queue"  # a queue's leases are not in the checkpoint yet
+        p = self.plan.cfg.ps  # a queue's leases, the arrival board and the shares are not in the checkpoint yet
+        return p.data == "interleaved" and not p.backup
 
     def model_spec(self):
         return self.plan.spec, self.plan.tables
@@ -236,19 +248,27 @@ class InProcessPSJob(_PSJob):
         if p.data == "queue":
             raise ValueError("ps.data=queue needs the Ray transport (the queue is a Ray actor)")
         self.plan, self.eval_source = plan, source
-        shards = [PSShard(i, plan.ev_configs, p.workers, p.sync, d, p.staleness)
+        # with backup workers a step is applied once the first workers - backup pushes are in
+        shards = [PSShard(i, plan.ev_configs, p.workers - p.backup, p.sync, d, p.staleness)
                   for i, d in enumerate(plan.dense_specs())]
         self.transport = InProcessTransport(shards)
         group = ThreadGroup(p.workers) if p.dense == "allreduce" else None
-        self.workers = [plan.build_worker(w, self.transport, group and group.member(w), source)
+        board = LocalBoard() if p.backup else None
+        self.shares = RoundShares(p.workers, p.workers * plan.batch_size, plan.cfg.shares) \
+            if p.data == "proportional" else None
+        self.workers = [plan.build_worker(w, self.transport, group and group.member(w), source, board)
                         for w in range(p.workers)]
 
     def train(self, bar, metrics, start=0, stop=None):
         plan = self.plan
         stop = plan.rounds if stop is None else stop
         tick = (lambda: bar.update(1)) if bar is not None else None
-        reports = on_threads(self.workers, lambda wk: wk.run(start, stop, plan.batch_size, plan.base_row,
-                                                             plan.per_epoch, on_step=tick))
+        if self.shares is not None:
+            reports = on_threads(self.workers, lambda wk: wk.run_proportional(
+                self.shares, start, stop, plan.batch_size, plan.base_row, plan.per_epoch, on_step=tick))
+        else:
+            reports = on_threads(self.workers, lambda wk: wk.run(start, stop, plan.batch_size, plan.base_row,
+                                                                 plan.per_epoch, on_step=tick))
         if plan.cfg.ps.dense == "allreduce":
             split_peer_wait(reports)  # a hybrid worker's wait for the slowest at the all-reduce
         self.shard_stats = [to_mapping(e.stats(True)) for e in self.transport.endpoints]

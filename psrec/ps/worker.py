@@ -10,6 +10,7 @@ import time
 
 from psrec.core.ranges import epoch_of, rows_of
 from psrec.core.report import WorkerReport
+from psrec.core.slow_workers import BUSY_PHASES
 from psrec.core.step import TrainStep
 from psrec.data.base import DataSource
 from psrec.data.shuffle import RowOrder
@@ -26,11 +27,14 @@ class PSWorker:
             dense parameters live: `psrec.ps.dense`).
         source: where rows come from.
         order: the training rows' per-epoch order (`data.shuffle`); None: file order.
+        backup: the step's backup-workers hook (`psrec.ps.backup.PSBackup`), whose outcome
+            each step's record takes (dropped rows, applied, slowdown); None: no backups.
     """
 
     def __init__(self, index: int, num_workers: int, step: TrainStep, source: DataSource,
-                 order: RowOrder | None = None) -> None:
+                 order: RowOrder | None = None, backup=None) -> None:
         self.index = index
+        self.backup = backup
         self.num_workers = num_workers
         self.step = step
         self.source = source
@@ -47,6 +51,9 @@ class PSWorker:
         order = order if order is not None else self.order
         src = order.view(self.source, epoch) if order is not None else self.source
         loss, rec = self.step.train_rows(src, start, end, round_)
+        if self.backup is not None:
+            out = self.backup.last
+            rec.dropped_rows, rec.applied, rec.straggler = out["dropped_rows"], out["applied"], out["straggler"]
         self.report.add(rec, loss)
         return loss
 
@@ -68,6 +75,27 @@ class PSWorker:
                     self.train_rows(s, min(s + batch_size, task.end), 0, task.epoch, order)
                 self.report.tasks += 1
             task, finished = take(task)
+        return self.report
+
+    def run_proportional(self, shares, start: int, stop: int, batch_size: int, base: int, per_epoch: int,
+                         on_step=None) -> WorkerReport:
+        """Train rounds [start, stop) on this worker's speed-proportional part of each round's
+        N x batch_size rows, as the job's coordinator cuts it (`shares.take`:
+        `workqueue.round_shares`), reporting each step's rows and busy seconds back to it;
+        the step's gradients are weighted by part / round rows (`OnPS`)."""
+        if start == 0 or not self.report.steps:
+            self.step.t_origin = time.perf_counter()
+        total = self.num_workers * batch_size
+        last_rows, last_busy = 0.0, 0.0
+        for r in range(start, stop):
+            a, b = shares.take(r, self.index, last_rows, last_busy)
+            first = base + (r % per_epoch) * total
+            order = self.order.view(self.source, epoch_of(r, per_epoch)) if self.order is not None else self.source
+            loss, rec = self.step.train_rows(order, first + a, first + b, r + 1, (b - a) / total)
+            self.report.add(rec, loss)
+            last_rows, last_busy = float(rec.rows), sum(rec.seconds[p] for p in BUSY_PHASES)
+            if on_step is not None:
+                on_step()
         return self.report
 
     def run(self, start: int, stop: int, batch_size: int, base: int, per_epoch: int, on_step=None) -> WorkerReport:
