@@ -1,7 +1,8 @@
 """Every step of a run, as a log and as a timeline, written into the run directory.
 
     steps.jsonl   one JSON object per worker step: step, worker, loss, rows, t_start (time.time()
-                  seconds), seconds (the step's), phases (seconds), bytes_sent, bytes_received, bytes_by_tag
+                  seconds), seconds (the step's), phases (seconds), bytes_sent, bytes_received, bytes_by_tag,
+                  auc (the batch's progressive AUC: predicted before it was trained on)
     trace.json    Chrome trace-event format (open in https://ui.perfetto.dev or chrome://tracing):
                   one track per worker, one slice per phase of each step, on one time axis; PS
                   shards' counters (rows, requests, apply seconds) from the driver's live polls
@@ -38,7 +39,8 @@ def step_rows(reports: Sequence[WorkerReport]) -> list[dict[str, Any]]:
             out.append({"step": s.step, "worker": r.worker, "loss": s.loss, "rows": s.rows, "t_start": s.t_start,
                         "seconds": s.total, "phases": {p: s.seconds.get(p, 0.0) for p in PHASES},
                         "bytes_sent": int(s.bytes_sent), "bytes_received": int(s.bytes_received),
-                        "bytes_by_tag": dict(s.bytes_by_tag), "applied": s.applied, "dropped_rows": s.dropped_rows})
+                        "bytes_by_tag": dict(s.bytes_by_tag), "applied": s.applied, "dropped_rows": s.dropped_rows,
+                        "auc": s.auc})
     return sorted(out, key=lambda d: (d["t_start"], d["worker"]))
 
 

@@ -8,6 +8,9 @@ held-out rows), with the straggler model of `[stragglers]`:
     proportional   collective, N ranks, speed-proportional shares of each round's N x B rows
     backup         collective, N + b ranks, each step applies the first N gradients
     ps_ideal       sync PS, N workers, no straggler (the PS scenarios' baseline)
+    ps_sync        sync PS, N workers in plain lockstep: every step waits for the straggler
+    ps_proportional sync PS, N workers, speed-proportional shares of each round (`ps.data`)
+    ps_backup      sync PS, N + b workers, each step applies the first N pushes (`ps.backup`)
     ssp<s>         PS with `ps.staleness = s`: a worker runs at most s steps ahead
 
 Figures per scenario: `step_ms` (steady state, after `train.warmup_steps` warm-up steps:
@@ -15,7 +18,14 @@ wall-clock seconds from the last worker's first steady step to the last worker's
 step, over the steady steps, i.e. the makespan per step: `steady_wall`),
 `vs_ideal` (over its architecture's baseline, measured in the same command), `auc`,
 `auc_delta` (minus the baseline's), `dropped_rows` and per step, the slow workers found in
-the per-step records (`psrec.core.slow_workers`), rows per worker. The picture
+the per-step records (`psrec.core.slow_workers`), rows per worker, and `time_to_auc_s`: the
+seconds from the job's first step until its progressive AUC (every batch's AUC before it
+was trained on, `StepRecord.auc`; rows-weighted over the workers of a step, then a moving
+mean over `AUC_WINDOW` steps: `progressive_auc`) first reaches the target. The target is
+the baseline's own final progressive AUC minus `AUC_MARGIN`, so the baseline reaches it
+near its end and a scenario that trains the same rows per step reaches it at the same step,
+sooner or later by its step time; one that drops rows (backup) or applies stale gradients
+(staleness) may need more steps. The picture
 `step_times.png` draws every worker's busy seconds (data + lookup + compute) per step and
 the step's wall time, one panel per scenario.
 """
@@ -31,7 +41,11 @@ from typing import Any, Literal
 
 from psrec.core.slow_workers import BUSY_PHASES, detect_slow_workers
 
-__all__ = ["SyncScenario", "default_scenarios", "run_scenario", "run_sync_longtail", "plot_step_times"]
+__all__ = ["SyncScenario", "default_scenarios", "run_scenario", "run_sync_longtail", "plot_step_times",
+           "progressive_auc", "time_to_auc"]
+
+AUC_WINDOW = 4  # steps per moving mean: 4 steps of 4 x 1024 rows hold ~16K predictions
+AUC_MARGIN = 0.005  # the target sits this far below the baseline's final progressive AUC
 
 
 @dataclass(frozen=True)
@@ -42,8 +56,8 @@ class SyncScenario:
         name: its name in the tables and the last line.
         arch: "collective" or "ps" (sync PS, or bounded staleness with `staleness`).
         straggle: apply `[stragglers]` (False: the baseline).
-        data: `collective.data` ("interleaved" or "proportional").
-        backup: extra ranks (collective: N + backup ranks, the first N gradients applied).
+        data: `collective.data` or `ps.data` ("interleaved" or "proportional").
+        backup: extra workers (N + backup ranks or PS workers, the first N gradients applied).
         staleness: PS only: `ps.staleness` (0 = sync).
     """
 
@@ -64,8 +78,11 @@ def default_scenarios(backup: int = 1, staleness: tuple[int, ...] = (1, 2, 4), p
            SyncScenario("proportional", data="proportional")]
     if backup:
         out.append(SyncScenario("backup", backup=backup))
-    if ps and staleness:
-        out.append(SyncScenario("ps_ideal", arch="ps", straggle=False))
+    if ps:
+        out += [SyncScenario("ps_ideal", arch="ps", straggle=False), SyncScenario("ps_sync", arch="ps"),
+                SyncScenario("ps_proportional", arch="ps", data="proportional")]
+        if backup:
+            out.append(SyncScenario("ps_backup", arch="ps", backup=backup))
         out += [SyncScenario(f"ssp{s}", arch="ps", staleness=s) for s in staleness]
     return out
 
@@ -78,8 +95,8 @@ def _config(cfg, sc: SyncScenario, workers: int):
         coll = dataclasses.replace(cfg.collective, workers=workers + sc.backup, data=sc.data, backup=sc.backup,
                                    metrics_port=-1)
         return dataclasses.replace(cfg, collective=coll, stragglers=strag)
-    ps = dataclasses.replace(cfg.ps, workers=workers, sync=True, staleness=sc.staleness, data="interleaved",
-                             metrics_port=-1)
+    ps = dataclasses.replace(cfg.ps, workers=workers + sc.backup, sync=True, staleness=sc.staleness,
+                             backup=sc.backup, data=sc.data, metrics_port=-1)
     return dataclasses.replace(cfg, ps=ps, stragglers=strag)
 
 
@@ -107,6 +124,48 @@ def steady_wall(steps: list[dict], warmup: int) -> tuple[float, int]:
     return t1 - max(first), last - warmup
 
 
+def progressive_auc(steps: list[dict], window: int = AUC_WINDOW) -> list[tuple[int, float, float]]:
+    """(step, end time, AUC) per global step: the rows-weighted mean of the step's batch
+    AUCs (`StepRecord.auc`; steps without any skipped), then the moving mean over the last
+    `window` of them; end time = the step's last worker's end (`time.time()` seconds).
+
+    >>> rows = [{"step": k, "rows": 10, "auc": a, "t_start": float(k), "seconds": 0.5}
+    ...         for k, a in ((1, 0.6), (2, 0.7), (3, 0.8))]
+    >>> [(k, t, round(a, 3)) for k, t, a in progressive_auc(rows, window=2)]
+    [(1, 1.5, 0.6), (2, 2.5, 0.65), (3, 3.5, 0.75)]
+    """
+    by: dict[int, list[dict]] = {}
+    for s in steps:
+        by.setdefault(s["step"], []).append(s)
+    out, means = [], []
+    for k in sorted(by):
+        rec = [s for s in by[k] if s.get("auc") is not None and s["rows"] > 0]
+        if not rec:
+            continue
+        means.append(sum(s["auc"] * s["rows"] for s in rec) / sum(s["rows"] for s in rec))
+        tail = means[-window:]
+        out.append((k, max(s["t_start"] + s["seconds"] for s in by[k]), sum(tail) / len(tail)))
+    return out
+
+
+def time_to_auc(steps: list[dict], target: float, window: int = AUC_WINDOW) -> tuple[float, int]:
+    """(seconds from the job's first step start, step) at which `progressive_auc` first
+    reaches `target`; (nan, 0) if it never does.
+
+    >>> rows = [{"step": k, "rows": 10, "auc": a, "t_start": float(k), "seconds": 0.5}
+    ...         for k, a in ((1, 0.6), (2, 0.7), (3, 0.8))]
+    >>> time_to_auc(rows, 0.7, window=2), time_to_auc(rows, 0.9, window=2)
+    ((2.5, 3), (nan, 0))
+    """
+    if not steps:
+        return math.nan, 0
+    t0 = min(s["t_start"] for s in steps)
+    for k, t, a in progressive_auc(steps, window):
+        if a >= target:
+            return t - t0, k
+    return math.nan, 0
+
+
 def run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> dict[str, Any]:
     """Run one scenario into `run_dir`; returns its figures (module doc), before the ratios."""
     c = _config(cfg, sc, workers)
@@ -124,14 +183,17 @@ def run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> dict[str
     n_steps = max((w["steps"] for w in per_worker), default=0)
     seconds, steady_steps = steady_wall(steps, cfg.train.warmup_steps)
     dropped = int(res.get("dropped_rows", 0) or 0)
-    return {"name": sc.name, "arch": sc.arch, "workers": c.collective.workers if sc.arch == "collective" else workers,
+    curve = progressive_auc(steps)
+    n = c.collective.workers if sc.arch == "collective" else c.ps.workers
+    return {"name": sc.name, "arch": sc.arch, "workers": n,
             "straggle": sc.straggle, "data": sc.data, "backup": sc.backup, "staleness": sc.staleness,
             "steps": n_steps, "warmup_steps": n_steps - steady_steps, "train_seconds": res.train_seconds,
             "step_ms": 1e3 * seconds / steady_steps if steady_steps else math.nan,
             "step_p50_ms": res.step_p50_ms, "auc": res.auc, "logloss": res.logloss,
             "dropped_rows": dropped, "dropped_rows_per_step": dropped / n_steps if n_steps else 0.0,
             "rows_by_worker": [int(w.get("rows", 0)) for w in per_worker],
-            "slow_workers": [s.to_dict() for s in detect_slow_workers(records)], "run_dir": str(run_dir)}
+            "slow_workers": [s.to_dict() for s in detect_slow_workers(records)], "run_dir": str(run_dir),
+            "progressive_auc": curve[-1][2] if curve else math.nan}
 
 
 def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScenario],
@@ -148,10 +210,14 @@ def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScen
         base = out.get(sc.baseline, fig if sc.name == sc.baseline else None)
         fig["vs_ideal"] = fig["step_ms"] / base["step_ms"] if base else math.nan
         fig["auc_delta"] = fig["auc"] - base["auc"] if base else math.nan
+        fig["target_auc"] = base["progressive_auc"] - AUC_MARGIN if base else math.nan
+        fig["time_to_auc_s"], fig["time_to_auc_step"] = time_to_auc(_steps(Path(fig["run_dir"])), fig["target_auc"])
         out[sc.name] = fig
         slow = ", ".join(f"worker {s['worker']} {s['factor']:.1f}x since step {s['since_step']}"
                          for s in fig["slow_workers"]) or "none"
         log(f"[{sc.name}] step {fig['step_ms']:.1f} ms ({fig['vs_ideal']:.2f}x its baseline), AUC {fig['auc']:.4f}, "
+            f"target progressive AUC {fig['target_auc']:.4f} at {fig['time_to_auc_s']:.1f} s "
+            f"(step {fig['time_to_auc_step']}), "
             f"dropped {fig['dropped_rows']} rows, slow: {slow}")
     picture = plot_step_times({n: _steps(Path(f["run_dir"])) for n, f in out.items()}, Path(run_dir) / "step_times.png",
                               skip_steps=cfg.train.warmup_steps)
