@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from psrec.core.slow_workers import BUSY_PHASES, detect_slow_workers
 
 __all__ = ["SyncScenario", "default_scenarios", "run_scenario", "run_sync_longtail", "plot_step_times",
@@ -251,7 +253,14 @@ def plot_step_times(steps_by_scenario: dict[str, list[dict]], path: Path, max_st
             ax.plot(ks, [series[k] for k in ks], lw=1, label=f"worker {w} busy")
         ks = sorted(wall)
         ax.plot(ks, [wall[k] for k in ks], color="black", lw=1.2, ls="--", label="step wall (slowest)")
-        ax.set_title(f"{name} (after {skip_steps} warm-up steps)" if skip_steps else name, fontsize=9, loc="left")
+        title = f"{name} (after {skip_steps} warm-up steps)" if skip_steps else name
+        # One step far above the rest (a straggler's first step: its factor times the one-time
+        # costs, met s steps later under staleness) would flatten the panel: clip it, say so.
+        top = 1.3 * float(np.percentile(list(wall.values()), 95)) if wall else 0.0
+        if wall and max(wall.values()) > top:
+            ax.set_ylim(0, top)
+            title += f"; clipped at {top:.0f} ms, max {max(wall.values()):.0f} ms at step {max(wall, key=wall.get)}"
+        ax.set_title(title, fontsize=9, loc="left")
         ax.set_ylabel("ms")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
