@@ -29,6 +29,8 @@ def test_round_shares_fix_each_split_from_measurements_three_rounds_old():
     assert got[4, 0] == (0, 80)  # round 1 measured the same speeds
     with pytest.raises(ValueError, match="worker 2 of 2"):
         b.take(5, 2, 0, 0)
+    with pytest.raises(ValueError, match="round -1"):
+        b.take(-1, 0, 0, 0)
 
 
 def test_round_shares_give_every_worker_the_same_split_of_a_round():

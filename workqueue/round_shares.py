@@ -45,8 +45,8 @@ class RoundShares:
     def take(self, round_: int, worker: int, last_rows: float, last_busy: float) -> tuple[int, int]:
         """Rows [a, b) of round `round_` (offsets within the round) for `worker`, which trained
         `last_rows` rows in `last_busy` busy seconds in round `round_ - 1` (ignored for round 0)."""
-        if not 0 <= worker < self.workers:
-            raise ValueError(f"worker {worker} of {self.workers}")
+        if not 0 <= worker < self.workers or round_ < 0:
+            raise ValueError(f"worker {worker} of {self.workers}, round {round_}: out of range")
         with self._lock:
             if round_ > 0:
                 self._seen.setdefault(round_ - 1, {})[worker] = (float(last_rows), float(last_busy))
