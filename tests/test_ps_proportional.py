@@ -81,10 +81,12 @@ def check(setup, tables, dense, reports, workers: int, slow: int):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_proportional_sync_ps_matches_local_training_on_the_rounds_rows(workers):
-    """Worker 1 is 6x slower: from round 3 on it trains fewer rows than its peers, every
+    """Worker 1 is 20x slower: from round 3 on it trains fewer rows than its peers, every
     round still covers its N x B rows once, and weighting each worker's gradients by
     part x N / round rows makes the K steps equal K local steps of N x B rows."""
-    plan = proportional_plan(workers, ['stragglers.factors="1:6x"'])
+    # 20x, not 6x: these tiny steps are mostly pull and push, which a slowdown of compute
+    # does not scale; at 6x a loaded machine's noise could hide the straggler (45 vs 43 rows)
+    plan = proportional_plan(workers, ['stragglers.factors="1:20x"'])
     job = InProcessPSJob(plan, plan.source.build())
     try:
         with progress_bar(0, False) as bar:
@@ -103,7 +105,7 @@ def test_proportional_sync_ps_matches_local_training_on_the_rounds_rows(workers)
 def test_proportional_sync_ps_on_ray_asks_the_shares_actor(ray_session):
     from psrec.ps.ray_runner import RayPSJob
 
-    plan = proportional_plan(3, ['stragglers.factors="0:6x"'], transport="ray")
+    plan = proportional_plan(3, ['stragglers.factors="0:20x"'], transport="ray")
     job = RayPSJob(plan, plan.source.build())
     try:
         with progress_bar(0, False) as bar:
