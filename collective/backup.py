@@ -29,7 +29,7 @@ import torch
 from collective.dense_sync import BucketedDense, DenseSync
 from psrec.core.report import WorkerReport
 from psrec.core.step import DenseSeconds
-from workqueue.arrivals import ArrivalBoard, LocalBoard, straggle_or_beaten
+from workqueue.arrivals import ArrivalBoard, BackupTickets, LocalBoard
 
 __all__ = ["ArrivalBoard", "LocalBoard", "StoreBoard", "BackupDense", "board_for", "run_backup"]
 
@@ -80,9 +80,7 @@ class BackupDense(BucketedDense):
         super().__init__(sync, optimizer, net)
         if sync.overlap:
             raise ValueError("backup workers scale the buckets before the all-reduce: build DenseSync without overlap")
-        self.board, self.needed, self.stragglers, self.index = board, needed, stragglers, index
-        self.t_origin = time.perf_counter()
-        self.step_no = 0
+        self.tickets = BackupTickets(board, needed, stragglers, index)
         self.rows = 0
         self.factor = 1.0
         self.last = {"applied": True, "dropped_rows": 0, "straggler": 0.0, "applied_ranks": 0}
@@ -93,7 +91,7 @@ class BackupDense(BucketedDense):
             self.rows = int(output.shape[0])
 
     def begin(self, weight: float | None) -> None:
-        self.step_no += 1
+        self.tickets.next_step()
         self.sync.scale = 1.0  # each rank's own mean-loss gradient; scaled once the applied rows are known
         self.rows = 0
         self._t_pull = time.perf_counter()
@@ -101,18 +99,8 @@ class BackupDense(BucketedDense):
     def after_pull(self) -> None:
         self._t_pull = time.perf_counter()
 
-    def _straggle(self, compute_s: float) -> tuple[float, bool]:
-        """Sleep the injected extra seconds, stopping early once N ranks have arrived; returns
-        (seconds slept, beaten)."""
-        if self.stragglers is None or self.rows == 0:
-            return 0.0, False
-        extra = self.stragglers.work_time(self.index, time.perf_counter() - self.t_origin, compute_s) - compute_s
-        return straggle_or_beaten(self.board, self.step_no, self.needed, extra)
-
     def exchange(self) -> DenseSeconds:
-        slept, beaten = self._straggle(time.perf_counter() - self._t_pull)
-        # a rank without rows takes no ticket: it must not crowd out a gradient
-        applied = not beaten and self.rows > 0 and self.board.arrive(self.step_no) <= self.needed
+        applied, slept = self.tickets.take(self.rows, time.perf_counter() - self._t_pull)
         t0 = time.perf_counter()
         flag = torch.tensor([self.rows if applied else 0, self.rows, int(applied)], dtype=torch.float64)
         self.sync.comm.all_reduce(flag, tag="control")
@@ -143,7 +131,7 @@ def run_backup(worker, first: int, stop: int, batch_size: int, base: int, per_ep
     dense: BackupDense = worker.step.dense
     t_run = time.perf_counter()
     if first == 0 or not worker.report.steps:
-        dense.t_origin = t_run
+        dense.tickets.t_origin = t_run
     for r in range(first, stop):
         start, end = rows_of(r, worker.rank, worker.world_size, batch_size, base, per_epoch)
         worker.train_rows(start, end, r + 1)

@@ -189,16 +189,23 @@ class _Net(nn.Module):
         return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-def test_dense_sync_averages_gradients_in_reverse_order_buckets(overlap):
-    n = 2
-    g = ThreadGroup(n)
+def dense_reference(n: int):
+    """A seeded `_Net`'s initial state, one (4, 5) batch per rank, and a replica that
+    backpropagated the mean over the union of the batches (what the ranks must average to)."""
     torch.manual_seed(0)
     init = _Net().state_dict()
     xs = [torch.randn(4, 5) for _ in range(n)]
     ref = _Net()
     ref.load_state_dict(init)
-    torch.cat([ref(x) for x in xs]).mean().backward()  # the mean over the union of the batches
+    torch.cat([ref(x) for x in xs]).mean().backward()
+    return init, xs, ref
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_dense_sync_averages_gradients_in_reverse_order_buckets(overlap):
+    n = 2
+    g = ThreadGroup(n)
+    init, xs, ref = dense_reference(n)
 
     def run(r):
         m = _Net()

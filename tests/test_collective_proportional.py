@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_collective import BASE, _Net, assert_matches_local, local_reference
+from test_collective import BASE, _Net, assert_matches_local, dense_reference, local_reference
 
 from collective.config import CollectiveConfig
 from collective.dense_sync import DenseSync
@@ -65,12 +65,7 @@ def test_dense_sync_carries_numbers_on_its_last_bucket(bucket_bytes, overlap):
     several buckets, while the gradients stay the mean over the ranks and no message is added."""
     n = 3
     g = ThreadGroup(n)
-    torch.manual_seed(0)
-    init = _Net().state_dict()
-    xs = [torch.randn(4, 5) for _ in range(n)]
-    ref = _Net()
-    ref.load_state_dict(init)
-    torch.cat([ref(x) for x in xs]).mean().backward()
+    init, xs, ref = dense_reference(n)
 
     def run(r):
         m = _Net()
@@ -135,8 +130,8 @@ def backup_plan(workers: int, backup: int, extra=(), transport: str = "inprocess
 
 
 def replay_applied(plan, reports):
-    """Local training on, per step, the union of the applied ranks' rows; a dropped rank's
-    lookups still fetched (and created) its rows, so the replay looks them up too."""
+    """Local training on, per step, the union of the applied ranks' (or PS workers') rows; a
+    dropped one's lookups still fetched (and created) its rows, so the replay looks them up too."""
     from psrec.core.local import build_local
     from psrec.data.base import concat_batches
 

@@ -4,12 +4,11 @@ union of the applied workers' rows, in process and on Ray."""
 import numpy as np
 import pytest
 import torch
+from test_collective_proportional import replay_applied
 from test_ps_equivalence import BASE, B, K
 
 from psrec.config import ConfigError, load_config
-from psrec.core.local import build_local
 from psrec.core.progress import progress_bar
-from psrec.data.base import concat_batches
 from psrec.ps.runner import InProcessPSJob, plan_ps
 from workqueue.arrivals import LocalBoard, straggle_or_beaten
 
@@ -21,18 +20,14 @@ def backup_plan(workers: int, backup: int, extra=(), transport: str = "inprocess
     return plan_ps(cfg)
 
 
-def replay_applied(plan, reports):
-    """Local training on, per step, the union of the applied workers' rows; a dropped
-    worker's pull still looked its rows up (and created new ones), so the replay does too."""
-    setup = build_local(plan.cfg)
-    for k in range(len(reports[0].steps)):
-        parts = [setup.source.read(*r.steps[k].span) for r in reports if r.steps[k].applied]
-        for r in reports:
-            if not r.steps[k].applied:
-                keys, _, _ = setup.layer.dedup(setup.source.read(*r.steps[k].span))
-                setup.store.lookup_many(keys, train=True)
-        setup.step.train_batch(concat_batches(parts), reports[0].steps[k].step)
-    return setup
+def job_state(job, plan) -> tuple[dict[str, dict], np.ndarray]:
+    """The trained tables (table -> key -> row, merged over the shards) and dense vector of a
+    PS job, in process or on Ray."""
+    tables = {t: {} for t in plan.dims}
+    for t in plan.dims:
+        for keys, values in job.transport.broadcast("table_values", t):
+            tables[t].update(zip(keys.tolist(), values))
+    return tables, job.dense()
 
 
 def assert_matches(setup, tables: dict[str, dict], dense: np.ndarray):
@@ -69,14 +64,7 @@ def test_backup_workers_apply_the_first_n_pushes_and_equal_local_on_their_rows()
         check_outcome(reports, 3, 1, slow=1)
         summary = reports[1].summary()
         assert summary["dropped_gradients"] >= K - 1 and summary["dropped_rows"] == K * B
-        tables = {}
-        for t in plan.dims:
-            tables[t] = {}
-            for e in job.transport.endpoints:
-                keys, values = e.table_values(t)
-                tables[t].update(zip(keys.tolist(), values))
-        dense = np.concatenate([e.pull({}, False, True)[1] for e in job.transport.endpoints])
-        assert_matches(replay_applied(plan, reports), tables, dense)
+        assert_matches(replay_applied(plan, reports), *job_state(job, plan))
     finally:
         job.close()
 
@@ -90,11 +78,7 @@ def test_backup_workers_on_ray_take_tickets_from_the_arrivals_actor(ray_session)
         with progress_bar(0, False) as bar:
             reports = job.train(bar, None)
         check_outcome(reports, 3, 1, slow=2)
-        tables = {t: {} for t in plan.dims}
-        for t in plan.dims:
-            for keys, values in job.transport.broadcast("table_values", t):
-                tables[t].update(zip(keys.tolist(), values))
-        assert_matches(replay_applied(plan, reports), tables, job.dense())
+        assert_matches(replay_applied(plan, reports), *job_state(job, plan))
     finally:
         job.close()
 

@@ -2,13 +2,11 @@
 cuts each round by measured speed (`workqueue.round_shares`), the same split for every
 worker whatever its timing, and with plain SGD the run equals local training on the rounds'
 rows, in process and on Ray."""
-import numpy as np
 import pytest
-import torch
+from test_ps_backup import assert_matches, job_state
 from test_ps_equivalence import BASE, B
 
 from psrec.config import ConfigError, load_config
-from psrec.core.flat import flat_params
 from psrec.core.local import build_local, train_range
 from psrec.core.progress import progress_bar
 from psrec.ps.runner import InProcessPSJob, plan_ps
@@ -59,7 +57,7 @@ def local_reference(workers: int):
     return setup
 
 
-def check(setup, tables, dense, reports, workers: int, slow: int):
+def check(setup, job, plan, reports, workers: int, slow: int):
     assert [len(r.steps) for r in reports] == [K] * workers
     for k in range(K):
         spans = sorted(r.steps[k].span for r in reports)
@@ -68,15 +66,7 @@ def check(setup, tables, dense, reports, workers: int, slow: int):
     assert all(r.steps[0].rows == B for r in reports)  # nothing measured yet
     fast = [r for w, r in enumerate(reports) if w != slow]
     assert reports[slow].steps[-1].rows < min(r.steps[-1].rows for r in fast)
-    for t in setup.store.table_names:
-        snap = setup.store.variable(t).snapshot()
-        want = dict(zip(snap.keys.tolist(), snap.values))
-        keys = sorted(want)
-        assert sorted(tables[t]) == keys, t
-        torch.testing.assert_close(torch.from_numpy(np.stack([tables[t][k] for k in keys])),
-                                   torch.from_numpy(np.stack([want[k] for k in keys])), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.from_numpy(dense), torch.from_numpy(flat_params(setup.model)),
-                               rtol=1e-5, atol=1e-6)
+    assert_matches(setup, *job_state(job, plan))
 
 
 @pytest.mark.parametrize("workers", [2, 3])
@@ -91,13 +81,7 @@ def test_proportional_sync_ps_matches_local_training_on_the_rounds_rows(workers)
     try:
         with progress_bar(0, False) as bar:
             reports = job.train(bar, None)
-        tables = {t: {} for t in plan.dims}
-        for t in plan.dims:
-            for e in job.transport.endpoints:
-                keys, values = e.table_values(t)
-                tables[t].update(zip(keys.tolist(), values))
-        dense = np.concatenate([e.pull({}, False, True)[1] for e in job.transport.endpoints])
-        check(local_reference(workers), tables, dense, reports, workers, slow=1)
+        check(local_reference(workers), job, plan, reports, workers, slow=1)
     finally:
         job.close()
 
@@ -110,11 +94,7 @@ def test_proportional_sync_ps_on_ray_asks_the_shares_actor(ray_session):
     try:
         with progress_bar(0, False) as bar:
             reports = job.train(bar, None)
-        tables = {t: {} for t in plan.dims}
-        for t in plan.dims:
-            for keys, values in job.transport.broadcast("table_values", t):
-                tables[t].update(zip(keys.tolist(), values))
-        check(local_reference(3), tables, job.dense(), reports, 3, slow=0)
+        check(local_reference(3), job, plan, reports, 3, slow=0)
     finally:
         job.close()
 

@@ -4,6 +4,8 @@ Chen et al., "Revisiting Distributed Synchronous SGD" (2016): N + b workers, eac
 applies the first N gradients to arrive. A worker takes a ticket once its gradient is ready
 (`ArrivalBoard.arrive`); tickets 1..N are applied, later ones dropped. A worker still busy
 when N tickets are gone stops (`straggle_or_beaten`): its gradient would be dropped anyway.
+`BackupTickets` is one worker's side of both, what the collective's and the PS's dense hooks
+(`collective.backup`, `psrec.ps.backup`) share.
 
 Boards: `LocalBoard` (workers on threads), `RayBoard` over the `ArrivalsActor` (PS workers,
 one actor per job); the collective path keeps its own on the process group's store
@@ -15,7 +17,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-__all__ = ["ArrivalBoard", "LocalBoard", "ArrivalsActor", "RayBoard", "straggle_or_beaten"]
+import ray
+
+__all__ = ["ArrivalBoard", "LocalBoard", "ArrivalsActor", "RayBoard", "BackupTickets", "straggle_or_beaten"]
 
 
 class ArrivalBoard(ABC):
@@ -53,17 +57,9 @@ class LocalBoard(ArrivalBoard):
             return self._counts.get(step, 0)
 
 
-try:
-    import ray
-except ImportError:  # pragma: no cover - ray is a dependency; the local board needs none
-    ray = None
-
-if ray is not None:
-    @ray.remote(num_cpus=0)
-    class ArrivalsActor(LocalBoard):
-        """A job's board as a Ray actor (its calls are serialised: the counter stays exact)."""
-else:  # pragma: no cover
-    ArrivalsActor = None
+@ray.remote(num_cpus=0)
+class ArrivalsActor(LocalBoard):
+    """A job's board as a Ray actor (its calls are serialised: the counter stays exact)."""
 
 
 class RayBoard(ArrivalBoard):
@@ -92,3 +88,40 @@ def straggle_or_beaten(board: ArrivalBoard, step: int, needed: int, extra_s: flo
         if board.count(step) >= needed:
             return time.perf_counter() - t0, True
         time.sleep(min(left, board.poll_s))
+
+
+class BackupTickets:
+    """One worker's side of backup workers: the injected slowdown of its step, cut short once
+    N have arrived, then its ticket.
+
+    Args:
+        board: the job's arrival board.
+        needed: N, the gradients applied per step.
+        stragglers: `workqueue.stragglers.Stragglers` or None; index: this worker.
+
+    `t_origin` (perf_counter seconds) is where the straggler model's slow periods are timed
+    from: the run's start, set by the runner.
+
+    >>> t = BackupTickets(LocalBoard(), needed=1)
+    >>> t.next_step(); t.take(rows=8, compute_s=0.01), t.take(rows=8, compute_s=0.01)
+    ((True, 0.0), (False, 0.0))
+    """
+
+    def __init__(self, board: ArrivalBoard, needed: int, stragglers=None, index: int = 0) -> None:
+        self.board, self.needed, self.stragglers, self.index = board, needed, stragglers, index
+        self.t_origin = time.perf_counter()
+        self.step_no = 0
+
+    def next_step(self) -> None:
+        self.step_no += 1
+
+    def take(self, rows: int, compute_s: float) -> tuple[bool, float]:
+        """(applied, seconds slept) for this step's gradient of `rows` rows after `compute_s`
+        seconds of compute: the slowdown first, then a ticket. A worker without rows takes
+        none: it must not crowd out a gradient."""
+        slept, beaten = 0.0, False
+        if self.stragglers is not None and rows:
+            now = time.perf_counter()
+            extra = self.stragglers.work_time(self.index, now - self.t_origin, compute_s) - compute_s
+            slept, beaten = straggle_or_beaten(self.board, self.step_no, self.needed, extra)
+        return not beaten and rows > 0 and self.board.arrive(self.step_no) <= self.needed, slept

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import threading
 
+import ray
+
 from workqueue.shares import SharesConfig, SpeedShares
 
 __all__ = ["RoundShares", "RoundSharesActor", "RayRoundShares"]
@@ -63,17 +65,9 @@ class RoundShares:
             return a, a + split[worker]
 
 
-try:
-    import ray
-except ImportError:  # pragma: no cover - ray is a dependency
-    ray = None
-
-if ray is not None:
-    @ray.remote(num_cpus=0)
-    class RoundSharesActor(RoundShares):
-        """A job's `RoundShares` as a Ray actor (its calls are serialised)."""
-else:  # pragma: no cover
-    RoundSharesActor = None
+@ray.remote(num_cpus=0)
+class RoundSharesActor(RoundShares):
+    """A job's `RoundShares` as a Ray actor (its calls are serialised)."""
 
 
 class RayRoundShares:

@@ -150,21 +150,17 @@ def progressive_auc(steps: list[dict], window: int = AUC_WINDOW) -> list[tuple[i
     return out
 
 
-def time_to_auc(steps: list[dict], target: float, window: int = AUC_WINDOW) -> tuple[float, int]:
-    """(seconds from the job's first step start, step) at which `progressive_auc` first
-    reaches `target`; (nan, 0) if it never does.
+def time_to_auc(curve: list[tuple[int, float, float]], target: float) -> tuple[float, int]:
+    """(seconds, step) of the first point of `curve` ((step, seconds, AUC), e.g. a run's
+    `auc_curve`) whose AUC reaches `target`; (nan, 0) if none does.
 
-    >>> rows = [{"step": k, "rows": 10, "auc": a, "t_start": float(k), "seconds": 0.5}
-    ...         for k, a in ((1, 0.6), (2, 0.7), (3, 0.8))]
-    >>> time_to_auc(rows, 0.7, window=2), time_to_auc(rows, 0.9, window=2)
+    >>> curve = [(1, 0.5, 0.6), (2, 1.5, 0.65), (3, 2.5, 0.75)]
+    >>> time_to_auc(curve, 0.7), time_to_auc(curve, 0.9)
     ((2.5, 3), (nan, 0))
     """
-    if not steps:
-        return math.nan, 0
-    t0 = min(s["t_start"] for s in steps)
-    for k, t, a in progressive_auc(steps, window):
+    for k, t, a in curve:
         if a >= target:
-            return t - t0, k
+            return t, k
     return math.nan, 0
 
 
@@ -186,6 +182,7 @@ def run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> dict[str
     seconds, steady_steps = steady_wall(steps, cfg.train.warmup_steps)
     dropped = int(res.get("dropped_rows", 0) or 0)
     curve = progressive_auc(steps)
+    t0 = min((s["t_start"] for s in steps), default=0.0)
     n = c.collective.workers if sc.arch == "collective" else c.ps.workers
     return {"name": sc.name, "arch": sc.arch, "workers": n,
             "straggle": sc.straggle, "data": sc.data, "backup": sc.backup, "staleness": sc.staleness,
@@ -195,7 +192,8 @@ def run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> dict[str
             "dropped_rows": dropped, "dropped_rows_per_step": dropped / n_steps if n_steps else 0.0,
             "rows_by_worker": [int(w.get("rows", 0)) for w in per_worker],
             "slow_workers": [s.to_dict() for s in detect_slow_workers(records)], "run_dir": str(run_dir),
-            "progressive_auc": curve[-1][2] if curve else math.nan}
+            "progressive_auc": curve[-1][2] if curve else math.nan,
+            "auc_curve": [(k, t - t0, a) for k, t, a in curve]}  # seconds from the job's first step
 
 
 def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScenario],
@@ -213,7 +211,7 @@ def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScen
         fig["vs_ideal"] = fig["step_ms"] / base["step_ms"] if base else math.nan
         fig["auc_delta"] = fig["auc"] - base["auc"] if base else math.nan
         fig["target_auc"] = base["progressive_auc"] - AUC_MARGIN if base else math.nan
-        fig["time_to_auc_s"], fig["time_to_auc_step"] = time_to_auc(_steps(Path(fig["run_dir"])), fig["target_auc"])
+        fig["time_to_auc_s"], fig["time_to_auc_step"] = time_to_auc(fig["auc_curve"], fig["target_auc"])
         out[sc.name] = fig
         slow = ", ".join(f"worker {s['worker']} {s['factor']:.1f}x since step {s['since_step']}"
                          for s in fig["slow_workers"]) or "none"

@@ -26,7 +26,7 @@ import torch
 from psrec.core.flat import flat_grads
 from psrec.core.step import DenseSeconds
 from psrec.ps.dense import OnPS
-from workqueue.arrivals import ArrivalBoard, straggle_or_beaten
+from workqueue.arrivals import ArrivalBoard, BackupTickets
 
 __all__ = ["PSBackup"]
 
@@ -46,11 +46,10 @@ class PSBackup(OnPS):
     def __init__(self, model, client, board: ArrivalBoard, needed: int, stragglers=None, index: int = 0,
                  backup: int = 1) -> None:
         super().__init__(model, client)
-        self.board, self.needed, self.stragglers, self.index, self.backup = board, needed, stragglers, index, backup
-        self.t_origin = time.perf_counter()
-        self.step_no = 0
+        self.tickets = BackupTickets(board, needed, stragglers, index)
+        self.backup = backup
         self.rows = 0
-        self._t_pull = self.t_origin
+        self._t_pull = time.perf_counter()
         self.last = {"applied": True, "dropped_rows": 0, "straggler": 0.0}
         model.register_forward_hook(self._on_output)
 
@@ -59,7 +58,7 @@ class PSBackup(OnPS):
             self.rows = int(output.shape[0])
 
     def begin(self, weight: float | None) -> None:
-        self.step_no += 1
+        self.tickets.next_step()
         self.rows = 0
 
     def after_pull(self) -> None:
@@ -67,14 +66,7 @@ class PSBackup(OnPS):
         self._t_pull = time.perf_counter()
 
     def exchange(self) -> DenseSeconds:
-        now = time.perf_counter()
-        slept, beaten = 0.0, False
-        if self.stragglers is not None and self.rows:
-            compute_s = now - self._t_pull
-            extra = self.stragglers.work_time(self.index, now - self.t_origin, compute_s) - compute_s
-            slept, beaten = straggle_or_beaten(self.board, self.step_no, self.needed, extra)
-        # a worker without rows takes no ticket: it must not crowd out a gradient
-        applied = not beaten and self.rows > 0 and self.board.arrive(self.step_no) <= self.needed
+        applied, slept = self.tickets.take(self.rows, time.perf_counter() - self._t_pull)
         if applied:
             self.client.pending_dense_grad = flat_grads(self.model)
         else:

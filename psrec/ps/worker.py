@@ -44,12 +44,14 @@ class PSWorker:
     def model(self):
         return self.step.model
 
-    def train_rows(self, start: int, end: int, round_: int, epoch: int = 0, order: RowOrder | None = None) -> float:
+    def train_rows(self, start: int, end: int, round_: int, epoch: int = 0, order: RowOrder | None = None,
+                   weight: float | None = None) -> float:
         """One step on rows [start, end) of `epoch` in `order` (default: the worker's).
-        `round_` is the global step in sync mode."""
+        `round_` is the global step in sync mode; `weight` this worker's share of the step's
+        rows (speed-proportional shares; None: equal shares)."""
         order = order if order is not None else self.order
         src = order.view(self.source, epoch) if order is not None else self.source
-        loss, rec = self.step.train_rows(src, start, end, round_)
+        loss, rec = self.step.train_rows(src, start, end, round_, weight)
         if self.backup is not None:
             out = self.backup.last
             rec.dropped_rows, rec.applied, rec.straggler = out["dropped_rows"], out["applied"], out["straggler"]
@@ -94,9 +96,8 @@ class PSWorker:
         for r in range(start, stop):
             a, b = shares.take(r, self.index, last_rows, last_busy)
             first = base + (r % per_epoch) * total
-            order = self.order.view(self.source, epoch_of(r, per_epoch)) if self.order is not None else self.source
-            loss, rec = self.step.train_rows(order, first + a, first + b, r + 1, (b - a) / total)
-            self.report.add(rec, loss)
+            self.train_rows(first + a, first + b, r + 1, epoch_of(r, per_epoch), weight=(b - a) / total)
+            rec = self.report.steps[-1]
             last_rows, last_busy = float(rec.rows), rec.total - rec.seconds["wait"]
             if on_step is not None:
                 on_step()
