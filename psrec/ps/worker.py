@@ -107,6 +107,8 @@ class PSWorker:
         """Train rounds [start, stop) (global steps start+1..stop) on this worker's interleaved rows."""
         if start == 0 or not self.report.steps:
             self.step.t_origin = time.perf_counter()
+            if self.backup is not None:  # its slowdown is injected there: one clock for the straggler model
+                self.backup.tickets.t_origin = self.step.t_origin
         for r in range(start, stop):
             self.train_rows(*rows_of(r, self.index, self.num_workers, batch_size, base, per_epoch), r + 1,
                             epoch_of(r, per_epoch))
