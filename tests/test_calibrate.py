@@ -6,15 +6,8 @@ import json
 import pytest
 
 from psrec.cli import main
-from psrec.sim.calibration import (
-    Calibration,
-    CalibrationError,
-    busy_processes,
-    cpu_slowdown,
-    expected_max_normal,
-    fit_calibration,
-    load_calibration,
-)
+from psrec.sim.calibration import Calibration, CalibrationError, fit_calibration, load_calibration
+from psrec.sim.contention import busy_processes, cpu_slowdown, expected_max_normal
 from psrec.sim.results_map import find_results, load_run, map_results
 
 

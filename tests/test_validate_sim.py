@@ -11,8 +11,9 @@ import pytest
 from psrec.cli import main
 from psrec.net import NetConfig
 from psrec.report.intervals import welch_separated
-from psrec.sim.calibration import Calibration, busy_processes, cpu_slowdown, fit_calibration
+from psrec.sim.calibration import Calibration, fit_calibration
 from psrec.sim.config import ClusterSpec, DataSpec, ModelSpec, SimOptions, SimSpec, TableSpec
+from psrec.sim.contention import busy_processes, cpu_slowdown
 from psrec.sim.costs import ps_async_step, ps_phases, ps_sync_apply_load, ps_sync_step, ps_traffic
 from psrec.sim.validate import (
     Prediction,

@@ -13,6 +13,7 @@ the runtime (PS actors, trainers, Ray).
     des          static vs dynamic task assignment under a straggler model
     sweep        costs as one input varies
     calibration  fitted constants, JSON file, least-squares fit from runs' results.json
+    contention   CPU sharing, the sync pull queue, the lockstep max: workers slowing each other
     results_map  a run's results.json (any mode, any schema version) -> the fit's inputs
     validate     leave-one-out predictions of measured runs, and their error summary
     hardware     node presets (2017 Xeon PS machines, DGX A100 / H100) and user-defined [[hardware]]

@@ -148,7 +148,7 @@ class ClusterSpec:
         cores: CPU cores that all workers (and their PS) share; 0 = every worker has its own
             cores (a cluster). A laptop running W > cores workers stretches every CPU part of a
             step (compute, software communication, apply) by W / cores
-            (`psrec.sim.calibration.cpu_slowdown`); emulated network time is not CPU.
+            (`psrec.sim.contention.cpu_slowdown`); emulated network time is not CPU.
     """
 
     workers: int = 64

@@ -87,7 +87,7 @@ once; in ps-async a worker waiting on a PS has the PS working for it); the PS co
 ps-sync's apply and lookups, which the shards run while the workers wait (at the barrier, or
 in line at the shard); W - 1 + M for a ps-async push's apply and a pull's lookups, which all
 M shards run at once for one worker while the other W - 1 go on
-(`psrec.sim.calibration.busy_processes`). The network's wire time is not CPU.
+(`psrec.sim.contention.busy_processes`). The network's wire time is not CPU.
 
 Emulated networks (`SimOptions.emulated_net`, psrec's `--net`): the runtime books each call's
 wire time apart and adds it to the step in full, so the wire part of the dense all-reduce is
@@ -101,9 +101,9 @@ import math
 from collections.abc import Callable
 
 from psrec.sim.breakdown import ComputeCost, StepCost, compute_cost
-from psrec.sim.calibration import busy_processes, cpu_slowdown, expected_max_normal, sync_pull_queue
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
+from psrec.sim.contention import busy_processes, cpu_slowdown, expected_max_normal, sync_pull_queue
 from psrec.sim.keys import shard_load
 from psrec.sim.queueing import mva_cycle
 from psrec.sim.traffic import (

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from psrec.net import transfer_time
-from psrec.sim.calibration import busy_processes, cpu_slowdown
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
+from psrec.sim.contention import busy_processes, cpu_slowdown
 from psrec.sim.keys import KeyStats, key_stats, shard_load, touched_shards
 
 __all__ = ["PSTraffic", "ps_traffic", "table_stats", "nic_time", "wire_time", "server_nic_time", "slowdown",
