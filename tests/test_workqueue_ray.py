@@ -29,6 +29,24 @@ def stuck(start: int, end: int) -> int:
     return end - start
 
 
+class Flagged:
+    """A work function that marks `flag` when it starts a task, or that waits (30 s at
+    most) for `flag` before its first: so the fast workers cannot drain the queue before
+    the stuck one holds a task, however late a loaded machine starts it."""
+
+    def __init__(self, work, flag, raise_flag: bool) -> None:
+        self.work, self.flag, self.raise_flag = work, flag, raise_flag
+
+    def __call__(self, start: int, end: int) -> int:
+        if self.raise_flag:
+            self.flag.touch()
+        else:
+            deadline = time.monotonic() + 30
+            while not self.flag.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return self.work(start, end)
+
+
 @pytest.fixture
 def queue_and_group(ray_session):
     made = []
@@ -66,9 +84,11 @@ def test_workers_take_every_task_exactly_once(queue_and_group):
     assert q.checkpoint()["done"][1]  # a final checkpoint is available
 
 
-def test_killed_worker_task_is_requeued_and_done_by_another(queue_and_group):
+def test_killed_worker_task_is_requeued_and_done_by_another(queue_and_group, tmp_path):
     cfg = WorkQueueConfig(task_rows=10, lease_timeout_s=300.0)  # recovery must not wait for expiry
-    q, g = queue_and_group(cfg, 3, 300, [stuck, count_rows, count_rows])
+    flag = tmp_path / "stuck-started"
+    work = [Flagged(stuck, flag, True), Flagged(count_rows, flag, False), Flagged(count_rows, flag, False)]
+    q, g = queue_and_group(cfg, 3, 300, work)
     g.start(timeout_s=60)
     g.launch(q, start_delay_s=0.1)
     deadline = time.monotonic() + 30
