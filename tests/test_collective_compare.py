@@ -7,7 +7,7 @@ from psrec.commands.compare import MODES, TABLE_HEADERS
 
 
 def test_compare_runs_every_mode_and_writes_the_report(ray_session, tmp_path, capsys):
-    rc = main(["compare", "--rows", "1024", "--name", "cmp", "--repeats", "1", "--net", "bandwidth=1Gbit,latency=100us",
+    rc = main(["compare", "--rows", "1024", "--name", "cmp", "--repeats", "1", "--net", "bandwidth=20Mbit,latency=1ms",
                "--set", "data.eval_rows=512", "--set", "data.batch_size=128", "--set", "synthetic.num_fields=6",
                "--set", "synthetic.num_dense=2", "--set", "model.params.hidden=[16]", "--set", "train.progress=false",
                "--set", "ps.metrics_port=-1", "--set", f"run.dir={tmp_path}"])

@@ -36,7 +36,7 @@ __all__ = ["CommRecord", "CommLog", "Work", "Collectives", "TorchCollectives", "
            "ring_chunks", "ring_allreduce_traffic", "pick_backend", "init_torch_group"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class CommRecord:
     """One collective call on one rank.
 
@@ -46,6 +46,10 @@ class CommRecord:
         bytes_sent, bytes_received: payload bytes this rank put on / took off the network.
         messages: messages this rank sent (each pays one latency on the emulated network).
         seconds: wall-clock seconds the call blocked (0 for an asynchronous launch).
+        started: `time.perf_counter()` when the call was issued (None: not timed).
+        finished: `time.perf_counter()` when this rank had the result: the call's return, or
+            for an asynchronous launch the return of its `Work.wait()` (None until then).
+            `psrec.comm.nic` emulates a link from these two instants.
     """
 
     op: str
@@ -54,6 +58,8 @@ class CommRecord:
     bytes_received: int
     messages: int
     seconds: float = 0.0
+    started: float | None = None
+    finished: float | None = None
 
 
 @dataclass
@@ -81,14 +87,17 @@ class Work:
     (set by the transport's completion callback; None until then).
     """
 
-    def __init__(self, wait=None, done_at: float | None = None) -> None:
+    def __init__(self, wait=None, done_at: float | None = None, record: CommRecord | None = None) -> None:
         self._wait = wait
         self.done_at = done_at
+        self._record = record
 
     def wait(self) -> None:
         if self._wait is not None:
             w, self._wait = self._wait, None
             w()
+        if self._record is not None and self._record.finished is None:
+            self._record.finished = time.perf_counter()  # when this rank had the result
 
 
 def ring_chunks(numel: int, n: int) -> list[int]:
@@ -148,15 +157,23 @@ class Collectives(ABC):
         calls it, at the same point."""
         raise NotImplementedError(f"{type(self).__name__} has no side group")
 
-    def _book_alltoall(self, send: torch.Tensor, send_splits, recv_splits, tag: str, seconds: float) -> None:
+    def _book_alltoall(self, send: torch.Tensor, send_splits, recv_splits, tag: str, started: float) -> None:
         size = send.element_size()
         r = self.rank
+        now = time.perf_counter()
         self.log.add(CommRecord("alltoall", tag, (sum(send_splits) - send_splits[r]) * size,
-                                (sum(recv_splits) - recv_splits[r]) * size, self.world_size - 1, seconds))
+                                (sum(recv_splits) - recv_splits[r]) * size, self.world_size - 1,
+                                now - started, started, now))
 
-    def _book_allreduce(self, t: torch.Tensor, tag: str, seconds: float) -> None:
+    def _book_allreduce(self, t: torch.Tensor, tag: str, started: float, async_op: bool) -> CommRecord:
+        """The record of a blocking call (finished now), or of an asynchronous launch (its
+        `Work.wait()` sets `finished`)."""
         sent, recv, msgs = ring_allreduce_traffic(t.numel(), t.element_size(), self.world_size, self.rank)
-        self.log.add(CommRecord("allreduce", tag, sent, recv, msgs, seconds))
+        now = time.perf_counter()
+        rec = CommRecord("allreduce", tag, sent, recv, msgs, 0.0 if async_op else now - started, started,
+                         None if async_op else now)
+        self.log.add(rec)
+        return rec
 
 
 # ------------------------------------------------------------------------ torch.distributed
@@ -214,7 +231,7 @@ class TorchCollectives(Collectives):
         self._dist.all_to_all_single(dst, src, recv_splits, send_splits, group=self.group)
         if dev is not None:
             dst = dst.cpu() if out is None else out.copy_(dst)
-        self._book_alltoall(send, send_splits, recv_splits, tag, time.perf_counter() - t0)
+        self._book_alltoall(send, send_splits, recv_splits, tag, t0)
         return dst
 
     def all_reduce(self, t, tag="dense", async_op=False, track_done=False):
@@ -231,10 +248,9 @@ class TorchCollectives(Collectives):
 
         if not async_op:
             finish()
-            self._book_allreduce(t, tag, time.perf_counter() - t0)
+            self._book_allreduce(t, tag, t0, False)
             return Work(done_at=time.perf_counter())
-        self._book_allreduce(t, tag, 0.0)
-        handle = Work(finish)
+        handle = Work(finish, record=self._book_allreduce(t, tag, t0, True))
         if track_done:
             def mark(_fut) -> None:  # runs on the backend's thread when the all-reduce completes
                 handle.done_at = time.perf_counter()
@@ -328,7 +344,7 @@ class _ThreadCollectives(Collectives):
             if got.numel() != recv_splits[s]:
                 raise ValueError(f"rank {r}: expected {recv_splits[s]} elements from rank {s}, got {got.numel()}")
             out[recv_off[s]:recv_off[s + 1]] = got
-        self._book_alltoall(send, send_splits, recv_splits, tag, time.perf_counter() - t0)
+        self._book_alltoall(send, send_splits, recv_splits, tag, t0)
         return out
 
     def all_reduce(self, t, tag="dense", async_op=False, track_done=False):
@@ -346,5 +362,5 @@ class _ThreadCollectives(Collectives):
             for k in range(n - 1):  # all-gather
                 self.g._send(r, right, chunk[(r + 1 - k) % n])
                 chunk[(r - k) % n].copy_(self.g._recv(left, r))
-        self._book_allreduce(t, tag, 0.0 if async_op else time.perf_counter() - t0)
-        return Work(done_at=time.perf_counter())
+        rec = self._book_allreduce(t, tag, t0, async_op)
+        return Work(done_at=time.perf_counter(), record=rec if async_op else None)
