@@ -16,9 +16,10 @@ class in a Ray actor. A step's phases, all ranks in lockstep:
     apply      dense optimizer step, EV apply of the gradients this rank owns
 
 The phases sum to the step's wall time. Bytes and messages come from the rank's CommLog;
-with a network model each collective also books the time its bytes would take on that
-network (`psrec.net.transfer_time`), separately from the real time. The emulation charges
-the whole all-reduce (it does not credit overlap).
+with a network model each step also books, separately from the real time, what its
+collectives would have waited on that network: each call replayed on one serial link whose
+wire time overlaps the call itself and, for a bucket launched during backward, the work
+before its wait (`psrec.comm.nic`).
 
 Rows come either interleaved (`run`: rank r trains batch r of every round) or from the work
 queue (`run_tasks`): then each step starts with a small "control" all-reduce of (rows this

@@ -111,11 +111,34 @@ def test_map_collective_golden():
     assert m["phases"]["apply"] == pytest.approx(0.08 * 2 / 8)  # lookup + apply
     a2a, ar = m["collective"]["alltoall"], m["collective"]["allreduce"]
     # 6 - 2(N-1) messages; calls: 4 / (N-1), one all-reduce per dense bucket
-    assert a2a == {"seconds": pytest.approx(0.02), "bytes": 13232.0, "messages": 4.0, "calls": 4.0}
+    assert a2a == {"seconds": pytest.approx(0.02), "bytes": 13232.0, "messages": 4.0, "calls": 4.0,
+                   "call_seconds": None}  # no per-step records: the library's part is not known
     assert ar == {"seconds": pytest.approx(0.01), "bytes": 4000.0, "messages": 2.0, "calls": 1.0}  # 0.1 s / 10 steps
     assert m["apply_rows"] == pytest.approx(120.0)  # 1200 rows / 10 rank steps
     assert m["wait"] == pytest.approx(0.005)
     assert m["measured"]["comm_fraction"] == pytest.approx(0.18 / 0.86)
+
+
+def test_map_collective_call_seconds_golden():
+    """Per-step records: the all-to-alls' time inside the library, the size exchange (booked as
+    `wait`) and the dense all-reduce left out, over the steps after the warm-up that are not
+    spikes (worker 0's step 4 is 10x the median)."""
+    r = coll_results()
+    r["warmup_steps"] = 1
+    phases = {"data": 0.01, "compute": 0.05, "wait": 0.005, "alltoall": 0.02, "allreduce": 0.0025,
+              "lookup": 0.005, "apply": 0.015}
+    for i, w in enumerate(r["per_worker"]):
+        w["step_seconds"] = [dict(phases) for _ in range(5)]
+        w["step_emulated"] = [0.0] * 5
+        w["step_call_seconds"] = [{"sizes": 0.004, "keys": 0.001 * (i + 1), "rows": 0.004, "grads": 0.005,
+                                   "dense": 0.002} for _ in range(5)]
+    r["per_worker"][0]["step_seconds"][4]["compute"] = 1.0
+    r["per_worker"][0]["step_call_seconds"][4]["rows"] = 9.0  # in the spike: left out
+    a2a = map_results(r, "c.json")["collective"]["alltoall"]
+    assert a2a["seconds"] == pytest.approx(0.02)
+    assert a2a["call_seconds"] == pytest.approx(((0.001 + 0.009) + (0.002 + 0.009)) / 2)  # 0.0105
+    r["per_worker"][1]["step_call_seconds"].pop()
+    assert map_results(r, "c.json")["collective"]["alltoall"]["call_seconds"] is None  # one worker's are incomplete
 
 
 def test_bad_results_name_file_and_key(tmp_path):
@@ -206,6 +229,28 @@ def test_fit_without_calls_keeps_coll_call():
     assert cal.coll_call == 1.5e-3
     assert cal.coll_alpha != pytest.approx(TRUE["coll_alpha"], rel=1e-3)
     assert cal.alpha == pytest.approx(TRUE["alpha"], rel=1e-6)   # the PS fit is untouched
+
+
+def test_fit_with_call_seconds_splits_library_and_packing():
+    """With the all-to-alls' time inside the library given (`call_seconds`), the library's
+    constants are fitted on it and the packing's on the rest: the same TRUE values. Read as all
+    library (call_seconds = the whole phase), the packing constants come out 0 and the
+    library's absorb them."""
+    runs = synthetic_runs()
+    for r in runs:
+        if r["mode"] == "collective":
+            w, a2a = r["workers"], r["collective"]["alltoall"]
+            a2a["call_seconds"] = cpu_slowdown(w, 2.0) * (TRUE["coll_alpha"] * 4 * (w - 1)
+                                                          + TRUE["coll_beta"] * a2a["bytes"])
+    cal = fit_calibration(runs, compute_intercept=True)
+    for k in ("coll_alpha", "coll_beta", "coll_call", "alltoall_beta"):
+        assert getattr(cal, k) == pytest.approx(TRUE[k], rel=1e-6), k
+    for r in runs:
+        if r["mode"] == "collective":
+            r["collective"]["alltoall"]["call_seconds"] = r["collective"]["alltoall"]["seconds"]
+    cal = fit_calibration(runs, compute_intercept=True)
+    assert cal.coll_call == 0.0 and cal.alltoall_beta == 0.0
+    assert cal.coll_alpha > 1.1 * TRUE["coll_alpha"]  # the calls' 4 * 0.7 ms went to the messages
 
 
 def test_fit_ignoring_shared_cores_is_biased():

@@ -152,41 +152,48 @@ def test_ps_sync_apply_on_shared_cores_golden():
 
 
 def test_allreduce_software_hides_only_on_free_cores_golden():
-    """In 2 buckets of 8 B (k = 2: the ring's 6 latency steps paid twice, 0.036 s of wire) the
-    all-reduce's software (coll_alpha: 2 buckets * 2 * 3 messages * 1 ms = 12 ms on 4 ranks)
-    hides under the backward pass (0.0133 s) for its first bucket only, 6 ms, and only where a
-    core is free for it: on 8 shared cores (share 1) all 6 ms, on 6 half, on 4 none; the first
-    bucket's wire (0.018 s, above backward) hides up to the backward pass either way."""
-    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)
+    """2 buckets of 8 B on 4 ranks (k = 2: the ring's 6 latency steps paid twice): wire =
+    0.036 s. With coll_alpha = 5 ms the software is 2 buckets * 2 * 3 messages * 5 ms = 0.060 s,
+    above the wire, so the rings take 0.060 in all (the link sends while gloo works). The first
+    bucket's share hides under the backward pass (compute 0.1: backward 0.0667): its software
+    (0.030) only where a core is free for it (share 1 on 8 shared cores, 0.5 on 6, 0 on 4), its
+    wire (0.018) always; the exposed part is the larger remainder, the same on an emulated
+    link (psrec.comm.nic lets a launched bucket's wire fly during backward)."""
+    cal = dataclasses.replace(tiny().calibration, coll_alpha=5e-3, compute_per_sample={"tiny": 0.05})
     wire = 2 * 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW                         # 0.036
+    for emulated in (False, True):
+        for cores, share in ((0.0, 1.0), (8.0, 1.0), (6.0, 0.5), (4.0, 0.0)):
+            spec = dataclasses.replace(tiny(workers=4, emulated_net=emulated, bucket_bytes=8), calibration=cal,
+                                       cluster=dataclasses.replace(tiny().cluster, workers=4, cores=cores))
+            s = collective_step(spec)
+            exposed = max(0.060 - 0.030 * share, wire - 0.018)               # 0.030 / 0.045 / 0.060
+            assert s.allreduce == pytest.approx(exposed)
+            assert s.hidden == pytest.approx(0.060 - exposed)
+    # software below the wire (coll_alpha 1 ms: 0.012), a short backward (0.0133): the first
+    # bucket's wire (0.018) fills the backward, whatever the cores
+    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)
     backward = 0.02 * 2 / 3
-    for cores, share in ((0.0, 1.0), (8.0, 1.0), (6.0, 0.5), (4.0, 0.0)):
-        spec = dataclasses.replace(tiny(workers=4, emulated_net=True, bucket_bytes=8), calibration=cal,
-                                   cluster=dataclasses.replace(tiny().cluster, workers=4, cores=cores))
-        s = collective_step(spec)
-        assert s.hidden == pytest.approx(0.006 * share)                   # software only (emulated wire)
-        assert s.allreduce == pytest.approx(wire + 0.012 - 0.006 * share)
     spec = dataclasses.replace(tiny(workers=4, bucket_bytes=8), calibration=cal,
                                cluster=dataclasses.replace(tiny().cluster, workers=4, cores=4.0))
     s = collective_step(spec)
-    assert s.hidden == pytest.approx(backward)                            # the wire alone fills it
-    assert s.allreduce == pytest.approx(wire + 0.012 - backward)
+    assert s.hidden == pytest.approx(backward)
+    assert s.allreduce == pytest.approx(wire - backward)
     one = collective_step(dataclasses.replace(spec, options=dataclasses.replace(spec.options, bucket_bytes=16)))
     assert one.hidden == 0.0                                              # one bucket: the last hides nothing
-    assert one.allreduce == pytest.approx(2 * 3 * LAT + 24 / BW + 0.006)
+    assert one.allreduce == pytest.approx(max(2 * 3 * LAT + 24 / BW, 0.006))  # the wire, 0.030, covers 6 ms of software
 
 
-def test_collective_emulated_net_exposes_the_allreduce_wire():
-    """psrec's --net emulation adds the wire time after the fact: the all-reduce's wire part
-    (0.030 s on 4 workers, below) cannot hide under the backward pass (0.0133 s)."""
-    s = collective_step(tiny(workers=4, emulated_net=True))
-    ar = 2 * 3 * LAT + 2 * 3 / 4 * 16 / BW
-    assert s.allreduce == pytest.approx(ar) and s.hidden == 0.0  # no software cost to hide
-    cal = dataclasses.replace(tiny().calibration, coll_alpha=1e-3)   # software: 2 buckets * 2 * 3 messages * 1 ms
-    spec = dataclasses.replace(tiny(workers=4, emulated_net=True, bucket_bytes=8), calibration=cal)
-    s2 = collective_step(spec)
-    assert s2.hidden == pytest.approx(0.006)                          # the first bucket's (< 0.0133)
-    assert s2.allreduce == pytest.approx(2 * 2 * 3 * LAT + 24 / BW + 0.012 - 0.006)
+def test_collective_emulated_net_prices_the_allreduce_like_a_real_link():
+    """psrec.comm.nic replays a launched bucket's wire from its launch, as a NIC sends it: the
+    emulated and the real link give the all-reduce the same time. One 16 B bucket on 4 workers:
+    0.030 s of wire, nothing to hide it; two 8 B buckets: 0.036, the first's 0.018 hides up to
+    the backward pass (0.0133)."""
+    for emulated in (False, True):
+        s = collective_step(tiny(workers=4, emulated_net=emulated))
+        assert s.allreduce == pytest.approx(2 * 3 * LAT + 2 * 3 / 4 * 16 / BW) and s.hidden == 0.0
+        s2 = collective_step(tiny(workers=4, emulated_net=emulated, bucket_bytes=8))
+        assert s2.hidden == pytest.approx(0.02 * 2 / 3)
+        assert s2.allreduce == pytest.approx(2 * 2 * 3 * LAT + 24 / BW - 0.02 * 2 / 3)
 
 
 def test_ps_async_step_golden():
@@ -326,24 +333,38 @@ def test_collective_step_golden():
 
 
 def test_collective_per_call_software_golden():
-    """coll_call is paid once per all-to-all call, coll_alpha once per peer message: on 4
-    ranks the 3 pooled all-to-alls cost 3 * (2 ms + 3 * 1 ms) of software, the one-bucket
-    all-reduce (not packed: no coll_call) 2 * 3 * 1 ms; with 4-byte buckets the 4 dense floats
-    (16 B) are 4 rings."""
+    """coll_call is paid once per all-to-all call, coll_alpha once per peer message: with no
+    network cost, on 4 ranks the 3 pooled all-to-alls cost 3 * (2 ms + 3 * 1 ms) of software,
+    the one-bucket all-reduce (not packed: no coll_call) 2 * 3 * 1 ms; with 4-byte buckets the
+    4 dense floats (16 B) are 4 rings."""
+    free = dataclasses.replace(tiny().cluster, net=NetConfig())
     cal = dataclasses.replace(tiny().calibration, coll_call=2e-3, coll_alpha=1e-3)
-    spec = dataclasses.replace(tiny(workers=4, overlap_allreduce=False), calibration=cal)
-    base = collective_step(tiny(workers=4, overlap_allreduce=False))
+    spec = dataclasses.replace(tiny(workers=4, overlap_allreduce=False), calibration=cal, cluster=free)
+    base = collective_step(dataclasses.replace(tiny(workers=4, overlap_allreduce=False), cluster=free))
     s = collective_step(spec)
-    assert s.alltoall - base.alltoall == pytest.approx(3 * (0.002 + 3 * 0.001))     # 0.015
-    assert s.allreduce - base.allreduce == pytest.approx(2 * 3 * 0.001)             # 0.006
+    assert base.alltoall == 0.0 and base.allreduce == 0.0
+    assert s.alltoall == pytest.approx(3 * (0.002 + 3 * 0.001))                     # 0.015
+    assert s.allreduce == pytest.approx(2 * 3 * 0.001)                              # 0.006
     assert allreduce_calls(spec) == 1
     four = dataclasses.replace(spec, options=dataclasses.replace(spec.options, bucket_bytes=4))
     assert allreduce_calls(four) == 4
-    # and each ring pays the wire's 2 * 3 latency steps again: 3 more rings of 6 ms
-    assert collective_step(four).allreduce - base.allreduce == pytest.approx(4 * 2 * 3 * 0.001 + 3 * 2 * 3 * LAT)
+    assert collective_step(four).allreduce == pytest.approx(4 * 2 * 3 * 0.001)
     assert allreduce_calls(dataclasses.replace(spec, cluster=dataclasses.replace(spec.cluster, workers=1))) == 0
     with pytest.raises(ValueError, match="bucket_bytes"):
         SimOptions(bucket_bytes=2)
+
+
+def test_collective_wire_overlaps_the_library_not_the_packing_golden():
+    """On the tiny link each pooled all-to-all of 16 B on 4 ranks has 3 * 1 ms + 3/4 * 16 B /
+    1 KB/s = 0.015 s of wire. The library's 3 messages at 1 ms (0.003) fit inside it, the
+    packing (coll_call 2 ms) does not: 3 * 0.002 more than no software at all. With 10 ms a
+    message the library (0.030) outlasts the wire: 3 * (0.002 + 0.030 - 0.015) more."""
+    base = collective_step(tiny(workers=4))
+    assert base.alltoall == pytest.approx(3 * 0.015)
+    for alpha, extra in ((1e-3, 3 * 0.002), (1e-2, 3 * (0.002 + 0.030 - 0.015))):
+        cal = dataclasses.replace(tiny().calibration, coll_call=2e-3, coll_alpha=alpha)
+        s = collective_step(dataclasses.replace(tiny(workers=4), calibration=cal))
+        assert s.alltoall - base.alltoall == pytest.approx(extra)
 
 
 def test_apply_per_call_golden():

@@ -145,6 +145,8 @@ def summarize_steps(worker: int, steps: Sequence[StepRecord], loss: float | None
         "dropped_gradients": sum(1 for r in steps if not r.applied),
         "step_seconds": [{p: float(r.seconds.get(p, 0.0)) for p in PHASES} for r in steps],
         "step_emulated": [float(e) for e in emu],
+        # seconds each step's collectives blocked inside the library, by kind (`Traffic.call_seconds_by_tag`)
+        "step_call_seconds": [{k: float(v) for k, v in r.traffic.call_seconds_by_tag.items()} for r in steps],
     }
 
 

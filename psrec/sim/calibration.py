@@ -35,11 +35,14 @@ Optional keys (`psrec.sim.results_map` writes them for psrec's own runs):
       "cores": 2,                    # CPU cores the run's processes shared: with W > cores
                                      # workers every CPU phase ran W / cores times slower
                                      # (processor sharing), which the fit divides out
-      "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4, "calls": 4},
+      "collective": {"alltoall":  {"seconds": 0.02, "bytes": 4e5, "messages": 4, "calls": 4,
+                                   "call_seconds": 0.012},
                      "allreduce": {"seconds": 0.01, "bytes": 1.2e6, "messages": 2, "calls": 1}},
                                      # per rank step: fits coll_alpha / coll_beta, and
                                      # coll_call when every all-to-all gives its calls
-                                     # (an all-reduce's calls are not packed)
+                                     # (an all-reduce's calls are not packed); with
+                                     # call_seconds (inside the library) the library's
+                                     # and the packing's constants are fitted apart
       "wait": 0.004,                 # lockstep wait per step (ps-sync: includes the apply)
       "measured": {"step": 0.1}      # seconds per step (for `jitter`: the step without its wait)
 
@@ -286,7 +289,11 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
       messages + coll_beta * bytes (+ alltoall_beta * all-to-all bytes)`, with `coll_call`
       only when every all-to-all entry gives its `calls` (else it keeps its base value). Runs on one
       number of ranks cannot tell a call from a message (an all-to-all on 2 ranks sends one
-      message per call); runs on two can;
+      message per call); runs on two can. When every all-to-all entry also gives its
+      `call_seconds` (the time inside the library), the two parts are fitted apart:
+      `call_seconds = coll_alpha * messages + coll_beta * bytes` (an all-reduce's whole time
+      counts as inside) and `t - call_seconds = coll_call * calls + alltoall_beta * bytes`,
+      since a link's wire time overlaps the first and not the second (`psrec.comm.nic`);
     - compute: per model, `t_compute = c * batch_size` (through the origin), or with
       `compute_intercept` `t_compute = c0 + c * batch_size` when the model's runs have two or
       more batch sizes (c0 = `compute_per_step`: per-step overhead that a small batch shows);
@@ -358,8 +365,11 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
             # coll_call and alltoall_beta are the all-to-all's packing by destination; an
             # all-reduce bucket is one flat buffer: its calls and bytes pay neither
             a2a = op == "alltoall"
+            # the library's own part (inside the call); an all-reduce's is all of it
+            call = _get(run, "collective", op, "call_seconds") if a2a else t
             coll_rows.append((msgs, nbytes, nbytes if a2a else 0.0,
-                              _get(run, "collective", op, "calls") if a2a else 0.0))
+                              _get(run, "collective", op, "calls") if a2a else 0.0,
+                              None if call is None else min(call, t) / slow))
             coll_y.append(t / slow)
         t, b = _get(run, "phases", "compute"), _get(run, "batch_size")
         if t is not None and b is not None:
@@ -388,8 +398,16 @@ def fit_calibration(results: Sequence[Mapping[str, Any]], base: Calibration | No
     elif comm_rows:  # some pull without its shard's rows: the lookup stays inside alpha/beta
         alpha, beta = (float(x) for x in _scaled_lstsq([r[:2] for r in comm_rows], comm_y))
     coll_alpha, coll_beta, a2a_beta, coll_call = base.coll_alpha, base.coll_beta, base.alltoall_beta, base.coll_call
-    if coll_rows and all(r[3] is not None for r in coll_rows):
-        coll_alpha, coll_beta, a2a_beta, coll_call = (float(x) for x in _scaled_lstsq(coll_rows, coll_y))
+    if coll_rows and all(r[3] is not None and r[4] is not None for r in coll_rows):
+        # the time inside the library and the packing around it, apart: a link's wire time
+        # overlaps the first only (psrec.comm.nic, psrec.sim.costs)
+        coll_alpha, coll_beta = (float(x) for x in _scaled_lstsq([r[:2] for r in coll_rows], [r[4] for r in coll_rows]))
+        a2a = [(r[3], r[2], y - r[4]) for r, y in zip(coll_rows, coll_y) if r[2] > 0]
+        if a2a:
+            coll_call, a2a_beta = (float(x) for x in _scaled_lstsq([r[:2] for r in a2a], [r[2] for r in a2a]))
+    elif coll_rows and all(r[3] is not None for r in coll_rows):
+        coll_alpha, coll_beta, a2a_beta, coll_call = (float(x) for x in _scaled_lstsq([r[:4] for r in coll_rows],
+                                                                                        coll_y))
     elif coll_rows:  # some all-to-all without its calls: each call is its messages
         coll_alpha, coll_beta, a2a_beta = (float(x) for x in _scaled_lstsq([r[:3] for r in coll_rows], coll_y))
     per_sample = dict(base.compute_per_sample)

@@ -216,9 +216,9 @@ class SimOptions:
             per concurrent worker (PS CPU incast). False when the constants were measured at the
             worker end of the calls, where they already hold the server's share, and the PS
             shares the workers' cores (a laptop run: `ClusterSpec.cores` models that sharing).
-        emulated_net: the network is psrec's `--net` emulation, which books each call's wire
-            time apart and adds it to the step in full (it credits no overlap): the wire part
-            of an overlapped all-reduce then shows; False = a real network.
+        emulated_net: the network is psrec's `--net` emulation: each PS worker books its own
+            bytes, so no PS NIC is shared (`psrec.sim.traffic`); collectives are replayed on a
+            link per rank (`psrec.comm.nic`) and priced as on a real one. False = a real network.
     """
 
     partitioner: Literal["hash", "balanced"] = "hash"
@@ -231,7 +231,7 @@ class SimOptions:
     optimizer_slots: int = 2  # Adagrad: value + accumulator
     alltoall_payload: Literal["pooled", "rows"] = "pooled"  # what DLRM-style systems exchange
     software_at_server: bool = True  # a cluster's PS has its own CPU, which W workers' calls share
-    emulated_net: bool = False  # a real network: the wire overlaps like the software does
+    emulated_net: bool = False  # a real network: workers share a PS's NIC
 
     def __post_init__(self) -> None:
         if self.alltoall_payload not in ("pooled", "rows"):

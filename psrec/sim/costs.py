@@ -89,11 +89,15 @@ in line at the shard); W - 1 + M for a ps-async push's apply and a pull's lookup
 M shards run at once for one worker while the other W - 1 go on
 (`psrec.sim.contention.busy_processes`). The network's wire time is not CPU.
 
-Emulated networks (`SimOptions.emulated_net`, psrec's `--net`): the runtime books each call's
-wire time apart and adds it to the step in full, so the wire part of the dense all-reduce is
-never hidden under the backward pass; only its software part overlaps. Each PS worker books
-its own bytes only, so no PS NIC is shared (`server_nic_time`): W workers pulling at once do
-not queue behind one another's bytes as they do on a real link.
+Links and library software: a collective's wire time overlaps the library's own time inside
+the call (`coll_alpha`, `coll_beta`: the NIC sends while gloo copies and waits), not the
+packing around it (`coll_call`, `alltoall_beta`): a call costs pack + max(library, wire). psrec's
+`--net` emulation replays the calls on the same model (`psrec.comm.nic`).
+
+Emulated networks (`SimOptions.emulated_net`, psrec's `--net`): each PS worker books its own
+bytes only, so no PS NIC is shared (`server_nic_time`): W workers pulling at once do not queue
+behind one another's bytes as they do on a real link. A PS call's wire time is added to its
+real time (the shard's work sits between the request's bytes and the reply's).
 """
 from __future__ import annotations
 
@@ -317,9 +321,11 @@ def allreduce_calls(spec: SimSpec) -> int:
 
 
 def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
-    """(exposed, hidden) seconds of the dense all-reduce: with bucketing (`overlap_allreduce`)
-    the wire part and the `overlap_share` of the software part of all buckets but the last hide
-    under the backward pass, (k - 1) / k of them for k = `allreduce_calls` buckets: a bucket is
+    """(exposed, hidden) seconds of the dense all-reduce. Its k = `allreduce_calls` rings take
+    max(wire, software) in all: the link sends while the library reduces and copies
+    (`psrec.comm.nic`). With bucketing (`overlap_allreduce`) the wire part and the
+    `overlap_share` of the software part of all buckets but the last hide under the backward
+    pass, (k - 1) / k of them; the exposed time is the larger remainder. A bucket is
     reduced once the backward has filled it, and nothing of the backward is left to hide the
     last one (DDP, S. Li et al., VLDB 2020, sec. 3.2.3). One bucket hides nothing: psrec's
     DeepFM (0.6 MB of dense gradients in one 4 MiB bucket, 3 ranks on tc-shaped 200 Mbit links)
@@ -334,12 +340,15 @@ def _dense_allreduce(spec: SimSpec, backward: float) -> tuple[float, float]:
         n = c.workers
         soft = slowdown(spec) * (k * cal.coll_alpha * 2 * (n - 1)
                                  + cal.coll_beta * 2 * 2 * (n - 1) / n * size)
-    if not o.overlap_allreduce:
-        return wire + soft, 0.0
-    # The emulation (--net) adds the wire time after the fact: then only software overlaps.
-    hideable = soft * overlap_share(c.workers, c.cores) + (0.0 if o.emulated_net else wire)
-    hidden = min(hideable * (k - 1) / k, backward) if k else 0.0
-    return wire + soft - hidden, hidden
+    # The link sends while the library works (psrec.comm.nic): a ring costs the larger of the two.
+    total = max(wire, soft)
+    if not o.overlap_allreduce or not k:
+        return total, 0.0
+    # Buckets launched during backward: their wire needs no CPU and hides; their software only
+    # where a core is free (overlap_share).
+    exposed = max(soft - min(soft * overlap_share(c.workers, c.cores) * (k - 1) / k, backward),
+                  wire - min(wire * (k - 1) / k, backward))
+    return exposed, total - exposed
 
 
 def hybrid_step(spec: SimSpec) -> StepCost:
@@ -401,11 +410,16 @@ def collective_step(spec: SimSpec) -> StepCost:
         s_ids = m.batch_size * sum(t.keys_per_sample for t in m.tables) * KEY_BYTES
         s_emb = m.batch_size * sum(t.pooled * t.dim for t in m.tables) * VALUE_BYTES
         sizes = [s_ids, s_emb, s_emb]
-    a2a = sum(alltoall_cost(c.net, n, sz, o.alltoall, c.workers_per_node).time for sz in sizes)
-    if n > 1:
-        beta = cal.coll_beta + cal.alltoall_beta
-        a2a += slowdown(spec) * sum(cal.coll_call + cal.coll_alpha * (n - 1) + beta * 2 * (n - 1) / n * sz
-                                    for sz in sizes)
+    a2a = 0.0
+    for sz in sizes:
+        wire = alltoall_cost(c.net, n, sz, o.alltoall, c.workers_per_node).time
+        if n > 1:  # the link sends while the library works, not while the payload is packed
+            moved = 2 * (n - 1) / n * sz
+            lib = slowdown(spec) * (cal.coll_alpha * (n - 1) + cal.coll_beta * moved)
+            pack = slowdown(spec) * (cal.coll_call + cal.alltoall_beta * moved)
+            a2a += pack + max(lib, wire)
+        else:
+            a2a += wire
     ar, hidden = _dense_allreduce(spec, cc.backward)
     union = table_stats(spec, draws_factor=n)
     if cal.coll_apply_per_row > 0:

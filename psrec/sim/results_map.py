@@ -71,7 +71,7 @@ and the key.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +154,33 @@ def _phase_robust(live: list[Mapping[str, Any]], names: tuple[str, ...], where: 
                 v = r.get(n) if isinstance(r, Mapping) else None
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise CalibrationError(f"{where}: per_worker[].step_seconds[].{n} must be a number")
-        totals = [sum(float(v) for v in r.values()) + e for r, e in zip(steps, emus)]
-        cap = SPIKE * _median(totals)
-        keep = [i for i, t in enumerate(totals) if t <= cap] or list(range(len(steps)))
+        keep = _kept_steps(w, warmup)
         for n in names:
             out[n] += sum(float(steps[i][n]) for i in keep) / len(keep) / len(live)
         out["emulated"] += sum(emus[i] for i in keep) / len(keep) / len(live)
+    return out
+
+
+def _kept_steps(w: Mapping[str, Any], warmup: int) -> list[int]:
+    """Indices (after the warm-up) of a worker's steps that took at most `SPIKE` median steps."""
+    totals = [sum(float(v) for v in r.values()) + float(e)
+              for r, e in zip(w["step_seconds"][warmup:], w["step_emulated"][warmup:])]
+    cap = SPIKE * _median(totals)
+    return [i for i, t in enumerate(totals) if t <= cap] or list(range(len(totals)))
+
+
+def _call_seconds(live: list[Mapping[str, Any]], tags: Callable[[str], bool], warmup: int) -> float | None:
+    """Seconds per worker step the collectives whose kind passes `tags` blocked inside the
+    library (`step_call_seconds`), over the same steps as `_phase_robust`; None when a worker
+    did not keep them (runs before psrec.comm.nic)."""
+    if not _per_step(live, warmup) or not all(isinstance(w.get("step_call_seconds"), list)
+                                              and len(w["step_call_seconds"]) == len(w["step_seconds"]) for w in live):
+        return None
+    out = 0.0
+    for w in live:
+        calls = w["step_call_seconds"][warmup:]
+        keep = _kept_steps(w, warmup)
+        out += sum(float(v) for i in keep for k, v in calls[i].items() if tags(k)) / len(keep) / len(live)
     return out
 
 
@@ -285,11 +306,15 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         a2a_calls = a2a_msgs / (n - 1) if n > 1 else 0.0  # one message to each peer per call
         shards = _need(results, "per_shard", where)
         applied = sum(_num(s, "keys_applied", where, "per_shard[].") for s in shards)
+        # the all-to-alls' time inside the library (the part a link's wire overlaps); the
+        # size exchange is the step's first rendezvous, booked as `wait`, not `alltoall`
+        a2a_call = _call_seconds(live, lambda k: k not in ("sizes", "dense", "control"), warmup)
         out.update({
             "ps": 0,
             "phases": {"compute": ph["data"] + ph["compute"], "apply": ph["lookup"] + ph["apply"]},
             "collective": {"alltoall": {"seconds": ph["alltoall"], "bytes": a2a_bytes, "messages": a2a_msgs,
-                                        "calls": a2a_calls},
+                                        "calls": a2a_calls,
+                                        "call_seconds": None if a2a_call is None else min(a2a_call, ph["alltoall"])},
                            "allreduce": {"seconds": ar_total, "bytes": dense_bytes, "messages": ar_msgs,
                                          "calls": ar_calls}},
             # rows (over tables) a rank updates per step: the distinct rows it owns among all
