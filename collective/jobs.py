@@ -262,16 +262,20 @@ def _actor_class():
             return self.rank
 
         def node_address(self) -> tuple[str, int]:
-            from psrec.metrics.prom import free_port
+            """Rank 0: open the group's rendezvous on a port bound now, and say where it is."""
+            from psrec.comm.collectives import open_rendezvous
 
-            return ray.util.get_node_ip_address(), free_port()
+            host = ray.util.get_node_ip_address()
+            self._store, port = open_rendezvous(host, self.plan.coll.workers, self.plan.coll.timeout_s)
+            return host, port
 
         def setup(self, master: tuple[str, int]) -> str:
-            """Join the process group (rank 0 listens at `master`) and build the worker."""
+            """Join the process group (rank 0's rendezvous at `master`) and build the worker."""
             from psrec.comm.collectives import init_torch_group
 
             c = self.plan.coll
-            comm = init_torch_group(master, self.rank, c.workers, c.backend, c.timeout_s)
+            comm = init_torch_group(master, self.rank, c.workers, c.backend, c.timeout_s,
+                                    store=getattr(self, "_store", None))
             self.worker = self.plan.build_worker(comm)
             return comm.backend
 

@@ -69,3 +69,4 @@ def test_records_of_a_real_group_carry_their_instants_and_sum_into_traffic():
     t = Traffic.of_records([a2a, ar], slow)
     assert t.emulated == pytest.approx(sum(nic_delays(slow, [a2a, ar])))
     assert t.emulated > 0.005 and t.call_seconds_by_tag["rows"] == pytest.approx(a2a.seconds)
+

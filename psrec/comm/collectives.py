@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 __all__ = ["CommRecord", "CommLog", "Work", "Collectives", "TorchCollectives", "ThreadGroup",
-           "ring_chunks", "ring_allreduce_traffic", "pick_backend", "init_torch_group"]
+           "ring_chunks", "ring_allreduce_traffic", "pick_backend", "init_torch_group", "open_rendezvous"]
 
 
 @dataclass
@@ -186,16 +186,36 @@ def pick_backend(backend: str = "auto") -> str:
     return backend
 
 
+def open_rendezvous(host: str, world_size: int, timeout_s: float = 300.0):
+    """Rank 0's rendezvous store, listening on a port the OS picks as it binds (port 0):
+    `(store, port)`. The port is held from the moment it is chosen, so nothing can take it
+    before the group forms, as it can a port found free and bound later (seen on a loaded CI
+    machine as EADDRINUSE at the rendezvous). `host`: the address the other ranks reach."""
+    import torch.distributed as dist
+
+    store = dist.TCPStore(host, 0, world_size, is_master=True, timeout=timedelta(seconds=timeout_s),
+                          wait_for_workers=False)
+    return store, int(store.port)
+
+
 def init_torch_group(master: tuple[str, int], rank: int, world_size: int, backend: str = "auto",
-                     timeout_s: float = 300.0) -> TorchCollectives:
-    """Join the default process group at tcp://master (rank 0 listens there)."""
+                     timeout_s: float = 300.0, store=None) -> TorchCollectives:
+    """Join the default process group whose rendezvous listens at `master` (host, port): rank
+    0 passes the `store` of its `open_rendezvous`, the others connect to it. Without a store,
+    rank 0 listens at `master` itself (a port the caller chose)."""
     import torch.distributed as dist
 
     backend = pick_backend(backend)
     if backend == "nccl":
         torch.cuda.set_device(rank % torch.cuda.device_count())
-    dist.init_process_group(backend, init_method=f"tcp://{master[0]}:{master[1]}", rank=rank,
-                            world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    if store is None and rank != 0:
+        store = dist.TCPStore(master[0], master[1], world_size, is_master=False, timeout=timeout)
+    if store is None:
+        dist.init_process_group(backend, init_method=f"tcp://{master[0]}:{master[1]}", rank=rank,
+                                world_size=world_size, timeout=timeout)
+    else:
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return TorchCollectives()
 
 

@@ -30,9 +30,12 @@ class PSWorkerActor:
         self.worker = None
 
     def node_address(self) -> tuple[str, int]:
-        from psrec.metrics.prom import free_port
+        """Worker 0: open the dense group's rendezvous on a port bound now, and say where it is."""
+        from psrec.comm.collectives import open_rendezvous
 
-        return ray.util.get_node_ip_address(), free_port()
+        host = ray.util.get_node_ip_address()
+        self._store, port = open_rendezvous(host, self.plan.cfg.ps.workers, SETUP_TIMEOUT_S)
+        return host, port
 
     def setup(self, master: tuple[str, int] | None) -> int:
         """Build the worker (rebuilding the run's source from the plan); join the gloo group
@@ -41,7 +44,8 @@ class PSWorkerActor:
         if master is not None:
             from psrec.comm.collectives import init_torch_group
 
-            comm = init_torch_group(master, self.index, self.plan.cfg.ps.workers, "gloo", SETUP_TIMEOUT_S)
+            comm = init_torch_group(master, self.index, self.plan.cfg.ps.workers, "gloo", SETUP_TIMEOUT_S,
+                                    store=getattr(self, "_store", None))
         transport = RayTransport(self.ps_actors, mode=self.plan.cfg.ps.transport)
         board = None
         if self.arrivals is not None:
