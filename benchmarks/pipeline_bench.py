@@ -14,13 +14,14 @@ excluded, as `RunResult` reports them):
 
 AUC on the held-out rows tells whether "stale1" (rows one step stale) trains as well.
 
-Measured (2026-12-03, quiet 2-core machine, 3 repeats of 60 steps): plain 108.8 ms, keys
-115.9, stale1 115.8 ms; 1g 130.5 / 136.9 / 134.4 ms; AUC 0.7510 / 0.7510 / 0.7459. The
-prefetch hides 10 ms (keys) and 23 ms (stale1) of exchange per step, but its thread's work
-(read, dedup, routing; stale1 also the owners' lookups and unpacking) runs on cores that
-the two ranks' compute already fills, and compute grows by ~14 ms (76 -> 90 ms). Most of
-the emulated wire time is the dense all-reduce (~16 of ~22 ms), which pipelining the
-embeddings cannot hide.
+Measured (2026-12-04, quiet 2-core machine, 3 repeats of 60 steps, with the emulated NIC of
+`psrec.comm.nic`): plain 56.7 ms, keys 56.7, stale1 58.1 ms; 1g 70.5 / 70.4 / 69.7 ms; AUC
+0.7511 / 0.7511 / 0.7457; 35.7K samples/s plain. The prefetch hides 5 ms (keys) and 12 ms
+(stale1) of exchange per step, but its thread's work runs on cores that the two ranks'
+compute already fills (compute 40.5 -> 44.6 / 46.3 ms). Most of the 1g step's ~14 ms of
+emulated wire is the dense all-reduce's (one 4 MiB bucket launched at the end of backward),
+which pipelining the embeddings cannot hide. (On 2026-12-03 the same shapes measured 108.8 ms
+plain: the machine was about twice as slow that day.)
 
 Usage: python benchmarks/pipeline_bench.py [--steps N] [--repeats R] [--net SPEC]
 Last line: pipelined_over_plain_1g=R pipelined_over_plain_none=R collective_samples_per_s=N best=MODE auc_delta=X
