@@ -137,6 +137,10 @@ def test_map_collective_call_seconds_golden():
     a2a = map_results(r, "c.json")["collective"]["alltoall"]
     assert a2a["seconds"] == pytest.approx(0.02)
     assert a2a["call_seconds"] == pytest.approx(((0.001 + 0.009) + (0.002 + 0.009)) / 2)  # 0.0105
+    bad = json.loads(json.dumps(r))
+    bad["per_worker"][0]["step_call_seconds"][2]["keys"] = "fast"
+    with pytest.raises(CalibrationError, match=r"c.json: per_worker\[\].step_call_seconds\[\].keys must be a number"):
+        map_results(bad, "c.json")
     r["per_worker"][1]["step_call_seconds"].pop()
     assert map_results(r, "c.json")["collective"]["alltoall"]["call_seconds"] is None  # one worker's are incomplete
 

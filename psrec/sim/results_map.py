@@ -169,7 +169,8 @@ def _kept_steps(w: Mapping[str, Any], warmup: int) -> list[int]:
     return [i for i, t in enumerate(totals) if t <= cap] or list(range(len(totals)))
 
 
-def _call_seconds(live: list[Mapping[str, Any]], tags: Callable[[str], bool], warmup: int) -> float | None:
+def _call_seconds(live: list[Mapping[str, Any]], tags: Callable[[str], bool], where: str,
+                  warmup: int) -> float | None:
     """Seconds per worker step the collectives whose kind passes `tags` blocked inside the
     library (`step_call_seconds`), over the same steps as `_phase_robust`; None when a worker
     did not keep them (runs before psrec.comm.nic)."""
@@ -180,7 +181,15 @@ def _call_seconds(live: list[Mapping[str, Any]], tags: Callable[[str], bool], wa
     for w in live:
         calls = w["step_call_seconds"][warmup:]
         keep = _kept_steps(w, warmup)
-        out += sum(float(v) for i in keep for k, v in calls[i].items() if tags(k)) / len(keep) / len(live)
+        total = 0.0
+        for i in keep:
+            if not isinstance(calls[i], Mapping):
+                raise CalibrationError(f"{where}: per_worker[].step_call_seconds[] must be objects")
+            for k, v in calls[i].items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise CalibrationError(f"{where}: per_worker[].step_call_seconds[].{k} must be a number")
+                total += float(v) if tags(k) else 0.0
+        out += total / len(keep) / len(live)
     return out
 
 
@@ -308,7 +317,7 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         applied = sum(_num(s, "keys_applied", where, "per_shard[].") for s in shards)
         # the all-to-alls' time inside the library (the part a link's wire overlaps); the
         # size exchange is the step's first rendezvous, booked as `wait`, not `alltoall`
-        a2a_call = _call_seconds(live, lambda k: k not in ("sizes", "dense", "control"), warmup)
+        a2a_call = _call_seconds(live, lambda k: k not in ("sizes", "dense", "control"), where, warmup)
         out.update({
             "ps": 0,
             "phases": {"compute": ph["data"] + ph["compute"], "apply": ph["lookup"] + ph["apply"]},
