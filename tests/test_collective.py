@@ -264,6 +264,12 @@ def test_run_collective_in_process_writes_the_ps_results_layout(tmp_path):
         assert key in res, key
     assert res["steps"] == 4 and res["train_rows"] == 512 and res["eval_rows"] == 300
     assert res["emulated_net_seconds"] > 0 and res["messages_per_step"] == 4 + 2 * res["dense_buckets"]
+    # the emulated NIC charges at most the additive wire time (all bytes both ways, every latency), and
+    # each step keeps its time inside the library by kind (the calibration's split)
+    for w in res["per_worker"]:
+        additive = (w["bytes_sent"] + w["bytes_received"]) / 125e6 + w["messages"] * 100e-6
+        assert 0 < w["emulated_net_seconds"] <= additive
+        assert len(w["step_call_seconds"]) == w["steps"] and all(s.get("rows", 0) > 0 for s in w["step_call_seconds"])
     # the wait for the slowest backward is booked as lockstep wait, within the wait phase
     assert 0 <= res["peer_wait_seconds"] <= res["sync_wait_seconds"]
     assert all(0 <= w["peer_wait_seconds"] <= w["phases"]["wait"] for w in res["per_worker"])
