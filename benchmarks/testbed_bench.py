@@ -54,6 +54,8 @@ def main() -> None:
             down(cfg.name)
     print("\n".join(prediction_lines(v)))
     print("nic_util per job: " + ", ".join(f"{k} {u:.3f}" for k, u in v.nic_util.items()))
+    print("PS receive rate while receiving (pushes), over the shaped rate: "
+          + ", ".join(f"{k} {u:.3f}" for k, u in v.nic_rx_util.items()))
     print(summary_line(v))
 
 

@@ -166,6 +166,25 @@ def test_interior_rate_leaves_out_each_bursts_edges():
     assert interior_rate([(0.0, 0), (0.01, 1_000_000)], 1e8) == (0.0, 0.0, 0)
 
 
+def test_link_sampler_reads_both_directions_of_an_interface():
+    """On loopback what is sent is received: both counters move by at least the bytes sent."""
+    import socket
+    import time
+
+    from psrec.cluster.counters import LinkSampler
+
+    s = LinkSampler(["lo"], interval_s=0.001).start()
+    time.sleep(0.01)  # its first samples are in before the bytes go
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for _ in range(50):
+            tx.sendto(b"x" * 1000, ("127.0.0.1", 9))  # discard port: nothing needs to listen
+        time.sleep(0.02)
+    s.stop()
+    sent, got = s.node(0), s.node_received(0)
+    assert len(sent) == len(got) >= 2 and [t for t, _ in sent] == [t for t, _ in got]
+    assert sent[-1][1] - sent[0][1] >= 50_000 and got[-1][1] - got[0][1] >= 50_000
+
+
 def _can_make_namespaces() -> bool:
     """Root, iproute2, and a kernel/container that lets us make a network namespace (a root
     shell in an unprivileged container cannot)."""

@@ -1,10 +1,11 @@
 """Sampling the testbed's link counters while a job runs, and the send rate of a node while it
 is busy sending (a PS serving pulls), read from the interface counters, not estimated.
 
-`LinkSampler` reads each node's tx bytes (the host veth end's rx_bytes) every `interval_s` in a
-thread. `busy_rate` takes one node's samples and keeps the intervals in which it sent at 10% of
-the shaped rate or more (its bursts: a sync PS answering the step's pulls), and returns the bytes
-of those intervals over their duration: bytes/s while busy, partial intervals at a burst's edges
+`LinkSampler` reads each node's tx bytes (the host veth end's rx_bytes) and rx bytes (its
+tx_bytes) every `interval_s` in a thread. `busy_rate` takes one node's samples and keeps the
+intervals in which it sent at 10% of the shaped rate or more (its bursts: a sync PS answering
+the step's pulls; on the rx samples, receiving its pushes), and returns the bytes of those
+intervals over their duration: bytes/s while busy, partial intervals at a burst's edges
 included (so it errs low). `interior_rate` leaves out the first and last interval of each burst,
 which the burst fills only in part by construction (it starts and ends somewhere inside them):
 at 1 Gbit and 2 ms samples a 3-pull burst of a few MB spans ~15 intervals, 2 of them partial.
@@ -23,7 +24,8 @@ BUSY_FRACTION = 0.10  # an interval counts as a burst when the node sent >= 10% 
 
 
 class LinkSampler:
-    """Samples (monotonic seconds, [tx bytes of each interface]) until `stop()`.
+    """Samples (monotonic seconds, [tx bytes of each node]) until `stop()`, and beside them
+    (monotonic seconds, [rx bytes of each node]) in `received`.
 
     Args:
         host_ifs: the host ends of the nodes' veths, in node order.
@@ -31,9 +33,12 @@ class LinkSampler:
     """
 
     def __init__(self, host_ifs: list[str], interval_s: float = 0.002) -> None:
+        # the host end receives what the node sends, and sends what the node receives
         self.paths = [Path("/sys/class/net", d, "statistics", "rx_bytes") for d in host_ifs]
+        self.rx_paths = [Path("/sys/class/net", d, "statistics", "tx_bytes") for d in host_ifs]
         self.interval_s = interval_s
         self.samples: list[tuple[float, list[int]]] = []
+        self.received: list[tuple[float, list[int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="link-sampler", daemon=True)
 
@@ -48,11 +53,18 @@ class LinkSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), [int(p.read_text()) for p in self.paths]))
+            t = time.monotonic()
+            self.samples.append((t, [int(p.read_text()) for p in self.paths]))
+            self.received.append((t, [int(p.read_text()) for p in self.rx_paths]))
             time.sleep(self.interval_s)
 
     def node(self, i: int) -> list[tuple[float, int]]:
+        """Node i's (t, bytes sent) samples."""
         return [(t, b[i]) for t, b in self.samples]
+
+    def node_received(self, i: int) -> list[tuple[float, int]]:
+        """Node i's (t, bytes received) samples: a PS's incoming pushes."""
+        return [(t, b[i]) for t, b in self.received]
 
 
 def busy_rate(samples: list[tuple[float, int]], rate_bytes_per_s: float) -> tuple[float, float, int]:

@@ -76,6 +76,8 @@ class TestbedValidation:
     predictions: list[Any]
     summary: Any
     nic_util: dict[str, float]
+    # the PS node's receive rate while it receives (the pushes), over the shaped rate
+    nic_rx_util: dict[str, float] = field(default_factory=dict)
 
     @property
     def headline_nic_util(self) -> float:
@@ -122,7 +124,9 @@ def _testbed_job(st, flags, out: Path, workers: int, steps: int, batch: int, ext
             samples = sampler.node(node.index)
             bps, secs, nbytes = busy_rate(samples, rate)
             links[f"{role}{k}"] = {"node": node.index, "busy_Bps": bps, "busy_s": secs, "busy_bytes": nbytes,
-                                   "interior_Bps": interior_rate(samples, rate)[0]}
+                                   "interior_Bps": interior_rate(samples, rate)[0],
+                                   # what the node took in while busy receiving (a PS: the pushes)
+                                   "rx_interior_Bps": interior_rate(sampler.node_received(node.index), rate)[0]}
     return run, links
 
 
@@ -172,6 +176,7 @@ def validate_testbed(address: str, out: Path, configs: list[str] | None = None,
     extra = list(extra or [])
     runs: list[TestbedRun] = []
     nic: dict[str, float] = {}
+    nic_rx: dict[str, float] = {}
     for b in bands:
         st = reshape(st.name, b)
         for n in names:
@@ -183,14 +188,16 @@ def validate_testbed(address: str, out: Path, configs: list[str] | None = None,
             runs.append(r)
             if "ps0" in links:
                 nic[r.label] = links["ps0"]["interior_Bps"] / st.cfg.rate_bytes_per_s
+                nic_rx[r.label] = links["ps0"]["rx_interior_Bps"] / st.cfg.rate_bytes_per_s
             log(_job_line(r))
     preds, summary = predict_runs(runs, float(os.cpu_count() or 1))
     (out / "runs.json").write_text(json.dumps({
         "address": address, "nodes": st.cfg.nodes,
         "runs": [{"name": r.name, "bandwidth": r.bandwidth, "mode": r.mode, "workers": r.workers, "ps": r.ps,
                   "testbed": str(r.testbed), "one_node": str(r.one_node), "links": r.links} for r in runs],
-        "nic_util": nic, "predictions": [p.as_row() for p in preds]}, indent=1, default=float) + "\n")
-    return TestbedValidation(st.cfg.nodes, runs, preds, summary, nic)
+        "nic_util": nic, "nic_rx_util": nic_rx, "predictions": [p.as_row() for p in preds]}, indent=1,
+        default=float) + "\n")
+    return TestbedValidation(st.cfg.nodes, runs, preds, summary, nic, nic_rx)
 
 
 def _job_line(r: TestbedRun) -> str:
