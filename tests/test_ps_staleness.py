@@ -144,8 +144,7 @@ def test_ssp_pulls_read_an_applied_prefix_within_the_window():
         dense_j, tables_j = history[si][j]
         if d is not None and not np.array_equal(d, dense_j):
             return False
-        return all(np.array_equal(row, tables_j[t].get(key, init_row(shards[si], t, key)) if key in tables_j[t]
-                                  else init_row(shards[si], t, key))
+        return all(np.array_equal(row, tables_j[t][key] if key in tables_j[t] else init_row(shards[si], t, key))
                    for t, (keys, vals) in rows.items() for key, row in zip(keys.tolist(), vals))
 
     ahead = []

@@ -166,6 +166,11 @@ def time_to_auc(curve: list[tuple[int, float, float]], target: float) -> tuple[f
 
 def run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> dict[str, Any]:
     """Run one scenario into `run_dir`; returns its figures (module doc), before the ratios."""
+    return _run_scenario(cfg, sc, workers, run_dir)[0]
+
+
+def _run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> tuple[dict[str, Any], list[dict]]:
+    """`run_scenario`'s figures and the run's steps.jsonl rows (read once: the picture uses them too)."""
     c = _config(cfg, sc, workers)
     if sc.arch == "collective":
         from collective.runner import run_collective
@@ -193,7 +198,7 @@ def run_scenario(cfg, sc: SyncScenario, workers: int, run_dir: Path) -> dict[str
             "rows_by_worker": [int(w.get("rows", 0)) for w in per_worker],
             "slow_workers": [s.to_dict() for s in detect_slow_workers(records)], "run_dir": str(run_dir),
             "progressive_auc": curve[-1][2] if curve else math.nan,
-            "auc_curve": [(k, t - t0, a) for k, t, a in curve]}  # seconds from the job's first step
+            "auc_curve": [(k, t - t0, a) for k, t, a in curve]}, steps  # seconds from the job's first step
 
 
 def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScenario],
@@ -201,12 +206,13 @@ def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScen
     """Every scenario once, in order (each baseline first), into `run_dir/<name>/`; returns
     `{"scenarios": {name: figures + vs_ideal, auc_delta}, "picture": path}`."""
     out: dict[str, dict[str, Any]] = {}
+    steps: dict[str, list[dict]] = {}
     for sc in scenarios:
         extra = (f", {sc.data}" if sc.data != "interleaved" else "") + (
             f", staleness {sc.staleness}" if sc.arch == "ps" else "")
         log(f"[{sc.name}] {sc.arch}, {workers}{f' + {sc.backup}' if sc.backup else ''} workers, "
             f"{'straggler' if sc.straggle else 'no straggler'}{extra}")
-        fig = run_scenario(cfg, sc, workers, Path(run_dir) / sc.name)
+        fig, steps[sc.name] = _run_scenario(cfg, sc, workers, Path(run_dir) / sc.name)
         base = out.get(sc.baseline, fig if sc.name == sc.baseline else None)
         fig["vs_ideal"] = fig["step_ms"] / base["step_ms"] if base else math.nan
         fig["auc_delta"] = fig["auc"] - base["auc"] if base else math.nan
@@ -219,8 +225,7 @@ def run_sync_longtail(cfg, workers: int, run_dir: Path, scenarios: list[SyncScen
             f"target progressive AUC {fig['target_auc']:.4f} at {fig['time_to_auc_s']:.1f} s "
             f"(step {fig['time_to_auc_step']}), "
             f"dropped {fig['dropped_rows']} rows, slow: {slow}")
-    picture = plot_step_times({n: _steps(Path(f["run_dir"])) for n, f in out.items()}, Path(run_dir) / "step_times.png",
-                              skip_steps=cfg.train.warmup_steps)
+    picture = plot_step_times(steps, Path(run_dir) / "step_times.png", skip_steps=cfg.train.warmup_steps)
     return {"scenarios": out, "picture": str(picture) if picture else None}
 
 
