@@ -62,6 +62,23 @@ def test_map_ps_sync_applies_per_global_step():
                                "dense_values": pytest.approx(5.0)}
 
 
+def test_map_apply_from_the_shards_steady_applies_golden():
+    """With each apply's seconds (`apply_recent`), the warm-up's applies and the spikes are left
+    out as the workers' steps are; without them, the total over every apply."""
+    r = ps_results()
+    r["warmup_steps"] = 1  # 2 workers: the first 2 async applies per shard are the warm-up's
+    r["per_ps"] = [{"apply_seconds": 0.5, "applies": 6, "apply_recent": [0.3, 0.1, 0.01, 0.012, 0.05, 0.014]},
+                   {"apply_seconds": 0.06, "applies": 6, "apply_recent": [0.01] * 6}]
+    # shard 0 after 2: median of (0.01, 0.012, 0.05, 0.014) 0.013, cap 0.026: (0.01+0.012+0.014)/3
+    assert map_results(r, "r.json")["phases"]["apply"] == pytest.approx(0.012)
+    r["per_ps"][0]["applies"] = 600  # the window no longer holds the first applies: none left out
+    # all six: median (0.014 + 0.05) / 2 = 0.032, cap 0.064 leaves out 0.3 and 0.1
+    assert map_results(r, "r.json")["phases"]["apply"] == pytest.approx((0.01 + 0.012 + 0.05 + 0.014) / 4)
+    r["per_ps"][0]["apply_recent"][2] = float("nan")
+    with pytest.raises(CalibrationError, match="apply_recent"):
+        map_results(r, "r.json")
+
+
 def test_map_per_step_records_trimmed_means_golden():
     """With per-step records: the 2 warm-up steps are left out, then every step longer than
     SPIKE (2) median steps (a burst of another job's load); each phase is its mean over the

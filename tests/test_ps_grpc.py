@@ -61,6 +61,7 @@ def test_grpc_calls_return_what_in_process_calls_return():
         np.testing.assert_array_equal(gv[np.argsort(gk)], lv[np.argsort(lk)])
         s = t.call(0, "stats", True)
         assert s.rows == {"emb": len(lk)} and s.requests == local.stats().requests and s.freq_histogram["emb"]
+        assert s.applies == 2 and len(s.apply_recent) == 2 and sum(s.apply_recent) == pytest.approx(s.apply_seconds)
     finally:
         t.shutdown()
         server.close()

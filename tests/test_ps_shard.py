@@ -53,6 +53,21 @@ def test_stats_count_bytes_and_requests():
     assert st.bytes_in == 4 * 8 and st.bytes_out == 4 * 2 * 4
 
 
+def test_stats_keep_each_applys_seconds_in_a_bounded_window(monkeypatch):
+    import psrec.ps.shard as shard_mod
+
+    monkeypatch.setattr(shard_mod, "APPLY_WINDOW", 3)
+    s = PSShard(0, CFG)
+    k = np.array([1], np.int64)
+    for step in range(1, 6):
+        s.push({"emb": (k, np.ones((1, 2), np.float32), np.ones(1, np.int64))}, None, step)
+    st = s.stats()
+    assert st.applies == 5 and len(st.apply_recent) == 3  # the last 3 of 5
+    assert all(x > 0 for x in st.apply_recent) and sum(st.apply_recent) <= st.apply_seconds
+    st.apply_recent.append(9.0)  # a copy: the shard's own window is untouched
+    assert len(s.stats().apply_recent) == 3
+
+
 def test_balanced_partitioner_evens_a_skewed_load():
     # 8 very hot keys that hash-mod happens to pile up, plus a cold tail
     hot = np.arange(8, dtype=np.int64)

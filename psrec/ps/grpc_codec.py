@@ -239,7 +239,7 @@ def encode_stats(s: ShardStats) -> pb.StatsReply:
                          apply_seconds=s.apply_seconds, pull_seconds=s.pull_seconds, rows=s.rows,
                          waiting_keys=s.waiting_keys, admitted_keys=s.admitted_keys,
                          freq_histogram={k: pb.Counts(values=v) for k, v in s.freq_histogram.items()},
-                         global_step=s.global_step)
+                         global_step=s.global_step, applies=s.applies, apply_recent=s.apply_recent)
 
 
 def decode_stats(r: pb.StatsReply) -> ShardStats:
@@ -247,4 +247,4 @@ def decode_stats(r: pb.StatsReply) -> ShardStats:
                       apply_seconds=r.apply_seconds, pull_seconds=r.pull_seconds, rows=dict(r.rows),
                       waiting_keys=dict(r.waiting_keys), admitted_keys=dict(r.admitted_keys),
                       freq_histogram={k: list(v.values) for k, v in r.freq_histogram.items()},
-                      global_step=r.global_step)
+                      global_step=r.global_step, applies=r.applies, apply_recent=list(r.apply_recent))

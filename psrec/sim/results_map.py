@@ -31,8 +31,12 @@ PS modes (ps-async, ps-sync, ps-*-hybrid):
     bytes, messages  per_worker pull_bytes / push_bytes / pull_messages / push_messages; a
                      pull call is two messages on the wire (request, response) as the
                      simulator counts them, a push one
-    apply            the busiest shard's `apply_seconds` per apply (async: one apply per
-                     worker push; sync: one per global step)
+    apply            the busiest shard's seconds per apply (async: one apply per worker
+                     push; sync: one per global step): the mean of its `apply_recent` after
+                     the warm-up's applies within `SPIKE` median applies, as the steps are
+                     (a run's first applies create its rows: one 62-step run's mean apply
+                     was 10.5 ms, its repeat's 3.0, their steady applies alike), else
+                     `apply_seconds` / applies
     apply_rows       rows (over tables) the shard applies per apply. psrec's wire format gives
                      them without the config: a push carries (key 8 B, gradient, count 8 B)
                      per row and a pull (key 8 B, row) per row, so rows = (push - pull) / 8
@@ -71,6 +75,7 @@ and the key.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -349,16 +354,17 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
         shards = _need(results, "per_ps", where)
         if not shards:
             raise CalibrationError(f"{where}: per_ps is empty")
-        apply_s = max(_num(s, "apply_seconds", where, "per_ps[].") for s in shards)
         rounds = all_steps / workers  # steps per worker
         sync = mode == "ps-sync"
         applies = rounds if sync else all_steps  # per shard: one per global step (sync) or per push
         per = workers if sync else 1  # worker pushes merged into one apply
+        # the warm-up steps' applies: one per step (sync), one per worker push (async)
+        apply_s = max(_apply_seconds(s, applies, warmup * (1 if sync else workers), where) for s in shards)
         out.update({
             "ps": m,
             "phases": {"compute": ph["data"] + ph["compute"] + ph.get("apply", 0.0), "pull": ph["pull"],
                        "push": ph["push"],
-                       "apply": apply_s / applies},
+                       "apply": apply_s},
             "bytes": {"pull": pull_b, "push": push_b},
             "messages": {"pull": 2 * pull_m, "push": push_m},
             # sync: the merged rows of W pushes are not in results.json (module doc)
@@ -374,6 +380,31 @@ def map_results(results: Mapping[str, Any], where: str = "results.json", cores: 
     comm = ("alltoall", "allreduce") if mode == "collective" else ("pull", "push", "allreduce")
     out["measured"] = _measured(results, live, comm, where)
     return out
+
+
+def _apply_seconds(shard: Mapping[str, Any], applies: float, warmup: int, where: str) -> float:
+    """A shard's seconds per apply: with its applies one by one (`apply_recent`, the last
+    `psrec.ps.shard.APPLY_WINDOW`), their mean after the warm-up's `warmup` applies (when the
+    window still holds the first) within `SPIKE` times their median, as the workers' steps
+    (module doc); else its `apply_seconds` over `applies`.
+
+    >>> _apply_seconds({"apply_seconds": 0.5, "applies": 6, "apply_recent": [0.4, 0.04, 0.01, 0.01, 0.03, 0.01]},
+    ...                6, 1, "r")   # the first apply is left out, the 0.04 and 0.03 are over 2x the median
+    0.01
+    >>> _apply_seconds({"apply_seconds": 0.5}, 5, 1, "r")
+    0.1
+    """
+    recent = shard.get("apply_recent")
+    if isinstance(recent, list) and recent:
+        xs = [float(x) for x in recent]
+        if not all(math.isfinite(x) and x >= 0 for x in xs):
+            raise CalibrationError(f"{where}: per_ps[].apply_recent must hold seconds >= 0")
+        if int(shard.get("applies") or 0) <= len(xs):  # the window starts at the first apply
+            xs = xs[warmup:] or xs
+        cap = SPIKE * _median(xs)
+        kept = [x for x in xs if x <= cap] or xs
+        return sum(kept) / len(kept)
+    return _num(shard, "apply_seconds", where, "per_ps[].") / applies
 
 
 def _imbalance(results: Mapping[str, Any]) -> float:

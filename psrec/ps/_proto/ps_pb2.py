@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18psrec/ps/_proto/ps.proto\x12\x08psrec.ps\"C\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x61lign\x18\x04 \x01(\x0c\":\n\tTableKeys\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x04keys\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\"u\n\x0bPullRequest\x12#\n\x06tables\x18\x01 \x03(\x0b\x32\x13.psrec.ps.TableKeys\x12\r\n\x05train\x18\x02 \x01(\x08\x12\r\n\x05\x64\x65nse\x18\x03 \x01(\x08\x12\x10\n\x08min_step\x18\x04 \x01(\x03\x12\x11\n\tnext_step\x18\x05 \x01(\x08\":\n\tTableRows\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x04rows\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\"\x83\x01\n\tPullReply\x12#\n\x06tables\x18\x01 \x03(\x0b\x32\x13.psrec.ps.TableRows\x12\x1f\n\x05\x64\x65nse\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12\x10\n\x08waited_s\x18\x03 \x01(\x01\x12\x10\n\x08has_step\x18\x04 \x01(\x08\x12\x0c\n\x04step\x18\x05 \x01(\x03\"~\n\nTableGrads\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x04keys\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12\x1f\n\x05grads\x18\x03 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12 \n\x06\x63ounts\x18\x04 \x01(\x0b\x32\x10.psrec.ps.Tensor\"g\n\x0bPushRequest\x12$\n\x06tables\x18\x01 \x03(\x0b\x32\x14.psrec.ps.TableGrads\x12$\n\ndense_grad\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12\x0c\n\x04step\x18\x03 \x01(\x03\"\x07\n\x05\x45mpty\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\x08\"\x18\n\x06\x43ounts\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\xdd\x04\n\nStatsReply\x12\r\n\x05shard\x18\x01 \x01(\x03\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x03\x12\x11\n\tbytes_out\x18\x04 \x01(\x03\x12\x15\n\rapply_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cpull_seconds\x18\x06 \x01(\x01\x12,\n\x04rows\x18\x07 \x03(\x0b\x32\x1e.psrec.ps.StatsReply.RowsEntry\x12;\n\x0cwaiting_keys\x18\x08 \x03(\x0b\x32%.psrec.ps.StatsReply.WaitingKeysEntry\x12=\n\radmitted_keys\x18\t \x03(\x0b\x32&.psrec.ps.StatsReply.AdmittedKeysEntry\x12?\n\x0e\x66req_histogram\x18\n \x03(\x0b\x32\'.psrec.ps.StatsReply.FreqHistogramEntry\x12\x13\n\x0bglobal_step\x18\x0b \x01(\x03\x1a+\n\tRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10WaitingKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x33\n\x11\x41\x64mittedKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x46\n\x12\x46reqHistogramEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Counts:\x02\x38\x01\")\n\x0bPathRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\"\x1d\n\x0cTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\"O\n\x0bTableValues\x12\x1e\n\x04keys\x18\x01 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12 \n\x06values\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\"\x19\n\tStepReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\"\x1a\n\tPingReply\x12\r\n\x05shard\x18\x01 \x01(\x03\x32\xb1\x03\n\x0fParameterServer\x12\x32\n\x04Pull\x12\x15.psrec.ps.PullRequest\x1a\x13.psrec.ps.PullReply\x12.\n\x04Push\x12\x15.psrec.ps.PushRequest\x1a\x0f.psrec.ps.Empty\x12\x35\n\x05Stats\x12\x16.psrec.ps.StatsRequest\x1a\x14.psrec.ps.StatsReply\x12\x30\n\x06\x45xport\x12\x15.psrec.ps.PathRequest\x1a\x0f.psrec.ps.Empty\x12\x31\n\x07Restore\x12\x15.psrec.ps.PathRequest\x1a\x0f.psrec.ps.Empty\x12>\n\rTableValuesOf\x12\x16.psrec.ps.TableRequest\x1a\x15.psrec.ps.TableValues\x12\x30\n\x08NextStep\x12\x0f.psrec.ps.Empty\x1a\x13.psrec.ps.StepReply\x12,\n\x04Ping\x12\x0f.psrec.ps.Empty\x1a\x13.psrec.ps.PingReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18psrec/ps/_proto/ps.proto\x12\x08psrec.ps\"C\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x61lign\x18\x04 \x01(\x0c\":\n\tTableKeys\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x04keys\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\"u\n\x0bPullRequest\x12#\n\x06tables\x18\x01 \x03(\x0b\x32\x13.psrec.ps.TableKeys\x12\r\n\x05train\x18\x02 \x01(\x08\x12\r\n\x05\x64\x65nse\x18\x03 \x01(\x08\x12\x10\n\x08min_step\x18\x04 \x01(\x03\x12\x11\n\tnext_step\x18\x05 \x01(\x08\":\n\tTableRows\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x04rows\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\"\x83\x01\n\tPullReply\x12#\n\x06tables\x18\x01 \x03(\x0b\x32\x13.psrec.ps.TableRows\x12\x1f\n\x05\x64\x65nse\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12\x10\n\x08waited_s\x18\x03 \x01(\x01\x12\x10\n\x08has_step\x18\x04 \x01(\x08\x12\x0c\n\x04step\x18\x05 \x01(\x03\"~\n\nTableGrads\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x04keys\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12\x1f\n\x05grads\x18\x03 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12 \n\x06\x63ounts\x18\x04 \x01(\x0b\x32\x10.psrec.ps.Tensor\"g\n\x0bPushRequest\x12$\n\x06tables\x18\x01 \x03(\x0b\x32\x14.psrec.ps.TableGrads\x12$\n\ndense_grad\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12\x0c\n\x04step\x18\x03 \x01(\x03\"\x07\n\x05\x45mpty\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\x08\"\x18\n\x06\x43ounts\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x84\x05\n\nStatsReply\x12\r\n\x05shard\x18\x01 \x01(\x03\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x03\x12\x11\n\tbytes_out\x18\x04 \x01(\x03\x12\x15\n\rapply_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cpull_seconds\x18\x06 \x01(\x01\x12,\n\x04rows\x18\x07 \x03(\x0b\x32\x1e.psrec.ps.StatsReply.RowsEntry\x12;\n\x0cwaiting_keys\x18\x08 \x03(\x0b\x32%.psrec.ps.StatsReply.WaitingKeysEntry\x12=\n\radmitted_keys\x18\t \x03(\x0b\x32&.psrec.ps.StatsReply.AdmittedKeysEntry\x12?\n\x0e\x66req_histogram\x18\n \x03(\x0b\x32\'.psrec.ps.StatsReply.FreqHistogramEntry\x12\x13\n\x0bglobal_step\x18\x0b \x01(\x03\x12\x0f\n\x07\x61pplies\x18\x0c \x01(\x03\x12\x14\n\x0c\x61pply_recent\x18\r \x03(\x01\x1a+\n\tRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10WaitingKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x33\n\x11\x41\x64mittedKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x46\n\x12\x46reqHistogramEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Counts:\x02\x38\x01\")\n\x0bPathRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\"\x1d\n\x0cTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\"O\n\x0bTableValues\x12\x1e\n\x04keys\x18\x01 \x01(\x0b\x32\x10.psrec.ps.Tensor\x12 \n\x06values\x18\x02 \x01(\x0b\x32\x10.psrec.ps.Tensor\"\x19\n\tStepReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\"\x1a\n\tPingReply\x12\r\n\x05shard\x18\x01 \x01(\x03\x32\xb1\x03\n\x0fParameterServer\x12\x32\n\x04Pull\x12\x15.psrec.ps.PullRequest\x1a\x13.psrec.ps.PullReply\x12.\n\x04Push\x12\x15.psrec.ps.PushRequest\x1a\x0f.psrec.ps.Empty\x12\x35\n\x05Stats\x12\x16.psrec.ps.StatsRequest\x1a\x14.psrec.ps.StatsReply\x12\x30\n\x06\x45xport\x12\x15.psrec.ps.PathRequest\x1a\x0f.psrec.ps.Empty\x12\x31\n\x07Restore\x12\x15.psrec.ps.PathRequest\x1a\x0f.psrec.ps.Empty\x12>\n\rTableValuesOf\x12\x16.psrec.ps.TableRequest\x1a\x15.psrec.ps.TableValues\x12\x30\n\x08NextStep\x12\x0f.psrec.ps.Empty\x1a\x13.psrec.ps.StepReply\x12,\n\x04Ping\x12\x0f.psrec.ps.Empty\x1a\x13.psrec.ps.PingReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,25 +60,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTS']._serialized_start=754
   _globals['_COUNTS']._serialized_end=778
   _globals['_STATSREPLY']._serialized_start=781
-  _globals['_STATSREPLY']._serialized_end=1386
-  _globals['_STATSREPLY_ROWSENTRY']._serialized_start=1166
-  _globals['_STATSREPLY_ROWSENTRY']._serialized_end=1209
-  _globals['_STATSREPLY_WAITINGKEYSENTRY']._serialized_start=1211
-  _globals['_STATSREPLY_WAITINGKEYSENTRY']._serialized_end=1261
-  _globals['_STATSREPLY_ADMITTEDKEYSENTRY']._serialized_start=1263
-  _globals['_STATSREPLY_ADMITTEDKEYSENTRY']._serialized_end=1314
-  _globals['_STATSREPLY_FREQHISTOGRAMENTRY']._serialized_start=1316
-  _globals['_STATSREPLY_FREQHISTOGRAMENTRY']._serialized_end=1386
-  _globals['_PATHREQUEST']._serialized_start=1388
-  _globals['_PATHREQUEST']._serialized_end=1429
-  _globals['_TABLEREQUEST']._serialized_start=1431
-  _globals['_TABLEREQUEST']._serialized_end=1460
-  _globals['_TABLEVALUES']._serialized_start=1462
-  _globals['_TABLEVALUES']._serialized_end=1541
-  _globals['_STEPREPLY']._serialized_start=1543
-  _globals['_STEPREPLY']._serialized_end=1568
-  _globals['_PINGREPLY']._serialized_start=1570
-  _globals['_PINGREPLY']._serialized_end=1596
-  _globals['_PARAMETERSERVER']._serialized_start=1599
-  _globals['_PARAMETERSERVER']._serialized_end=2032
+  _globals['_STATSREPLY']._serialized_end=1425
+  _globals['_STATSREPLY_ROWSENTRY']._serialized_start=1205
+  _globals['_STATSREPLY_ROWSENTRY']._serialized_end=1248
+  _globals['_STATSREPLY_WAITINGKEYSENTRY']._serialized_start=1250
+  _globals['_STATSREPLY_WAITINGKEYSENTRY']._serialized_end=1300
+  _globals['_STATSREPLY_ADMITTEDKEYSENTRY']._serialized_start=1302
+  _globals['_STATSREPLY_ADMITTEDKEYSENTRY']._serialized_end=1353
+  _globals['_STATSREPLY_FREQHISTOGRAMENTRY']._serialized_start=1355
+  _globals['_STATSREPLY_FREQHISTOGRAMENTRY']._serialized_end=1425
+  _globals['_PATHREQUEST']._serialized_start=1427
+  _globals['_PATHREQUEST']._serialized_end=1468
+  _globals['_TABLEREQUEST']._serialized_start=1470
+  _globals['_TABLEREQUEST']._serialized_end=1499
+  _globals['_TABLEVALUES']._serialized_start=1501
+  _globals['_TABLEVALUES']._serialized_end=1580
+  _globals['_STEPREPLY']._serialized_start=1582
+  _globals['_STEPREPLY']._serialized_end=1607
+  _globals['_PINGREPLY']._serialized_start=1609
+  _globals['_PINGREPLY']._serialized_end=1635
+  _globals['_PARAMETERSERVER']._serialized_start=1638
+  _globals['_PARAMETERSERVER']._serialized_end=2071
 # @@protoc_insertion_point(module_scope)
