@@ -6,6 +6,7 @@ in the modules' docstrings, so that a change of formula shows up as a failing li
 import dataclasses
 import doctest
 import math
+import statistics
 
 import pytest
 
@@ -13,6 +14,7 @@ import psrec.sim.breakdown
 import psrec.sim.calibration
 import psrec.sim.collective
 import psrec.sim.costs
+import psrec.sim.fair_share
 import psrec.sim.keys
 import psrec.sim.results_map
 import psrec.sim.sweep
@@ -38,14 +40,14 @@ from psrec.sim import (
     simulate,
 )
 from psrec.sim.calibration import CalibrationError
-from psrec.sim.contention import busy_processes, sync_pull_queue
+from psrec.sim.contention import busy_processes, expected_max_normal, sync_pull_queue
 from psrec.sim.costs import allreduce_calls, ps_serve_time, straggler_factors
 from psrec.sim.sweep import parse_values, sweep
 
 
 @pytest.mark.parametrize("mod", [psrec.sim.breakdown, psrec.sim.keys, psrec.sim.collective, psrec.sim.costs,
                                  psrec.sim.traffic, psrec.sim.calibration, psrec.sim.contention,
-                                 psrec.sim.sweep, psrec.sim.validate, psrec.sim.results_map])
+                                 psrec.sim.sweep, psrec.sim.validate, psrec.sim.results_map, psrec.sim.fair_share])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0
 
@@ -97,6 +99,25 @@ def test_ps_traffic_golden():
     assert t.shard_apply_values == pytest.approx(D * 2 / 2 + 4 / 2)
 
 
+def test_ps_sync_push_shares_the_link_from_staggered_starts():
+    """With lockstep jitter the pushes reach the PS's link sigma = jitter * compute apart
+    (expected order statistics) and share it fairly from there: a worker's push is the mean of
+    those shares, the rest of the 4 pushes' 0.092 s it waits; the step is what it was."""
+    from psrec.sim.fair_share import arrival_offsets, fair_share_durations
+
+    base = tiny(workers=4)
+    j = 0.5
+    spec = dataclasses.replace(base, calibration=dataclasses.replace(base.calibration, jitter_by_mode={"ps-sync": j}))
+    s, s0 = ps_sync_step(spec), ps_sync_step(base)
+    own = statistics.fmean(fair_share_durations(0.092 / 4, arrival_offsets(4, j * 0.02)))
+    apply = s0.apply * 4 / 3
+    assert 0.046 < own < 0.092
+    assert s.push == pytest.approx(own + apply / 4)
+    jitter_wait = j * expected_max_normal(4) * (0.02 + 0.096 + 0.092 + apply)
+    assert s.wait == pytest.approx(0.092 - own + jitter_wait)
+    assert s.total == pytest.approx(s0.total + jitter_wait)
+
+
 def test_ps_traffic_hash_imbalance_from_formula():
     # 2 workers, 2 shards, hash: Q2 = 4 (7/16)^2; var = W(D-Q2)/M + W^2 Q2 (M-1)/M^2; mean = W D / M
     q2 = 4 * (7 / 16) ** 2
@@ -123,16 +144,16 @@ def test_ps_sync_step_golden():
     assert s.pull == pytest.approx(req + resp) and s.pull == pytest.approx(0.096)
     # the last of the 4 pushes returns after the merged apply, the other 3 workers wait for it
     # at their next pull: per worker 1/4 of the apply in push, 3/4 in apply
-    # the 4 pushes take 0.092 to cross the PS's link; a worker's own ends at its turn, on
-    # average (4 + 1) / (2 * 4) of that, 0.0575 (above its push alone, 0.046); the rest it waits
+    # the 4 pushes take 0.092 to cross the PS's link; without jitter they start together and
+    # share it fairly, so each lasts all of it (psrec.sim.fair_share) and nobody waits
     assert push == pytest.approx(0.092)
-    assert s.push == pytest.approx(0.0575 + apply / 4)
-    assert s.wait == pytest.approx(0.092 - 0.0575)
+    assert s.push == pytest.approx(0.092 + apply / 4)
+    assert s.wait == pytest.approx(0.0)
     assert s.apply == pytest.approx(apply * 3 / 4)
     assert apply == pytest.approx(0.004059955, rel=1e-6)
     total = 0.02 + 0.096 + 0.092 + apply                            # 0.2120600: the step is unchanged
     assert s.total == pytest.approx(total)
-    assert s.comm_fraction == pytest.approx((0.096 + 0.0575 + apply / 4) / total)
+    assert s.comm_fraction == pytest.approx((0.096 + 0.092 + apply / 4) / total)
     assert s.throughput == pytest.approx(4 * 2 / total)
     assert s.bottleneck == "pull (ps nic)"
     # memory: 4 rows * 2 values * 4 B * 2 slots / 2 PS

@@ -102,12 +102,14 @@ real time (the shard's work sits between the request's bytes and the reply's).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 
 from psrec.sim.breakdown import ComputeCost, StepCost, compute_cost
 from psrec.sim.collective import allreduce_cost, alltoall_cost
 from psrec.sim.config import KEY_BYTES, VALUE_BYTES, SimSpec
 from psrec.sim.contention import busy_processes, cpu_slowdown, expected_max_normal, sync_pull_queue
+from psrec.sim.fair_share import arrival_offsets, fair_share_durations
 from psrec.sim.keys import shard_load
 from psrec.sim.queueing import mva_cycle
 from psrec.sim.traffic import (
@@ -210,9 +212,12 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
 
     pull includes the busiest shard's serve time s (`ps_serve_time`) and the mean queue of the
     workers the apply releases together, `sync_pull_queue(W)` * s. push is a worker's mean
-    turn at the busiest PS's link, max(alone, (W + 1) / (2 W) * the W pushes' phase), and the
-    rest of that phase is wait (4-node testbed, 3 workers, 1 PS: push measured 35.5 ms at
-    1 Gbit and 160.6 at 200 Mbit, between one alone, 22 and 86, and all at once, 54 and 210).
+    push at the busiest PS's link, max(alone, the mean of `fair_share_durations` of the W
+    pushes' phase / W each, started at `arrival_offsets(W, jitter * compute)`), and the rest
+    of that phase is wait. (4-node testbed, 3 workers, 1 PS, 200 Mbit: push measured 176.8 ms
+    a step, the model's phase of the 3 pushes 197.5 ms; as turns, (W + 1) / (2 W) of the
+    phase, it was 136.1 ms and the comm share 7.2 points low, as fair shares 188.2 ms, 2.8
+    points high, with the step unchanged.)
 
     apply = cpu_slowdown(M, cores) * (apply_per_call + rows * apply_per_row + values *
     apply_per_value) with
@@ -224,11 +229,15 @@ def ps_sync_step(spec: SimSpec) -> StepCost:
     t = ps_traffic(spec)
     ph = ps_phases(spec, t, c.workers, "ps-sync")
     pull = ph.pull + sync_pull_queue(c.workers) * ph.serve  # the released waiters queue at the shard
-    # The last push of a step ends after all W have crossed the busiest PS's link (ph.push), but
-    # a worker's own push ends at its turn: k shares for the k-th, (W + 1) / 2 on average; the
-    # early pushers spend the rest held at their next pull (waiting, not communicating).
+    # The last push of a step ends after all W have crossed the busiest PS's link (ph.push); a
+    # worker's own push shares the link with those in flight (`psrec.sim.fair_share`) from
+    # when it gets there. The pulls share the link too and end together, so what spreads the
+    # pushes' starts is the compute's jitter. The early pushers spend the rest held at their
+    # next pull (waiting).
     w = c.workers
-    push = max(ps_phases(spec, t, 1, "ps-sync").push, ph.push * (w + 1) / (2 * w))
+    starts = arrival_offsets(w, cal.jitter_for("ps-sync") * comp)
+    push = max(ps_phases(spec, t, 1, "ps-sync").push,
+               statistics.fmean(fair_share_durations(ph.push / w, starts)) if w > 1 else ph.push)
     rows, values = ps_sync_apply_load(spec)
     apply = (cal.apply_per_call + rows * cal.apply_per_row + values * cal.apply_per_value) * cpu_slowdown(
         busy_processes("ps-sync", "apply", c.workers, c.ps), c.cores)
